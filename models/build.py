@@ -1,0 +1,161 @@
+"""Build the model a run trains or evaluates: HF Wav2Vec2ForCTC (+ classifier heads) (+ BiMamba2 surgery).
+
+    model = build_asr_model(hparams)                    # pretrained weights from hparams.asr_model_name
+    model = build_asr_model(hparams, pretrained=False)  # config only; a checkpoint is loaded afterwards
+    out = forward_model(model, input_values, attention_mask, record_hidden_states=True)
+"""
+import contextlib
+import dataclasses
+import importlib.util
+import logging
+
+import torch
+from torch import nn
+from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+from models.heads import ClassifierHeads
+from models.mamba_utils import substitute_layer
+
+logger = logging.getLogger(__name__)
+
+
+def attention_implementation(use_flash_attn: bool) -> str:
+    """flash_attention_2 when asked for and usable (flash-attn importable, CUDA present), else PyTorch SDPA."""
+    if not use_flash_attn:
+        return "sdpa"
+    if importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available():
+        return "flash_attention_2"
+    logger.info("asr_use_flash_attn=True but flash-attn/CUDA is not available: using PyTorch SDPA attention")
+    return "sdpa"
+
+
+def _config_overrides(hparams) -> dict:
+    """What the hparams set on the checkpoint's config; everything else (LayerDrop included) is inherited."""
+    return dict(
+        vocab_size=hparams.asr_vocab_size,
+        hidden_dropout=hparams.hidden_dropout,
+        activation_dropout=hparams.activation_dropout,
+        feat_proj_dropout=hparams.feat_proj_dropout,
+        final_dropout=hparams.final_dropout,
+        mask_time_prob=hparams.mask_time_prob,
+        ctc_loss_reduction="sum",
+        ctc_zero_infinity=True,
+        pad_token_id=hparams.pad_token_id,
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_asr_model(hparams, pretrained: bool = True, init_state_dict: dict | None = None) -> Wav2Vec2ForCTC:
+    """The model of a run, in fp32 on CPU.
+
+    pretrained: load weights from ``asr_model_name`` (else only its config; a checkpoint follows).
+    init_state_dict: attention-model weights (a teacher checkpoint) loaded *before* the surgery, so that
+        Target-guided students start from the teacher and ``asr_mamba_init=attention`` reads its attention.
+    """
+    overrides = _config_overrides(hparams)
+    attn = attention_implementation(hparams.asr_use_flash_attn)
+    if pretrained:
+        model = Wav2Vec2ForCTC.from_pretrained(
+            hparams.asr_model_name, ignore_mismatched_sizes=True, attn_implementation=attn, **overrides
+        )
+    else:
+        config = Wav2Vec2Config.from_pretrained(hparams.asr_model_name, **overrides)
+        model = Wav2Vec2ForCTC._from_config(config, attn_implementation=attn)
+    if hparams.freeze_feature_encoder:
+        model.freeze_feature_encoder()
+    if hparams.use_classifier:
+        model.classifier_heads = ClassifierHeads(model.config.hidden_size, hparams.classifier_targets)
+    if init_state_dict is not None:
+        model.load_state_dict(init_state_dict)
+    params_attention = count_parameters(model)
+
+    if hparams.asr_use_mamba:
+        encoder = model.wav2vec2.encoder
+        before = {k: v for k, v in encoder.state_dict().items() if ".attention." not in k}
+        substitute_layer(
+            encoder,
+            model.config,
+            residual_inside=hparams.asr_mamba_residual_inside,
+            d_state=hparams.mamba_d_state,
+            d_conv=hparams.mamba_d_conv,
+            expand=hparams.mamba_expand,
+            headdim=hparams.mamba_headdim,
+            chunk_size=hparams.mamba_chunk_size,
+            backend=hparams.mamba_backend,
+            init=hparams.asr_mamba_init,
+        )
+        verify_surgery(before, encoder.state_dict())
+        logger.info("parameters: %.2fM with attention -> %.2fM with BiMamba2",
+                    params_attention / 1e6, count_parameters(model) / 1e6)
+    else:
+        logger.info("parameters: %.2fM", params_attention / 1e6)
+    return model
+
+
+def verify_surgery(before: dict, after: dict) -> None:
+    """Every non-attention tensor is the very same storage as before; new keys are exactly the Mamba2 ones."""
+    missing = sorted(set(before) - set(after))
+    changed = [k for k in before if k in after and after[k].data_ptr() != before[k].data_ptr()]
+    unexpected = [k for k in set(after) - set(before) if ".attention.fw_mamba." not in k and ".attention.bw_mamba." not in k]
+    leftover = [k for k in after if any(f".attention.{p}_proj." in k for p in "qkv")]
+    if missing or changed or unexpected or leftover:
+        raise RuntimeError(
+            f"surgery check failed: missing {missing[:5]}, changed {changed[:5]}, "
+            f"unexpected {unexpected[:5]}, attention left {leftover[:5]}"
+        )
+
+
+@dataclasses.dataclass
+class ModelOutput:
+    logits: torch.Tensor  # (batch, frames, vocab)
+    last_hidden_state: torch.Tensor  # (batch, frames, hidden)
+    frame_mask: torch.Tensor  # (batch, frames) bool, True on valid frames
+    output_lengths: torch.Tensor  # (batch,) valid frames
+    hidden_states: list | None  # layer outputs 1..N, the last after the encoder's final norm; None unless asked
+
+
+@contextlib.contextmanager
+def record_layer_outputs(encoder: nn.Module):
+    """Collect each encoder layer's output during one forward; yields a dict {layer index: (batch, frames, hidden)}.
+
+    The encoder's input to its first layer is stored under -1 (the output of ``encoder.dropout``, which both HF
+    encoder variants apply just before the layers). Layers skipped by LayerDrop are absent.
+    """
+    outputs = {}
+    handles = [encoder.dropout.register_forward_hook(lambda m, i, o: outputs.__setitem__(-1, o))]
+    for index, layer in enumerate(encoder.layers):
+        handles.append(layer.register_forward_hook(lambda m, i, o, index=index: outputs.__setitem__(index, o)))
+    try:
+        yield outputs
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def layer_hidden_states(recorded: dict, num_layers: int, last_hidden_state: torch.Tensor) -> list:
+    """Hidden states after layers 1..N as transformers 4.x listed them: a LayerDrop-skipped layer passes its input
+    on, and the last entry is the encoder's output (after its final norm in stable-layer-norm models)."""
+    states, current = [], recorded[-1]
+    for index in range(num_layers - 1):
+        current = recorded.get(index, current)
+        states.append(current)
+    return states + [last_hidden_state]
+
+
+def forward_model(model: Wav2Vec2ForCTC, input_values, attention_mask, record_hidden_states: bool = False):
+    """Wav2Vec2ForCTC's forward without its loss, plus what the losses need: frame mask and lengths."""
+    encoder = model.wav2vec2.encoder
+    recorder = record_layer_outputs(encoder) if record_hidden_states else contextlib.nullcontext()
+    with recorder as recorded:
+        last_hidden_state = model.wav2vec2(input_values, attention_mask=attention_mask).last_hidden_state
+    logits = model.lm_head(model.dropout(last_hidden_state))  # (batch, frames, vocab)
+    output_lengths = model._get_feat_extract_output_lengths(attention_mask.sum(-1)).long()  # (batch,)
+    frames = logits.shape[1]
+    frame_mask = torch.arange(frames, device=logits.device)[None, :] < output_lengths[:, None]  # (batch, frames)
+    hidden_states = None
+    if record_hidden_states:
+        hidden_states = layer_hidden_states(recorded, len(encoder.layers), last_hidden_state)
+    return ModelOutput(logits, last_hidden_state, frame_mask, output_lengths, hidden_states)

@@ -1,0 +1,92 @@
+"""Classifier heads and every loss term, each *summed* over a micro-batch (the trainer divides by the step's n).
+
+Scale conventions, as the original code: ``loss_normalize_type=sample`` divides the step's summed loss by the
+total transcript characters of the utterances whose CTC loss is finite; ``utterance`` divides each utterance's CTC
+loss by its label length and the step's sum by the number of finite utterances. Distillation terms are then
+rescaled per frame so their weight does not depend on batch composition (see ``distill_frame_scale``).
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Speaker ID has no transcript; the original fed a 3-character placeholder, so `sample` normalisation divided
+# by 3 per utterance. The constant keeps that loss scale (and so the seed's learning rates) without a fake text.
+NO_TRANSCRIPT_CHARS = 3
+
+
+class ClassifierHeads(nn.Module):
+    """One linear head per entry of ``classifier_num_targets`` on the mean-pooled last hidden state."""
+
+    def __init__(self, hidden_size: int, num_targets: list[int]):
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(hidden_size, n) for n in num_targets)
+
+    def forward(self, hidden: torch.Tensor, frame_mask: torch.Tensor) -> list[torch.Tensor]:
+        """hidden (batch, frames, hidden), frame_mask (batch, frames) -> [(batch, targets_i) per head]."""
+        weights = frame_mask.to(hidden.dtype)[..., None]  # (batch, frames, 1)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)  # (batch, hidden)
+        return [head(pooled) for head in self.heads]
+
+
+def ctc_loss_per_utterance(logits, output_lengths, labels, label_lengths, blank: int):
+    """(batch,) summed CTC negative log-likelihoods; infinite ones (input too short) zeroed; and the finite mask."""
+    log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (frames, batch, vocab)
+    targets = labels.clamp(min=0)  # -100 padding is never read past label_lengths
+    with torch.backends.cudnn.flags(enabled=False):  # cudnn's CTC differs in length limits; keep one behaviour
+        losses = F.ctc_loss(log_probs, targets, output_lengths, label_lengths, blank=blank,
+                            reduction="none", zero_infinity=False)  # (batch,)
+    finite = torch.isfinite(losses)
+    return torch.where(finite, losses, torch.zeros_like(losses)), finite
+
+
+def classifier_loss(head_logits: list, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy summed over utterances, averaged over heads. targets (batch, heads)."""
+    per_head = [F.cross_entropy(logits.float(), targets[:, i], reduction="sum") for i, logits in enumerate(head_logits)]
+    return torch.stack(per_head).mean()
+
+
+def _frame_reduce(per_frame: torch.Tensor, frame_mask: torch.Tensor, normalize_type: str) -> torch.Tensor:
+    """(batch, frames) -> scalar: summed over valid frames (sample) or mean per utterance, summed (utterance)."""
+    per_frame = per_frame * frame_mask
+    if normalize_type == "sample":
+        return per_frame.sum()
+    return (per_frame.sum(1) / frame_mask.sum(1).clamp(min=1)).sum()
+
+
+def layer_distill_loss(student_states, teacher_states, frame_mask, normalize_type: str) -> torch.Tensor:
+    """Per-layer MSE between parameter-free layer-normed hidden states, averaged over hidden units and layers.
+
+    student_states, teacher_states: lists of (batch, frames, hidden), layers 1..N; frame_mask (batch, frames).
+    """
+    per_layer = []
+    for student, teacher in zip(student_states, teacher_states, strict=True):
+        s = F.layer_norm(student.float(), student.shape[-1:])
+        t = F.layer_norm(teacher.float(), teacher.shape[-1:])
+        per_layer.append(_frame_reduce((s - t).square().mean(-1), frame_mask, normalize_type))
+    return torch.stack(per_layer).mean()
+
+
+def logits_distill_loss(student_logits, teacher_logits, frame_mask, normalize_type: str, temperature: float):
+    """KL(softmax(t / T) || softmax(s / T)) summed over the vocabulary, no T^2 factor (as the original)."""
+    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    kl = (t.exp() * (t - s)).sum(-1)  # (batch, frames)
+    return _frame_reduce(kl, frame_mask, normalize_type)
+
+
+def ctc_normaliser(label_lengths, finite, normalize_type: str, has_transcript: bool) -> torch.Tensor:
+    """This micro-batch's share of the step's normaliser n (summed over micro-batches and ranks by the trainer)."""
+    if not has_transcript:
+        count = torch.ones_like(label_lengths) * (NO_TRANSCRIPT_CHARS if normalize_type == "sample" else 1)
+        return count.sum().float()
+    if normalize_type == "sample":
+        return (label_lengths * finite).sum().float()
+    return finite.sum().float()
+
+
+def distill_frame_scale(n, valid_frames, normalize_type: str):
+    """Under `sample`, distillation sums run over frames; multiplying by n / frames makes them, after the
+    trainer's division by n, a mean per valid frame over the step. `utterance` sums are already per-utterance."""
+    if normalize_type == "sample":
+        return n / valid_frames.clamp(min=1)
+    return torch.ones_like(n)

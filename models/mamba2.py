@@ -1,0 +1,227 @@
+"""Mamba2 in plain PyTorch, with mamba_ssm's parameter names, shapes and initialisation.
+
+A ``Mamba2`` here holds exactly the parameters of ``mamba_ssm.modules.mamba2.Mamba2`` (ngroups=1, rmsnorm=True,
+no bias): ``in_proj.weight``, ``conv1d.weight``, ``conv1d.bias``, ``dt_bias``, ``A_log``, ``D``, ``norm.weight``,
+``out_proj.weight``. A checkpoint therefore moves freely between this module and the original code. The SSD scan
+is pluggable:
+
+- ``ssd_chunked``: the chunked state-space-duality algorithm of the Mamba2 paper (Dao & Gu 2024, listing 1) in
+  PyTorch einsums, fp32; runs anywhere, no per-time-step loop.
+- ``ssd_ref``: the sequential recurrence, one time step at a time; slow and obviously right, the specification
+  the other two are tested against.
+- ``mamba_ssm``'s Triton ``mamba_chunk_scan_combined`` on CUDA when installed (``backend="triton"``). The causal
+  conv1d runs through PyTorch's ``nn.Conv1d`` unless ``causal_conv1d`` is installed, so the GPU path needs
+  nothing that takes long to compile.
+
+All three share the signature of ``mamba_chunk_scan_combined``:
+    y = scan(x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, dt_softplus=True)
+    x (batch, seqlen, nheads, headdim), dt (batch, seqlen, nheads), A (nheads,),
+    B, C (batch, seqlen, ngroups, d_state), D (nheads,) -> y (batch, seqlen, nheads, headdim)
+"""
+import importlib.util
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import nn
+
+BACKENDS = ("auto", "torch", "triton", "ref")  # ref: the sequential recurrence, for tests only
+
+
+def triton_available() -> bool:
+    """True when mamba_ssm's Triton kernels can be imported (they need CUDA at run time)."""
+    return importlib.util.find_spec("mamba_ssm") is not None
+
+
+def resolve_backend(backend: str, device: torch.device | None = None) -> str:
+    """'auto' -> 'triton' on CUDA with mamba_ssm installed, else 'torch'; other names pass through checked."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown Mamba2 backend '{backend}': expected one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        on_cuda = device is not None and device.type == "cuda"
+        return "triton" if on_cuda and triton_available() else "torch"
+    if backend == "triton" and not triton_available():
+        raise RuntimeError("backend 'triton' needs mamba_ssm: run scripts/install_gpu.sh (see README, GPU install)")
+    return backend
+
+
+def _discretise(x, dt, A, B, C, D, dt_bias, dt_softplus):
+    """Common prologue: fp32, softplus(dt + dt_bias), groups broadcast to heads."""
+    x, dt, B, C = x.float(), dt.float(), B.float(), C.float()
+    if dt_bias is not None:
+        dt = dt + dt_bias.float()  # (batch, seqlen, nheads)
+    if dt_softplus:
+        dt = F.softplus(dt)
+    nheads = x.shape[2]
+    B = repeat(B, "b l g n -> b l (g r) n", r=nheads // B.shape[2])  # (batch, seqlen, nheads, d_state)
+    C = repeat(C, "b l g n -> b l (g r) n", r=nheads // C.shape[2])
+    return x, dt, A.float(), B, C
+
+
+def ssd_ref(x, dt, A, B, C, chunk_size=None, D=None, dt_bias=None, dt_softplus=False):
+    """Sequential SSM recurrence. h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T,  y_t = h_t C_t + D x_t."""
+    dtype = x.dtype
+    x, dt, A, B, C = _discretise(x, dt, A, B, C, D, dt_bias, dt_softplus)
+    batch, seqlen, nheads, headdim = x.shape
+    state = x.new_zeros(batch, nheads, headdim, B.shape[-1])  # (batch, nheads, headdim, d_state)
+    ys = []
+    for t in range(seqlen):
+        decay = torch.exp(dt[:, t] * A)  # (batch, nheads)
+        update = torch.einsum("bh,bhp,bhn->bhpn", dt[:, t], x[:, t], B[:, t])
+        state = decay[:, :, None, None] * state + update
+        ys.append(torch.einsum("bhpn,bhn->bhp", state, C[:, t]))  # (batch, nheads, headdim)
+    y = torch.stack(ys, dim=1)  # (batch, seqlen, nheads, headdim)
+    if D is not None:
+        y = y + x * D.float()[:, None]
+    return y.to(dtype)
+
+
+def segsum(x: torch.Tensor) -> torch.Tensor:
+    """(..., T) -> (..., T, T) with out[..., i, j] = sum(x[..., j+1 : i+1]) for j <= i, -inf above the diagonal.
+
+    Summing each segment directly (not as a difference of cumulative sums) keeps exp(segsum) exact in fp32.
+    """
+    T = x.size(-1)
+    x = repeat(x, "... d -> ... d e", e=T)  # (..., T, T)
+    strictly_lower = torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device), diagonal=-1)
+    x = x.masked_fill(~strictly_lower, 0)
+    x_segsum = torch.cumsum(x, dim=-2)
+    lower = torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device), diagonal=0)
+    return x_segsum.masked_fill(~lower, -torch.inf)
+
+
+def ssd_chunked(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False):
+    """Chunked SSD: quadratic attention-like form inside chunks, a linear recurrence across them."""
+    dtype = x.dtype
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x, dt, A, B, C = _discretise(x, dt, A, B, C, D, dt_bias, dt_softplus)
+        seqlen = x.shape[1]
+        pad = (-seqlen) % chunk_size  # zero dt past the end: no decay and no input, outputs cut off below
+        X = F.pad(x * dt[..., None], (0, 0, 0, 0, 0, pad))  # (batch, padded, nheads, headdim)
+        dA = F.pad(dt * A, (0, 0, 0, pad))  # (batch, padded, nheads)
+        B, C = (F.pad(t, (0, 0, 0, 0, 0, pad)) for t in (B, C))
+        X, dA, B, C = (rearrange(t, "b (c l) ... -> b c l ...", l=chunk_size) for t in (X, dA, B, C))
+        dA = rearrange(dA, "b c l h -> b h c l")  # (batch, nheads, chunks, chunk_size)
+        dA_cumsum = torch.cumsum(dA, dim=-1)
+
+        # 1. outputs within each chunk (the diagonal blocks)
+        L = torch.exp(segsum(dA))  # (batch, nheads, chunks, l, s)
+        Y_diag = torch.einsum("bclhn,bcshn,bhcls,bcshp->bclhp", C, B, L, X)
+        # 2. the state each chunk leaves behind, from its own inputs
+        decay_states = torch.exp(dA_cumsum[..., -1:] - dA_cumsum)  # (batch, nheads, chunks, chunk_size)
+        states = torch.einsum("bclhn,bhcl,bclhp->bchpn", B, decay_states, X)  # (batch, chunks, nheads, p, n)
+        # 3. the recurrence across chunks: the state entering each chunk
+        states = torch.cat([torch.zeros_like(states[:, :1]), states], dim=1)
+        decay_chunk = torch.exp(segsum(F.pad(dA_cumsum[..., -1], (1, 0))))  # (batch, nheads, chunks+1, chunks+1)
+        states = torch.einsum("bhzc,bchpn->bzhpn", decay_chunk, states)[:, :-1]  # (batch, chunks, nheads, p, n)
+        # 4. the entering state's contribution to each output
+        Y_off = torch.einsum("bclhn,bchpn,bhcl->bclhp", C, states, torch.exp(dA_cumsum))
+
+        y = rearrange(Y_diag + Y_off, "b c l h p -> b (c l) h p")[:, :seqlen]  # (batch, seqlen, nheads, headdim)
+        if D is not None:
+            y = y + x * D.float()[:, None]
+    return y.to(dtype)
+
+
+def _scan_fn(backend: str):
+    if backend == "triton":
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
+        return mamba_chunk_scan_combined
+    return {"torch": ssd_chunked, "ref": ssd_ref}[backend]
+
+
+def _causal_conv1d_fn():
+    try:
+        from causal_conv1d import causal_conv1d_fn
+    except ImportError:
+        return None
+    return causal_conv1d_fn
+
+
+class RMSNormGated(nn.Module):
+    """mamba_ssm's gated RMSNorm with norm_before_gate=False: rmsnorm(x * silu(z)) * weight, in fp32."""
+
+    def __init__(self, d: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x, z):
+        dtype = x.dtype
+        x = x.float() * F.silu(z.float())
+        x = x * torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + self.eps)
+        return (x * self.weight.float()).to(dtype)
+
+
+class Mamba2(nn.Module):
+    """One direction of the BiMamba2 mixer: (batch, seqlen, d_model) -> (batch, seqlen, d_model), causal."""
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 128,
+        d_conv: int = 4,
+        expand: int = 1,
+        headdim: int = 64,
+        chunk_size: int = 256,
+        backend: str = "auto",
+        A_init_range=(1.0, 16.0),
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init_floor: float = 1e-4,
+    ):
+        super().__init__()
+        self.d_model, self.d_state, self.d_conv, self.headdim = d_model, d_state, d_conv, headdim
+        self.d_inner = expand * d_model
+        if self.d_inner % headdim:
+            raise ValueError(
+                f"Mamba2: inner width {self.d_inner} (expand {expand} x d_model {d_model}) is not divisible by "
+                f"headdim {headdim}; set mamba_headdim to a divisor of it"
+            )
+        self.nheads = self.d_inner // headdim
+        self.chunk_size = chunk_size
+        self.backend = backend
+        resolve_backend(backend)  # fail at construction on an unknown name
+
+        # in_proj rows, in mamba_ssm's order: [z, x, B, C, dt]
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner + 2 * d_state + self.nheads, bias=False)
+        conv_dim = self.d_inner + 2 * d_state  # the conv runs over [x, B, C]
+        self.conv1d = nn.Conv1d(conv_dim, conv_dim, kernel_size=d_conv, groups=conv_dim, padding=d_conv - 1)
+        # dt log-uniform in [dt_min, dt_max], stored through the inverse softplus (mamba_ssm's initialisation)
+        dt = torch.exp(torch.rand(self.nheads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))
+        self.A_log = nn.Parameter(torch.log(torch.empty(self.nheads).uniform_(*A_init_range)))
+        self.D = nn.Parameter(torch.ones(self.nheads))
+        for p in (self.dt_bias, self.A_log, self.D):
+            p._no_weight_decay = True
+        self.norm = RMSNormGated(self.d_inner)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+
+    def forward(self, u: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+        backend = resolve_backend(backend or self.backend, u.device)
+        seqlen = u.shape[1]
+        zxbcdt = self.in_proj(u)  # (batch, seqlen, 2 * d_inner + 2 * d_state + nheads)
+        z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.d_inner + 2 * self.d_state, self.nheads], dim=-1)
+        conv_fn = _causal_conv1d_fn() if u.is_cuda else None
+        if conv_fn is not None:
+            weight = rearrange(self.conv1d.weight, "d 1 w -> d w")
+            xBC = conv_fn(xBC.transpose(1, 2), weight, self.conv1d.bias, activation="silu").transpose(1, 2)
+        else:  # left padding d_conv - 1, keep the first seqlen outputs: causal
+            xBC = F.silu(self.conv1d(xBC.transpose(1, 2))[..., :seqlen].transpose(1, 2))
+        x, B, C = torch.split(xBC, [self.d_inner, self.d_state, self.d_state], dim=-1)
+        y = _scan_fn(backend)(
+            rearrange(x, "b l (h p) -> b l h p", p=self.headdim),
+            dt,
+            -torch.exp(self.A_log.float()),  # (nheads,)
+            rearrange(B, "b l n -> b l 1 n"),
+            rearrange(C, "b l n -> b l 1 n"),
+            self.chunk_size,
+            D=self.D,
+            dt_bias=self.dt_bias,
+            dt_softplus=True,
+        )  # (batch, seqlen, nheads, headdim)
+        y = self.norm(rearrange(y, "b l h p -> b l (h p)"), z)
+        return self.out_proj(y)

@@ -1,0 +1,35 @@
+"""Shared fixtures: a tiny local Wav2Vec2 checkpoint and hparams sized for it (hidden 32, 2 layers)."""
+import pytest
+
+from hparams import create_hparams
+from models.presets import save_preset
+
+TINY_MAMBA = "mamba_headdim=16,mamba_d_state=16,mamba_chunk_size=16"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs CUDA (run through the device tool: pytest -m gpu)")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    return save_preset("tiny", tmp_path_factory.mktemp("tiny_w2v2"))
+
+
+@pytest.fixture
+def tiny_hparams(tiny_model_dir):
+    def make(extra: str = ""):
+        return create_hparams(f"asr_model_name={tiny_model_dir},{TINY_MAMBA},{extra}")
+
+    return make

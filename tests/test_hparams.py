@@ -1,0 +1,81 @@
+import json
+
+import pytest
+
+from hparams import HParams, create_hparams
+from tests.seed_commands import SEED_COMMANDS, hparams_string
+
+
+@pytest.mark.parametrize("task,strategy,script,arguments", SEED_COMMANDS)
+def test_every_seed_hparams_string_parses(task, strategy, script, arguments):
+    hparams = create_hparams(hparams_string(arguments))
+    assert isinstance(hparams.batch_size, int) and isinstance(hparams.alpha_layer_distill_loss, float)
+
+
+def test_values_are_coerced_to_the_defaults_type():
+    h = create_hparams("batch_frame_limit=2.5e6,asr_use_mamba=True,classifier_num_targets=1251,"
+                       "alpha_logits_distill_loss=0,alpha_layer_distill_loss=0.5,data_warmup_steps=1e4")
+    assert h.batch_frame_limit == 2.5e6 and isinstance(h.batch_frame_limit, float)
+    assert h.asr_use_mamba is True
+    assert h.classifier_num_targets == "1251" and h.classifier_targets == [1251]
+    assert h.alpha_logits_distill_loss == 0.0 and isinstance(h.alpha_logits_distill_loss, float)
+    assert h.alpha_layer_distill_loss == 0.5
+    assert h.data_warmup_steps == 10000 and isinstance(h.data_warmup_steps, int)
+
+
+def test_comma_list_values_and_spaces():
+    h = create_hparams(" use_classifier=True , classifier_num_targets=18,46,batch_size=3 ")
+    assert h.classifier_targets == [18, 46] and h.batch_size == 3 and h.use_classifier
+
+
+def test_defaults_the_seed_commands_rely_on():
+    h = HParams()
+    assert (h.warmup_steps, h.data_warmup_steps, h.loss_normalize_type) == (5000, 5000, "sample")
+    assert (h.ctc_weight, h.classifier_weight, h.alpha_layer_distill_loss, h.alpha_logits_distill_loss) == (1, 1, 1, 1)
+    assert (h.asr_vocab_size, h.asr_use_flash_attn, h.asr_mamba_residual_inside) == (32, False, True)
+    assert (h.mamba_d_state, h.mamba_d_conv, h.mamba_headdim, h.mamba_expand, h.mamba_chunk_size) == (128, 4, 64, 1, 256)
+
+
+def test_unknown_key_names_nearest_keys():
+    with pytest.raises(KeyError, match="did you mean batch_frame_limit"):
+        create_hparams("batch_frame_limt=3e6")
+
+
+@pytest.mark.parametrize("text,key", [
+    ("batch_size=2.5", "batch_size"), ("asr_use_mamba=yes please", "asr_use_mamba"),
+    ("max_lr=fast", "max_lr"), ("loss_normalize_type=frame", "loss_normalize_type"),
+    ("classifier_num_targets=18,x", "classifier_num_targets"), ("mamba_backend=cuda", "mamba_backend"),
+])
+def test_bad_value_names_the_key(text, key):
+    with pytest.raises(ValueError, match=key):
+        create_hparams(text)
+
+
+def test_user_text_is_never_evaluated():
+    h = create_hparams("asr_model_name=__import__('os').getcwd()")
+    assert h.asr_model_name == "__import__('os').getcwd()"
+    with pytest.raises(ValueError):
+        create_hparams("batch_size=__import__('os').cpu_count()")
+
+
+def test_malformed_string():
+    with pytest.raises(ValueError, match="key=value"):
+        create_hparams("True")
+
+
+def test_precedence_defaults_then_json_then_command_line(tmp_path):
+    saved = create_hparams("batch_size=7,max_lr=1e-3")
+    saved.save_json(tmp_path / "hparams.json")
+    h = create_hparams("max_lr=2e-3", json_path=tmp_path / "hparams.json")
+    assert h.batch_size == 7 and h.max_lr == 2e-3 and h.seed == HParams().seed
+    assert create_hparams(json_path=tmp_path / "hparams.json").values() == saved.values()
+    assert h.diff(saved) == {"max_lr": (2e-3, 1e-3)}
+
+
+def test_saved_json_is_checked_as_strictly(tmp_path):
+    (tmp_path / "hparams.json").write_text(json.dumps({"batch_sise": 3}))
+    with pytest.raises(KeyError, match="hparams.json.*batch_sise"):
+        create_hparams(json_path=tmp_path / "hparams.json")
+    (tmp_path / "hparams.json").write_text("{")
+    with pytest.raises(ValueError, match="hparams.json"):
+        create_hparams(json_path=tmp_path / "hparams.json")

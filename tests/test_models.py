@@ -1,0 +1,227 @@
+"""Model core: SSD scan vs its sequential reference, the padded reversal, and the attention -> BiMamba2 surgery."""
+import copy
+import math
+
+import pytest
+import torch
+from transformers import Wav2Vec2ForCTC
+from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Attention
+
+from models.build import build_asr_model, forward_model
+from models.mamba2 import Mamba2, resolve_backend, ssd_chunked, ssd_ref
+from models.mamba_utils import (BiMamba2Wrapper, padded_reverse_index, replace_attention, reverse_padded,
+                                reverse_padded_ref, substitute_layer, valid_lengths)
+
+CHUNK = 16
+MAMBA_SSM_KEYS = {"in_proj.weight", "conv1d.weight", "conv1d.bias", "dt_bias", "A_log", "D", "norm.weight",
+                  "out_proj.weight"}
+
+
+def scan_inputs(seqlen, batch=2, nheads=4, headdim=8, d_state=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, seqlen, nheads, headdim, generator=g)
+    dt = torch.randn(batch, seqlen, nheads, generator=g)
+    A = -torch.rand(nheads, generator=g) * 8 - 0.5
+    B = torch.randn(batch, seqlen, 1, d_state, generator=g)
+    C = torch.randn(batch, seqlen, 1, d_state, generator=g)
+    return x, dt, A, B, C, torch.randn(nheads, generator=g), torch.randn(nheads, generator=g)
+
+
+@pytest.mark.parametrize("seqlen", [1, 7, CHUNK - 1, CHUNK + 1, 3 * CHUNK + 5])
+def test_chunked_ssd_matches_sequential_reference(seqlen):
+    x, dt, A, B, C, D, dt_bias = scan_inputs(seqlen)
+    leaves = [t.requires_grad_() for t in (x, dt, B, C, D, dt_bias)]
+    outs, grads = [], []
+    for scan in (ssd_chunked, ssd_ref):
+        y = scan(x, dt, A, B, C, CHUNK, D=D, dt_bias=dt_bias, dt_softplus=True)
+        outs.append(y)
+        grads.append(torch.autograd.grad((y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum(), leaves))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)  # fp32
+    for g_chunked, g_ref in zip(*grads):
+        torch.testing.assert_close(g_chunked, g_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_mamba2_module_backends_agree_and_names_match_mamba_ssm():
+    torch.manual_seed(0)
+    mamba = Mamba2(64, d_state=16, headdim=16, chunk_size=CHUNK)
+    assert set(mamba.state_dict()) == MAMBA_SSM_KEYS
+    shapes = {k: tuple(v.shape) for k, v in mamba.state_dict().items()}
+    assert shapes["in_proj.weight"] == (2 * 64 + 2 * 16 + 4, 64) and shapes["conv1d.weight"] == (64 + 32, 1, 4)
+    u = torch.randn(2, 3 * CHUNK + 3, 64)
+    torch.testing.assert_close(mamba(u), mamba(u, backend="ref"), rtol=1e-5, atol=1e-5)
+
+
+def test_mamba2_reproduces_mamba_ssm_initialisation():
+    torch.manual_seed(0)
+    mamba = Mamba2(1024)  # 16 heads of 64
+    dt = torch.nn.functional.softplus(mamba.dt_bias)
+    assert dt.min() >= 1e-3 * (1 - 1e-5) and dt.max() <= 0.1 * (1 + 1e-5)
+    A = torch.exp(mamba.A_log)
+    assert A.min() >= 1 and A.max() <= 16
+    assert torch.equal(mamba.D, torch.ones(16)) and torch.equal(mamba.norm.weight, torch.ones(1024))
+    bound = 1 / math.sqrt(1024)  # nn.Linear's default kaiming-uniform bound
+    assert mamba.in_proj.weight.abs().max() <= bound and mamba.in_proj.weight.std() > bound / 3
+
+
+def test_mamba2_is_causal():
+    torch.manual_seed(0)
+    mamba = Mamba2(32, d_state=8, headdim=16, chunk_size=CHUNK)
+    u = torch.randn(1, 40, 32)
+    v = u.clone()
+    v[:, 30:] += 1
+    torch.testing.assert_close(mamba(u)[:, :30], mamba(v)[:, :30])
+
+
+def test_padded_reverse_matches_reference_and_is_an_involution():
+    x = torch.randn(3, 9, 5)
+    lengths = torch.tensor([9, 4, 1])
+    index = padded_reverse_index(lengths, 9)
+    reversed_x = reverse_padded(x, index)
+    assert torch.equal(reversed_x, reverse_padded_ref(x, lengths))
+    assert torch.equal(reverse_padded(reversed_x, index), x)
+
+
+def test_valid_lengths_from_every_mask_form():
+    keep = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    bool4d = keep.bool()[:, None, None, :].expand(2, 1, 4, 4)
+    additive4d = (1.0 - bool4d.float()) * torch.finfo(torch.float32).min
+    expected = torch.tensor([4, 2])
+    for mask in (keep, bool4d, additive4d):
+        assert torch.equal(valid_lengths(mask, 2, 4, "cpu"), expected)
+    assert torch.equal(valid_lengths(None, 2, 4, "cpu"), torch.tensor([4, 4]))
+
+
+@pytest.fixture
+def source_and_converted(tiny_hparams):
+    torch.manual_seed(0)
+    source = build_asr_model(tiny_hparams())
+    torch.manual_seed(0)
+    converted = build_asr_model(tiny_hparams("asr_use_mamba=True"))
+    return source, converted
+
+
+def test_surgery_keeps_every_other_parameter_and_adds_exactly_mamba_keys(source_and_converted):
+    source, converted = source_and_converted
+    src, dst = source.state_dict(), converted.state_dict()
+    attention_keys = {k for k in src if ".attention." in k}
+    assert attention_keys and all(k.split(".")[-2] in ("q_proj", "k_proj", "v_proj", "out_proj") for k in attention_keys)
+    for key in set(src) - attention_keys:
+        assert torch.equal(src[key], dst[key]), key
+    layers = source.config.num_hidden_layers
+    expected_new = {f"wav2vec2.encoder.layers.{i}.attention.{d}_mamba.{name}"
+                    for i in range(layers) for d in ("fw", "bw") for name in MAMBA_SSM_KEYS}
+    assert set(dst) - set(src) == expected_new
+    assert set(src) - set(dst) == attention_keys
+    assert not any(isinstance(m, Wav2Vec2Attention) for m in converted.modules())
+    assert sum(isinstance(m, BiMamba2Wrapper) for m in converted.modules()) == layers
+
+
+def test_swapping_attention_for_an_identical_attention_changes_nothing(tiny_hparams):
+    torch.manual_seed(0)
+    model = build_asr_model(tiny_hparams()).eval()
+    x, mask = torch.randn(2, 8000), torch.ones(2, 8000, dtype=torch.long)
+    mask[1, 5000:] = 0
+    before = forward_model(model, x, mask).logits
+    replace_attention(model.wav2vec2.encoder, copy.deepcopy)
+    assert torch.equal(forward_model(model, x, mask).logits, before)
+
+
+def test_padding_invariance(tiny_hparams):
+    torch.manual_seed(0)
+    model = build_asr_model(tiny_hparams("asr_use_mamba=True,asr_mamba_residual_inside=False")).eval()
+    alone = torch.randn(1, 6400)
+    batch = torch.zeros(2, 16000)
+    batch[0, :6400], batch[1] = alone[0], torch.randn(16000)
+    mask = torch.ones(2, 16000, dtype=torch.long)
+    mask[0, 6400:] = 0
+    with torch.no_grad():
+        out_alone = forward_model(model, alone, torch.ones(1, 6400, dtype=torch.long))
+        out_batch = forward_model(model, batch, mask)
+    n = out_alone.output_lengths[0]
+    assert out_batch.output_lengths[0] == n
+    torch.testing.assert_close(out_batch.logits[0, :n], out_alone.logits[0], rtol=1e-5, atol=1e-5)
+
+
+def test_bidirectional_a_late_change_reaches_the_first_frames(tiny_hparams):
+    torch.manual_seed(0)
+    model = build_asr_model(tiny_hparams("asr_use_mamba=True")).eval()
+    x = torch.randn(1, 16000)
+    y = x.clone()
+    y[:, -6400:] += 3 * torch.randn(6400)  # the last 20 of 50 frames; the positional conv reaches 8 frames
+    mask = torch.ones(1, 16000, dtype=torch.long)
+    with torch.no_grad():
+        first = lambda v: forward_model(model, v, mask).logits[0, :5]  # noqa: E731
+        bidirectional_change = (first(x) - first(y)).abs().max()
+        for layer in model.wav2vec2.encoder.layers:  # forward-only ablation: the future cannot reach frame 0
+            layer.attention.bw_mamba.out_proj.weight.zero_()
+        forward_only_change = (first(x) - first(y)).abs().max()
+    assert bidirectional_change > 1e-5 and forward_only_change < 1e-7
+
+
+def test_mask_forms_of_eager_and_sdpa_encoders_give_the_same_output(tiny_hparams):
+    torch.manual_seed(0)
+    model = build_asr_model(tiny_hparams("asr_use_mamba=True")).eval()
+    x, mask = torch.randn(2, 9600), torch.ones(2, 9600, dtype=torch.long)
+    mask[1, 4000:] = 0
+    outputs = []
+    for implementation in ("eager", "sdpa"):  # additive float vs boolean 4-D masks reach the wrapper
+        model.config._attn_implementation = implementation
+        with torch.no_grad():
+            outputs.append(forward_model(model, x, mask).logits)
+    torch.testing.assert_close(outputs[0], outputs[1])
+
+
+def test_state_dict_round_trip_between_backends(tiny_hparams):
+    torch.manual_seed(0)
+    torch_model = build_asr_model(tiny_hparams("asr_use_mamba=True,mamba_backend=torch")).eval()
+    torch.manual_seed(1)
+    other = build_asr_model(tiny_hparams("asr_use_mamba=True,mamba_backend=auto")).eval()
+    other.load_state_dict(torch_model.state_dict())
+    for layer in other.wav2vec2.encoder.layers:
+        layer.attention.fw_mamba.backend = layer.attention.bw_mamba.backend = "ref"
+    x, mask = torch.randn(2, 6400), torch.ones(2, 6400, dtype=torch.long)
+    with torch.no_grad():
+        torch.testing.assert_close(forward_model(other, x, mask).logits, forward_model(torch_model, x, mask).logits,
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_attention_init_copies_v_k_q_o(tiny_hparams):
+    torch.manual_seed(0)
+    source = build_asr_model(tiny_hparams())
+    converted = build_asr_model(tiny_hparams("asr_use_mamba=True,asr_mamba_init=attention"),
+                                init_state_dict=source.state_dict())
+    attention = source.wav2vec2.encoder.layers[1].attention
+    mamba = converted.wav2vec2.encoder.layers[1].attention.bw_mamba
+    d, n = mamba.d_inner, mamba.d_state  # hidden 32, d_state 16
+    rows = mamba.in_proj.weight
+    assert torch.equal(rows[d:2 * d], attention.v_proj.weight)
+    assert torch.equal(rows[2 * d:2 * d + n], attention.k_proj.weight[:n])
+    assert torch.equal(rows[2 * d + n:2 * d + 2 * n], attention.q_proj.weight[:n])
+    assert torch.equal(mamba.out_proj.weight, attention.out_proj.weight)
+
+
+def test_gradient_checkpointing_runs_through_the_wrapper(tiny_hparams):
+    torch.manual_seed(0)
+    model = build_asr_model(tiny_hparams("asr_use_mamba=True")).train()
+    model.activation_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    x, mask = torch.randn(2, 6400), torch.ones(2, 6400, dtype=torch.long)
+    forward_model(model, x, mask).logits.square().mean().backward()
+    grad = model.wav2vec2.encoder.layers[0].attention.fw_mamba.in_proj.weight.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+def test_clear_errors_on_bad_input(tiny_model_dir, tiny_hparams):
+    model = Wav2Vec2ForCTC.from_pretrained(tiny_model_dir)
+    with pytest.raises(ValueError, match="headdim"):
+        substitute_layer(model.wav2vec2.encoder, model.config, headdim=24)
+    with pytest.raises(TypeError, match="Wav2Vec2 encoder"):
+        substitute_layer(model.wav2vec2, model.config, headdim=16)
+    with pytest.raises(ValueError, match="unknown Mamba2 backend"):
+        substitute_layer(model.wav2vec2.encoder, model.config, headdim=16, backend="cuda")
+    with pytest.raises(ValueError, match="unknown Mamba init"):
+        substitute_layer(model.wav2vec2.encoder, model.config, init="zeros")
+    substitute_layer(model.wav2vec2.encoder, model.config, headdim=16, d_state=8)
+    with pytest.raises(TypeError, match="already converted"):
+        substitute_layer(model.wav2vec2.encoder, model.config, headdim=16)
+    with pytest.raises(ValueError, match="unknown Mamba2 backend"):
+        resolve_backend("cuda")
