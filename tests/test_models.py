@@ -203,7 +203,7 @@ def test_attention_init_copies_v_k_q_o(tiny_hparams):
 def test_gradient_checkpointing_runs_through_the_wrapper(tiny_hparams):
     torch.manual_seed(0)
     model = build_asr_model(tiny_hparams("asr_use_mamba=True")).train()
-    model.activation_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     x, mask = torch.randn(2, 6400), torch.ones(2, 6400, dtype=torch.long)
     forward_model(model, x, mask).logits.square().mean().backward()
     grad = model.wav2vec2.encoder.layers[0].attention.fw_mamba.in_proj.weight.grad
