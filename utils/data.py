@@ -137,13 +137,14 @@ def _unknown_message(tokenizer, chars: set) -> str:
     return f"characters not in vocab.json: {listed}{hint}"
 
 
-def encode_transcript(tokenizer, text: str, name: str = "?") -> list[int]:
+def encode_transcript(tokenizer, text: str, name: str = "?", strict: bool = True) -> list[int]:
     """Token ids of a cleaned transcript; spaces become the word delimiter ``|``.
 
-    A character outside the vocab is an error naming ``name`` and the characters: mapping it silently to
-    ``[UNK]`` would train the model on a wrong target. Only a literal ``[UNK]`` token (kept when
-    ``remove_unk=False``) encodes as the unk id."""
-    unknown = unknown_characters(tokenizer, text)
+    ``strict`` (training): a character outside the vocab is an error naming ``name`` and the characters, since
+    mapping it silently to ``[UNK]`` would train the model on a wrong target; only a literal ``[UNK]`` token (kept
+    when ``remove_unk=False``) encodes as the unk id. Not ``strict`` (dev/test, whose characters the train-built
+    vocab may lack, e.g. SLURP): such characters encode as ``[UNK]``; ``check_transcripts`` logs them."""
+    unknown = unknown_characters(tokenizer, text) if strict else ()
     if unknown:
         raise ValueError(f"{name}: {_unknown_message(tokenizer, unknown)} in {text!r}")
     ids = []
@@ -154,14 +155,17 @@ def encode_transcript(tokenizer, text: str, name: str = "?") -> list[int]:
     return ids
 
 
-def check_transcripts(utts: Sequence[Utterance], tokenizer) -> None:
-    """Fail before training if any transcript holds a character outside the vocab (names up to 5 utterances)."""
+def check_transcripts(utts: Sequence[Utterance], tokenizer, strict: bool = True) -> None:
+    """Fail (``strict``) or warn if any transcript holds a character outside the vocab (names up to 5)."""
     bad = [(u.name, unknown_characters(tokenizer, u.text)) for u in utts]
     bad = [(name, chars) for name, chars in bad if chars]
     if bad:
         chars = set().union(*(c for _, c in bad))
         names = ", ".join(name for name, _ in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise ValueError(f"{len(bad)} transcripts hold {_unknown_message(tokenizer, chars)}: {names}")
+        message = f"{len(bad)} transcripts hold {_unknown_message(tokenizer, chars)}: {names}"
+        if strict:
+            raise ValueError(message)
+        logger.warning("%s; they encode as [UNK] in the dev loss (the reference texts keep them)", message)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -342,18 +346,17 @@ def superb_si_dataset(manual_dir, sr: int = 16000, rebuild: bool = False):
     import datasets  # slow import, only SI needs it
 
     manual_dir = Path(manual_dir).resolve()
+    from corpora.voxceleb1 import read_iden_split, speaker_labels
+
     split_file = manual_dir / "iden_split.txt"
     if not split_file.is_file():
-        raise FileNotFoundError(f"{split_file}: VoxCeleb1 identification split not found; download iden_split.txt "
-                                f"from the VoxCeleb1 site into the manual dir {manual_dir} next to wav/")
+        read_iden_split(manual_dir)  # raises, explaining what the file is and where to get it
     digest = hashlib.sha256(split_file.read_bytes())
     digest.update(f"{manual_dir}|{sr}|{_SI_CACHE_VERSION}".encode())
     cache = manual_dir / f"superb_si-{digest.hexdigest()[:16]}"
     if cache.is_dir() and not rebuild:
         logger.info("SUPERB SI: loading the cached splits from %s", cache)
         return datasets.load_from_disk(str(cache))
-
-    from corpora.voxceleb1 import read_iden_split, speaker_labels
 
     entries = read_iden_split(manual_dir)
     labels = speaker_labels([relpath for _, relpath in entries])
@@ -430,7 +433,8 @@ def build_feature_extractor(hparams) -> Wav2Vec2FeatureExtractor:
                                     do_normalize=True, return_attention_mask=True)
 
 
-def collate(utts: Sequence[Utterance], tokenizer, feature_extractor, hparams, audio=None) -> dict:
+def collate(utts: Sequence[Utterance], tokenizer, feature_extractor, hparams, audio=None,
+            strict_vocab: bool = True) -> dict:
     """A batch dict (B utterances, T = longest samples, L = longest token sequence, at least 1):
 
     * ``input_values``      float32 (B, T)  normalised by ``feature_extractor``, zero padded
@@ -441,7 +445,8 @@ def collate(utts: Sequence[Utterance], tokenizer, feature_extractor, hparams, au
     * ``num_samples``       long    (B,)    audio length in samples
     * ``names``, ``texts``  list[str]       utterance names and cleaned transcripts
 
-    ``audio``: preloaded sample arrays (else ``load_audio``). ``tokenizer`` may be None when no text is set."""
+    ``audio``: preloaded sample arrays (else ``load_audio``). ``tokenizer`` may be None when no text is set.
+    ``strict_vocab``: see ``encode_transcript`` (training True, eval False)."""
     if not utts:
         raise ValueError("collate: empty batch")
     if audio is None:
@@ -455,7 +460,7 @@ def collate(utts: Sequence[Utterance], tokenizer, feature_extractor, hparams, au
         elif tokenizer is None:
             raise ValueError(f"{u.name}: has a transcript but collate got no tokenizer")
         else:
-            ids.append(encode_transcript(tokenizer, u.text, u.name))
+            ids.append(encode_transcript(tokenizer, u.text, u.name, strict_vocab))
     labels = torch.full((len(utts), max(1, max(map(len, ids)))), -100, dtype=torch.long)  # (B, L)
     for i, seq in enumerate(ids):
         labels[i, :len(seq)] = torch.tensor(seq, dtype=torch.long)
@@ -639,9 +644,15 @@ class BatchFeeder:
         return {"epoch": self._epoch, "index": self._index, "seed": self.seed, "world_size": self.world_size,
                 "rank": self.rank, "num_utterances": len(self.utts), "fingerprint": self._fingerprint}
 
-    def load_state_dict(self, state: dict, strict: bool = True) -> None:
-        """Continue after the last batch the saved feeder handed out. ``strict``: the seed, world size and the
+    def load_state_dict(self, state, strict: bool = True) -> None:
+        """Continue after the last batch the saved feeder handed out. ``state`` is this rank's ``state_dict()`` or
+        the list of every rank's (this rank takes ``state[rank]``): ranks drift apart by the batches the data
+        warm-up empties, so a multi-GPU checkpoint must hold all of them. ``strict``: the seed, world size and
         utterance list must be the same, else resuming would not reproduce the run (error naming the fields)."""
+        if isinstance(state, (list, tuple)):
+            if len(state) != self.world_size:
+                raise ValueError(f"feeder states of {len(state)} ranks, but world_size={self.world_size}")
+            state = state[self.rank]
         mine = self.state_dict()
         differ = [k for k in ("seed", "world_size", "num_utterances", "fingerprint") if state.get(k) != mine[k]]
         if differ:
@@ -680,10 +691,13 @@ class BatchFeeder:
         """(epoch, index, warm, utterances, batch dict or None) from the given position on, endlessly."""
         while True:
             batches = self.epoch_batches(epoch)
+            if not batches:
+                raise ValueError(f"epoch {epoch}: fewer batches than world_size={self.world_size}")
+            logger.info("rank %d: epoch %d packed into %d batches (prefetch from batch %d)", self.rank, epoch,
+                        len(batches), index)
             for i in range(index, len(batches)):
                 warm = self._warm(self._step)
                 yield epoch, i, warm, batches[i], self._prepare(batches[i], warm)
-            logger.info("rank %d: epoch %d done (%d batches)", self.rank, epoch, len(batches))
             epoch, index = epoch + 1, 0
 
     # -- iteration ---------------------------------------------------------------------------------------
@@ -761,13 +775,15 @@ def plan_eval_batches(utts: Sequence[Utterance], hparams, rank: int = 0, world_s
 
 def eval_batches(utts: Sequence[Utterance], hparams, tokenizer, feature_extractor=None, rank: int = 0,
                  world_size: int = 1, max_batches: Optional[int] = None, prefetch: int = 4) -> Iterator[dict]:
-    """Collated ``plan_eval_batches`` in order, loaded by a background thread; no data warm-up filter. The thread
-    stops when the generator is exhausted or closed (a ``break`` out of the loop closes it)."""
+    """Collated ``plan_eval_batches`` in order, loaded by a background thread; no data warm-up filter; characters
+    outside the vocab encode as ``[UNK]`` (logged once). The thread stops when the generator is exhausted or
+    closed (a ``break`` out of the loop closes it once the generator is dropped)."""
     feature_extractor = feature_extractor or build_feature_extractor(hparams)
     if any(u.text for u in utts):
-        check_transcripts(utts, tokenizer)
+        check_transcripts(utts, tokenizer, strict=False)
     plan = plan_eval_batches(utts, hparams, rank, world_size, max_batches)
-    prefetcher = _Prefetcher((collate(b, tokenizer, feature_extractor, hparams) for b in plan), prefetch)
+    prefetcher = _Prefetcher((collate(b, tokenizer, feature_extractor, hparams, strict_vocab=False) for b in plan),
+                             prefetch)
     try:
         while True:
             try:
