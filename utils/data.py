@@ -12,7 +12,8 @@
 Prepared data dir (written by ``corpora/*.py``)
 -----------------------------------------------
 ``<data-dir>/meta.{train,dev,test}.txt`` (SLURP also ``meta.train.syn.txt``), ``<data-dir>/vocab.json`` (a
-Wav2Vec2CTCTokenizer vocab: ``[PAD]`` = 0, letters, ``'``, ``|`` as word delimiter, ``[UNK]``), and for SLURP
+Wav2Vec2CTCTokenizer vocab: ``[PAD]`` = 0, letters, ``'``, ``|`` as word delimiter, ``[UNK]``; matched case
+sensitively, the corpora write UPPER CASE), and for SLURP
 ``<data-dir>/categories.json``: a JSON list with one ``{class name: index}`` dict per classifier head
 (scenarios, actions). The audio of utterance ``<name>`` is ``<data-dir>/<name minus its last _field>/<name>.flac``
 (or ``.wav``): ``AlGore_2009_00000003`` -> ``AlGore_2009/AlGore_2009_00000003.flac``, ``en_0000000012`` ->
