@@ -57,13 +57,20 @@ def build_asr_model(hparams, pretrained: bool = True, init_state_dict: dict | No
     """
     overrides = _config_overrides(hparams)
     attn = attention_implementation(hparams.asr_use_flash_attn)
-    if pretrained:
-        model = Wav2Vec2ForCTC.from_pretrained(
-            hparams.asr_model_name, ignore_mismatched_sizes=True, attn_implementation=attn, **overrides
-        )
-    else:
-        config = Wav2Vec2Config.from_pretrained(hparams.asr_model_name, **overrides)
-        model = Wav2Vec2ForCTC._from_config(config, attn_implementation=attn)
+    try:
+        if pretrained:
+            model = Wav2Vec2ForCTC.from_pretrained(
+                hparams.asr_model_name, ignore_mismatched_sizes=True, attn_implementation=attn, **overrides
+            )
+        else:
+            config = Wav2Vec2Config.from_pretrained(hparams.asr_model_name, **overrides)
+            model = Wav2Vec2ForCTC._from_config(config, attn_implementation=attn)
+    except OSError as error:
+        raise OSError(
+            f"cannot load asr_model_name={hparams.asr_model_name!r}: neither a local model directory nor "
+            f"reachable on the Hugging Face hub ({error.__class__.__name__}). Offline, pass a local directory, "
+            f"e.g. one written by `python -m models.presets demo --out output/models/demo`."
+        ) from error
     if hparams.freeze_feature_encoder:
         model.freeze_feature_encoder()
     if hparams.use_classifier:
@@ -115,6 +122,7 @@ class ModelOutput:
     frame_mask: torch.Tensor  # (batch, frames) bool, True on valid frames
     output_lengths: torch.Tensor  # (batch,) valid frames
     hidden_states: list | None  # layer outputs 1..N, the last after the encoder's final norm; None unless asked
+    head_logits: list | None = None  # [(batch, classes) per classifier head] when the model has heads
 
 
 @contextlib.contextmanager
@@ -146,7 +154,8 @@ def layer_hidden_states(recorded: dict, num_layers: int, last_hidden_state: torc
 
 
 def forward_model(model: Wav2Vec2ForCTC, input_values, attention_mask, record_hidden_states: bool = False):
-    """Wav2Vec2ForCTC's forward without its loss, plus what the losses need: frame mask and lengths."""
+    """Wav2Vec2ForCTC's forward without its loss, plus what the losses need: frame mask and lengths, and the
+    classifier heads' logits."""
     encoder = model.wav2vec2.encoder
     recorder = record_layer_outputs(encoder) if record_hidden_states else contextlib.nullcontext()
     with recorder as recorded:
@@ -158,4 +167,58 @@ def forward_model(model: Wav2Vec2ForCTC, input_values, attention_mask, record_hi
     hidden_states = None
     if record_hidden_states:
         hidden_states = layer_hidden_states(recorded, len(encoder.layers), last_hidden_state)
-    return ModelOutput(logits, last_hidden_state, frame_mask, output_lengths, hidden_states)
+    heads = getattr(model, "classifier_heads", None)
+    head_logits = heads(last_hidden_state, frame_mask) if heads is not None else None
+    return ModelOutput(logits, last_hidden_state, frame_mask, output_lengths, hidden_states, head_logits)
+
+
+def feature_encoder_geometry(config) -> tuple[int, int]:
+    """(receptive field, stride) of the CNN front end in samples: 400 and 320 for wav2vec2-large."""
+    field, stride = 1, 1
+    for kernel, step in zip(config.conv_kernel, config.conv_stride):
+        field += (kernel - 1) * stride
+        stride *= step
+    return field, stride
+
+
+@contextlib.contextmanager
+def chunked_feature_encoder(model: Wav2Vec2ForCTC, max_frames: int):
+    """Run the CNN front end over long inputs in pieces of ``max_frames`` output frames (inference).
+
+    Each piece reads the samples its frames see (their receptive field), so the result equals the unchunked one
+    for layer-norm front ends (wav2vec2-large-lv60's); a group-norm front end normalises over the whole input
+    and is left unchunked. Peak memory of the front end then no longer grows with the audio length.
+    """
+    encoder = model.wav2vec2.feature_extractor
+    if model.config.feat_extract_norm != "layer":
+        yield
+        return
+    field, stride = feature_encoder_geometry(model.config)
+    whole = encoder.forward
+
+    def forward(input_values):  # (batch, samples) -> (batch, channels, frames)
+        frames = int(model._get_feat_extract_output_lengths(input_values.shape[-1]))
+        if frames <= max_frames:
+            return whole(input_values)
+        pieces = []
+        for first in range(0, frames, max_frames):
+            last = min(first + max_frames, frames)
+            pieces.append(whole(input_values[:, first * stride:(last - 1) * stride + field]))
+        return torch.cat(pieces, dim=-1)
+
+    encoder.forward = forward
+    try:
+        yield
+    finally:
+        del encoder.forward  # back to the class's forward
+
+
+class SpeechModel(nn.Module):
+    """``forward_model`` as a module, so that one call (through DDP when distributed) runs the whole forward."""
+
+    def __init__(self, model: Wav2Vec2ForCTC):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_values, attention_mask, record_hidden_states: bool = False) -> ModelOutput:
+        return forward_model(self.model, input_values, attention_mask, record_hidden_states)

@@ -3,7 +3,7 @@
 Scale conventions, as the original code: ``loss_normalize_type=sample`` divides the step's summed loss by the
 total transcript characters of the utterances whose CTC loss is finite; ``utterance`` divides each utterance's CTC
 loss by its label length and the step's sum by the number of finite utterances. Distillation terms are then
-rescaled per frame so their weight does not depend on batch composition (see ``distill_frame_scale``).
+divided by the step's total valid frames under `sample` (a mean per frame) and by n under `utterance`.
 """
 import torch
 import torch.nn.functional as F
@@ -74,19 +74,12 @@ def logits_distill_loss(student_logits, teacher_logits, frame_mask, normalize_ty
     return _frame_reduce(kl, frame_mask, normalize_type)
 
 
-def ctc_normaliser(label_lengths, finite, normalize_type: str, has_transcript: bool) -> torch.Tensor:
-    """This micro-batch's share of the step's normaliser n (summed over micro-batches and ranks by the trainer)."""
-    if not has_transcript:
-        count = torch.ones_like(label_lengths) * (NO_TRANSCRIPT_CHARS if normalize_type == "sample" else 1)
-        return count.sum().float()
-    if normalize_type == "sample":
-        return (label_lengths * finite).sum().float()
-    return finite.sum().float()
-
-
-def distill_frame_scale(n, valid_frames, normalize_type: str):
-    """Under `sample`, distillation sums run over frames; multiplying by n / frames makes them, after the
-    trainer's division by n, a mean per valid frame over the step. `utterance` sums are already per-utterance."""
-    if normalize_type == "sample":
-        return n / valid_frames.clamp(min=1)
-    return torch.ones_like(n)
+def normaliser(label_lengths, finite, normalize_type: str, has_transcripts: bool = True) -> torch.Tensor:
+    """A micro-batch's share of the step's normaliser n: transcript characters (`sample`) or utterances
+    (`utterance`) of the utterances whose CTC loss is finite. A corpus without transcripts (speaker ID) counts
+    NO_TRANSCRIPT_CHARS per utterance under `sample`."""
+    if normalize_type == "utterance":
+        return finite.sum().float()
+    if not has_transcripts:
+        return finite.sum().float() * NO_TRANSCRIPT_CHARS
+    return (label_lengths * finite).sum().float()

@@ -1,0 +1,100 @@
+"""Evaluate a checkpoint: greedy CTC transcripts and/or classifier predictions, and their metrics.
+
+Usage:
+    python infer.py --model-path output/tedlium/target_guided/model.ckpt-90000 --output-path output/tedlium/test \\
+        --data-dir=data/tedlium --eval_meta meta.test.txt --hparams asr_use_flash_attn=False
+
+The model is rebuilt from the ``hparams.json`` beside the checkpoint (overridden by --hparams) and its weights
+from the checkpoint; no pretrained weights are downloaded. Writes ``<output-path>/preds.jsonl`` (one line per
+utterance: name, label, pred, and clf_label / clf_pred for classifiers) and ``<output-path>/metrics.json``
+(wer, cer, clf_acc, intent_acc as they apply, utterances, audio hours, real-time factor).
+"""
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from hparams import create_hparams
+from models.build import SpeechModel, build_asr_model, chunked_feature_encoder
+from utils import checkpoint as ckpt
+from utils import training
+from utils.data import eval_batches, load_corpus
+
+logger = logging.getLogger("infer")
+
+CNN_CHUNK_FRAMES = 15000  # 5 minutes of audio per front-end piece: long recordings go through in one pass
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--model-path", "--model_path", dest="model_path", required=True,
+        help="a model.ckpt-<step> file, or a run dir (its latest checkpoint); hparams.json must lie beside it")
+    add("--output-path", "--output_path", dest="output_path", required=True, help="directory for the results")
+    add("--data-dir", "--data_dir", dest="data_dir", required=True,
+        help="prepared data dir, or s3prl/superb--si--<VoxCeleb1 dir> with --use_hf_dataset")
+    add("--eval_meta", "--eval-meta", dest="eval_meta", default=None,
+        help="meta file (looked up under --data-dir; default meta.test.txt), or a split with --use_hf_dataset "
+             "(default test)")
+    add("--vocab-path", "--vocab_path", dest="vocab_path", default=None,
+        help="CTC vocab.json (default <data-dir>/vocab.json)")
+    add("--use_hf_dataset", action="store_true", help="read VoxCeleb1 SI as the SUPERB HF dataset")
+    add("--hparams", default="", help="key=value overrides of the saved hparams, e.g. asr_use_flash_attn=False")
+    add("--mixed_precision", choices=("no", "fp16", "bf16"), default="no", help="autocast precision")
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+
+    # 1. checkpoint and its hparams
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=not torch.cuda.is_available())
+    out_dir = Path(args.output_path)
+    training.setup_logging(out_dir, accelerator.is_main_process)
+    checkpoint = ckpt.resolve_checkpoint(args.model_path)
+    saved = checkpoint.parent / "hparams.json"
+    if not saved.is_file():
+        raise FileNotFoundError(f"{saved} not found: infer.py rebuilds the model from the hparams.json that "
+                                f"train.py writes beside its checkpoints")
+    hparams = create_hparams(args.hparams, json_path=saved)
+    logger.info("checkpoint %s (step %d), hparams from %s", checkpoint, ckpt.checkpoint_step(checkpoint), saved)
+
+    # 2. model
+    model = build_asr_model(hparams, pretrained=False)
+    model.load_state_dict(ckpt.load_checkpoint(checkpoint)["model"])
+    model = accelerator.prepare(SpeechModel(model))
+
+    # 3. data
+    default_split = "test" if args.use_hf_dataset else "meta.test.txt"
+    utts = load_corpus(args.data_dir, args.eval_meta or default_split, hparams, args.use_hf_dataset)
+    vocab_path = args.vocab_path or (None if args.use_hf_dataset else str(Path(args.data_dir) / "vocab.json"))
+    tokenizer = training.load_tokenizer(vocab_path, hparams) if vocab_path else None
+    batches = eval_batches(utts, hparams, tokenizer, rank=accelerator.process_index,
+                           world_size=accelerator.num_processes, max_batches=0)
+
+    # 4. predict
+    tic = time.time()
+    with chunked_feature_encoder(accelerator.unwrap_model(model).model, CNN_CHUNK_FRAMES):
+        rows = training.predict(model, batches, tokenizer, hparams, accelerator, progress="infer")
+    seconds = time.time() - tic
+
+    # 5. write predictions and metrics
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(out_dir / "preds.jsonl", "w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        audio_seconds = sum(r["seconds"] for r in rows)
+        metrics = {**training.summarise(rows, hparams), "audio_hours": audio_seconds / 3600,
+                   "real_time_factor": seconds / max(audio_seconds, 1e-9), "checkpoint": str(checkpoint),
+                   "device": str(accelerator.device)}
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        logger.info("%s: %s", out_dir / "metrics.json", json.dumps(metrics))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,477 @@
+"""What train.py and train_distill.py share: flags, run directory and hparams, optimiser and schedule, the loss
+of one step, evaluation, checkpoints and the training loop itself.
+
+Loss scale (as the original): every term is summed over a micro-batch. The step's normaliser n (transcript
+characters under ``loss_normalize_type=sample``, utterances under ``utterance``; see ``models.heads.normaliser``)
+is summed over the step's micro-batches and all ranks before any backward, so each micro-batch's loss is divided
+by the final n directly. Utterances whose CTC loss is infinite are zeroed and left out of n: once the step's finite
+n is known, the gradients are rescaled by n_all / n_finite. Distillation sums run over frames under `sample` and
+are divided by the step's total valid frames instead, a mean per frame. accelerate's averaging over ranks is undone
+by multiplying each loss by the number of processes.
+"""
+import argparse
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections import deque
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, gather_object
+from tqdm import tqdm
+
+from hparams import create_hparams
+from models.build import SpeechModel, build_asr_model
+from models.heads import classifier_loss, ctc_loss_per_utterance, normaliser
+from utils import checkpoint as ckpt
+from utils.data import BatchFeeder, build_tokenizer, clean_transcript, eval_batches, load_corpus
+from utils.metrics import MetricsLogger, asr_metrics, classification_metrics, ctc_greedy_decode
+
+logger = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+MAX_FAILURES, FAILURE_WINDOW = 10, 20  # this many failed steps within this many steps stop the run
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. flags, run directory, hparams
+
+
+def build_arg_parser(description: str, distill: bool = False) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--model-dir", "--model_dir", dest="model_dir", required=True,
+        help="run directory: hparams.json, model.ckpt-<step>, metrics.jsonl; an existing one is resumed")
+    add("--data-dir", "--data_dir", dest="data_dir", required=True,
+        help="prepared data dir (corpora/*.py), or s3prl/superb--si--<VoxCeleb1 dir> with --use_hf_dataset")
+    add("--train_meta", "--train-meta", dest="train_meta", default=None,
+        help="training meta file (default <data-dir>/meta.train.txt; 'train' with --use_hf_dataset)")
+    add("--eval_meta", "--eval-meta", dest="eval_meta", default=None,
+        help="dev meta file, looked up under --data-dir when not found as given (default meta.dev.txt; "
+             "'validation' with --use_hf_dataset)")
+    add("--vocab-path", "--vocab_path", dest="vocab_path", default=None,
+        help="CTC vocab.json (default <data-dir>/vocab.json)")
+    add("--use_hf_dataset", action="store_true", help="read VoxCeleb1 SI as the SUPERB HF dataset (see README)")
+    add("--hparams", default="", help="comma-separated key=value overrides of hparams.py, e.g. batch_size=24")
+    add("--mixed_precision", choices=("no", "fp16", "bf16"), default="no", help="autocast precision (accelerate)")
+    add("--use_tf32", action="store_true", help="allow TF32 matmuls on Ampere+ GPUs (no-op on CPU)")
+    add("--accumulation_steps", type=int, default=1, help="micro-batches per optimiser step")
+    add("--max_steps", type=int, default=90000, help="optimiser steps to train to")
+    add("--checkpoint_interval", type=int, default=5000, help="save model.ckpt-<step> every this many steps")
+    add("--eval_interval", type=int, default=2000, help="evaluate on dev (and save) every this many steps")
+    add("--project_name", default="cald", help="wandb project; the run is named after --model-dir")
+    add("--restore_from", default=None,
+        help="start this new run from a checkpoint (file or run dir): model, optimiser, schedule and step")
+    add("--reset_training", action="store_true", help="with --restore_from: take the weights only, step 0")
+    if distill:
+        add("--teacher_path", required=True,
+            help="teacher checkpoint (Target guided), or the teacher's run dir with --use_teacher_snapshots")
+        add("--use_teacher_snapshots", action="store_true",
+            help="Waypoint guided: follow the teacher's checkpoints every teacher_snapshot_cycle steps")
+    return parser
+
+
+def setup_logging(run_dir: Path | None, is_main: bool) -> None:
+    handlers = [logging.StreamHandler()]
+    if run_dir is not None and is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(run_dir / "train.log"))
+    logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format=LOG_FORMAT, handlers=handlers,
+                        force=True)
+    for noisy in ("transformers.modeling_utils", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+@dataclasses.dataclass
+class RunStart:
+    hparams: object
+    resume: Path | None  # the run's own latest checkpoint: continue it
+    restore: Path | None  # --restore_from: a new run starting from another run's checkpoint
+
+
+def resolve_run(args) -> RunStart:
+    """Hparams with precedence defaults < saved hparams.json < --hparams, and where the run starts from."""
+    run_dir = Path(args.model_dir)
+    resume = ckpt.latest_checkpoint(run_dir) if run_dir.is_dir() else None
+    restore = None
+    if resume is None and args.restore_from:
+        restore = ckpt.resolve_checkpoint(args.restore_from)
+    base_json = None
+    if resume is not None:
+        base_json = run_dir / "hparams.json"
+    elif restore is not None and (restore.parent / "hparams.json").is_file():
+        base_json = restore.parent / "hparams.json"
+    hparams = create_hparams(args.hparams, json_path=base_json)
+    if base_json is not None:
+        saved = create_hparams(json_path=base_json)
+        changed = hparams.diff(saved)
+        origin = "resuming" if resume else "restoring"
+        logger.info("%s from %s with hparams of %s; changed: %s", origin, resume or restore, base_json,
+                    ", ".join(f"{k} {old!r} -> {new!r}" for k, (new, old) in changed.items()) or "none")
+    return RunStart(hparams, resume, restore)
+
+
+def make_accelerator(args) -> Accelerator:
+    precision = args.mixed_precision
+    if precision == "fp16" and not torch.cuda.is_available():
+        logging.getLogger(__name__).warning("--mixed_precision fp16 needs a GPU: running in fp32 on CPU")
+        precision = "no"
+    # LayerDrop skips whole layers: DDP must then tolerate parameters without gradients
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+    if args.use_tf32:
+        if torch.cuda.is_available():
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        else:
+            logger.info("--use_tf32 is a no-op on CPU")
+    return accelerator
+
+
+def write_hparams(run_dir: Path, hparams, accelerator) -> None:
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        hparams.save_json(run_dir / "hparams.json")
+        logger.info("hparams:\n%s", hparams.to_json())
+
+
+def data_paths(args):
+    """(train split, dev split, vocab path) from the flags and their defaults."""
+    if args.use_hf_dataset:
+        return args.train_meta or "train", args.eval_meta or "validation", args.vocab_path
+    vocab = args.vocab_path or str(Path(args.data_dir) / "vocab.json")
+    return args.train_meta or "meta.train.txt", args.eval_meta or "meta.dev.txt", vocab
+
+
+def load_tokenizer(vocab_path, hparams):
+    tokenizer = build_tokenizer(vocab_path)
+    if len(tokenizer) > hparams.asr_vocab_size:
+        raise ValueError(f"{vocab_path}: {len(tokenizer)} tokens do not fit asr_vocab_size={hparams.asr_vocab_size}")
+    if tokenizer.pad_token_id != hparams.pad_token_id:
+        raise ValueError(f"{vocab_path}: [PAD] is {tokenizer.pad_token_id}, hparams.pad_token_id is "
+                         f"{hparams.pad_token_id}")
+    return tokenizer
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. optimiser and schedule (as the original)
+
+
+def is_weight_decayed(name: str) -> bool:
+    """Everything but biases (names ending in 'bias', Mamba2's dt_bias included) and layer norms."""
+    parts = name.split(".")
+    return not name.endswith("bias") and not (len(parts) > 1 and parts[-2] == "layer_norm")
+
+
+def make_optimizer(model, hparams) -> torch.optim.AdamW:
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decayed = [p for n, p in named if is_weight_decayed(n)]
+    others = [p for n, p in named if not is_weight_decayed(n)]
+    return torch.optim.AdamW([{"params": decayed, "weight_decay": hparams.reg_weight},
+                              {"params": others, "weight_decay": 0.0}],
+                             lr=hparams.max_lr, betas=(0.9, 0.999), eps=hparams.adam_eps)
+
+
+def lr_factor(step: int, hparams) -> float:
+    """Linear warm-up 0 -> max_lr over warmup_steps, exponential decay to final_lr over decay_steps, then flat."""
+    if step < hparams.warmup_steps:
+        return step / hparams.warmup_steps
+    decayed = step - hparams.warmup_steps
+    if decayed < hparams.decay_steps:
+        return (hparams.final_lr / hparams.max_lr) ** (decayed / hparams.decay_steps)
+    return hparams.final_lr / hparams.max_lr
+
+
+def make_scheduler(optimizer, hparams):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, hparams))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. the loss of one micro-batch
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def task_loss_sums(out, batch, hparams, has_transcripts: bool) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """({term: summed loss}, n of this micro-batch (finite utterances only), finite mask (batch,))."""
+    terms = {}
+    finite = torch.ones_like(batch["label_lengths"], dtype=torch.bool)
+    if hparams.ctc_weight > 0:
+        losses, finite = ctc_loss_per_utterance(out.logits, out.output_lengths, batch["labels"],
+                                                batch["label_lengths"], blank=hparams.pad_token_id)
+        if hparams.loss_normalize_type == "utterance":
+            losses = losses / batch["label_lengths"].clamp(min=1)
+        terms["ctc_loss"] = losses.sum()
+    if hparams.use_classifier:
+        terms["classifier_loss"] = classifier_loss(out.head_logits, batch["classifier_labels"])
+    n = normaliser(batch["label_lengths"], finite, hparams.loss_normalize_type, has_transcripts)
+    return terms, n, finite
+
+
+def weighted_total(terms: dict, weights: dict) -> torch.Tensor:
+    return sum(weights[k] * v for k, v in terms.items())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. evaluation
+
+
+@torch.no_grad()
+def predict(model, batches, tokenizer, hparams, accelerator, progress: str | None = None):
+    """Per-utterance predictions over ``batches`` (this rank's), gathered from all ranks, sorted by name:
+    dicts with name, label (reference text), pred (greedy CTC text) and clf_label / clf_pred for classifiers."""
+    was_training = model.training
+    model.eval()
+    rows = []
+    bar = tqdm(batches, desc=progress, disable=progress is None or not accelerator.is_main_process, leave=False)
+    for batch in bar:
+        batch = to_device(batch, accelerator.device)
+        with accelerator.autocast():
+            out = model(batch["input_values"], batch["attention_mask"])
+        heads = out.head_logits if hparams.use_classifier else None
+        texts = [""] * len(batch["names"])
+        if hparams.ctc_weight > 0:  # hypotheses cleaned as the references are ([UNK] dropped, apostrophes joined)
+            texts = [clean_transcript(t, hparams.remove_unk, hparams.replace_apos)
+                     for t in ctc_greedy_decode(out.logits.float(), out.output_lengths, tokenizer)]
+        for i, name in enumerate(batch["names"]):
+            row = {"name": name, "label": batch["texts"][i], "pred": texts[i],
+                   "seconds": batch["num_samples"][i].item() / hparams.sr}
+            if heads is not None:
+                row["clf_label"] = batch["classifier_labels"][i].tolist()
+                row["clf_pred"] = [h[i].argmax().item() for h in heads]
+            rows.append(row)
+    model.train(was_training)
+    rows = gather_object(rows) if accelerator.num_processes > 1 else rows
+    return sorted(rows, key=lambda r: r["name"])
+
+
+def summarise(rows: list[dict], hparams) -> dict:
+    """Metrics of a list of predictions (as ``predict`` returns and preds.jsonl holds)."""
+    metrics = {"utterances": len(rows)}
+    if hparams.ctc_weight > 0 and any(r["label"] for r in rows):
+        metrics.update(asr_metrics([r["label"] for r in rows], [r["pred"] for r in rows]))
+    if hparams.use_classifier:
+        metrics.update(classification_metrics([r["clf_pred"] for r in rows], [r["clf_label"] for r in rows]))
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. the training loop
+
+
+@dataclasses.dataclass
+class Trainer:
+    """One run: the Wav2Vec2ForCTC being trained and its SpeechModel as prepared by accelerate, data, optimiser,
+    schedule, logging; ``extra_losses`` adds the distillation terms (train_distill.py)."""
+
+    args: argparse.Namespace
+    hparams: object
+    accelerator: Accelerator
+    asr_model: torch.nn.Module  # the Wav2Vec2ForCTC (+ heads): what checkpoints hold
+    model: torch.nn.Module  # SpeechModel(asr_model), possibly DDP-wrapped: what the loop calls
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    feeder: BatchFeeder
+    dev_utts: list
+    tokenizer: object
+    step: int = 0
+    extra_losses: object = None  # callable(batch, student_out) -> {term: (summed loss, is a sum over frames)}
+    extra_weights: dict = dataclasses.field(default_factory=dict)
+    on_step_start: object = None  # callable(step), e.g. switching teacher snapshots
+    record_hidden_states: bool = False
+
+    def __post_init__(self):
+        self.run_dir = Path(self.args.model_dir)
+        self.best = ckpt.BestTracker(self.run_dir) if self.accelerator.is_main_process else None
+        self.metrics = MetricsLogger(self.run_dir, self.args.project_name, self.run_dir.name,
+                                     self.hparams.values(), enabled=self.accelerator.is_main_process)
+        self.weights = {"ctc_loss": self.hparams.ctc_weight, "classifier_loss": self.hparams.classifier_weight,
+                        **self.extra_weights}
+        self.failures = deque(maxlen=MAX_FAILURES)
+        self.has_transcripts = self.feeder.has_transcripts
+
+    # -- state ---------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything a resume needs; the feeder state of every rank (each skips its own warm-up batches)."""
+        feeders = [self.feeder.state_dict()]
+        if self.accelerator.num_processes > 1:
+            feeders = gather_object(feeders)
+        return {"model": self.asr_model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "feeder": feeders, "rng": ckpt.rng_state(), "step": self.step}
+
+    def load(self, path: Path, weights_only: bool = False) -> None:
+        state = ckpt.load_checkpoint(path)
+        self.asr_model.load_state_dict(state["model"])
+        if weights_only:
+            logger.info("loaded weights of %s (training state reset)", path)
+            return
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        if Path(path).parent.resolve() == self.run_dir.resolve():  # our own run: continue exactly
+            self.feeder.load_state_dict(state["feeder"], strict=False)
+            ckpt.set_rng_state(state["rng"])
+        logger.info("restored %s at step %d", path, self.step)
+
+    def save(self) -> Path:
+        path = self.run_dir / f"{ckpt.CKPT_PREFIX}{self.step}"
+        state = self.state_dict()  # on every rank: it gathers the feeder states
+        if self.accelerator.is_main_process:
+            ckpt.save_checkpoint(path, state)
+            logger.info("saved %s", path)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    # -- one optimiser step --------------------------------------------------------------------------------
+    def _step_normalisers(self, batches) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n over all utterances, valid output frames) of the step, summed over micro-batches and ranks."""
+        model = self.asr_model
+        n, frames = torch.zeros((), device=self.accelerator.device), torch.zeros((), device=self.accelerator.device)
+        for batch in batches:
+            all_finite = torch.ones_like(batch["label_lengths"], dtype=torch.bool)
+            n += normaliser(batch["label_lengths"], all_finite, self.hparams.loss_normalize_type,
+                            self.has_transcripts)
+            frames += model._get_feat_extract_output_lengths(batch["attention_mask"].sum(-1)).sum()
+        return self.accelerator.reduce(n, "sum"), self.accelerator.reduce(frames, "sum")
+
+    def train_step(self) -> dict | None:
+        hp, acc = self.hparams, self.accelerator
+        tic = time.time()
+        batches = [to_device(self.feeder.next(self.step), acc.device) for _ in range(self.args.accumulation_steps)]
+        n_all, frames = self._step_normalisers(batches)
+        sums, per_frame_terms, n_finite, n_inf = {}, set(), torch.zeros((), device=acc.device), 0
+        for i, batch in enumerate(batches):
+            sync = contextlib.nullcontext() if i == len(batches) - 1 else acc.no_sync(self.model)
+            with sync:
+                with acc.autocast():
+                    out = self.model(batch["input_values"], batch["attention_mask"],
+                                     record_hidden_states=self.record_hidden_states)
+                    terms, n, finite = task_loss_sums(out, batch, hp, self.has_transcripts)
+                    loss = weighted_total(terms, self.weights) / n_all
+                    if self.extra_losses is not None:
+                        out.frame_mask = out.frame_mask & finite[:, None]  # infinite CTC: no distillation either
+                        for name, (value, per_frame) in self.extra_losses(batch, out).items():
+                            terms[name] = value
+                            if per_frame and hp.loss_normalize_type == "sample":
+                                per_frame_terms.add(name)
+                            loss = loss + self.weights[name] * value / (frames if name in per_frame_terms else n_all)
+                acc.backward(loss * acc.num_processes)  # DDP averages over ranks; n is already a global sum
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().float()
+            n_finite += n
+            n_inf += int((~finite).sum())
+        n_finite = acc.reduce(n_finite, "sum")
+        if n_finite < n_all:  # infinite CTC losses were zeroed: renormalise by the finite utterances' n
+            for p in self.model.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(n_all / n_finite.clamp(min=1))
+        grad_norm = acc.clip_grad_norm_(self.model.parameters(), hp.max_grad_norm)
+        if not torch.isfinite(grad_norm):
+            logger.warning("step %d: non-finite gradient norm %s, step skipped", self.step, grad_norm.item())
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        reduced = {k: acc.reduce(v, "sum").item() / (frames.item() if k in per_frame_terms else max(n_finite.item(), 1))
+                   for k, v in sums.items()}
+        audio_seconds = sum(b["num_samples"].sum().item() for b in batches) / hp.sr * acc.num_processes
+        return {**reduced, "loss": sum(self.weights[k] * v for k, v in reduced.items()), "lr": lr,
+                "grad_norm": grad_norm.item(), "n": n_finite.item(), "n_inf": n_inf,
+                "audio_s_per_s": audio_seconds / (time.time() - tic)}
+
+    def _record_failure(self, error: Exception) -> None:
+        logger.error("step %d failed (%s: %s); its micro-batches are skipped", self.step, type(error).__name__,
+                     error, exc_info=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.failures.append(self.step)
+        if len(self.failures) == MAX_FAILURES and self.failures[0] > self.step - FAILURE_WINDOW:
+            raise RuntimeError(f"{MAX_FAILURES} failed steps within {FAILURE_WINDOW} steps (last at step "
+                               f"{self.step}): stopping; see the errors above") from error
+
+    # -- evaluation and checkpoints ------------------------------------------------------------------------
+    def dev_batches(self):
+        acc = self.accelerator
+        return eval_batches(self.dev_utts, self.hparams, self.tokenizer, rank=acc.process_index,
+                            world_size=acc.num_processes)
+
+    def evaluate(self) -> dict:
+        rows = predict(self.model, self.dev_batches(), self.tokenizer, self.hparams, self.accelerator,
+                       progress=f"eval @{self.step}")
+        metrics = summarise(rows, self.hparams)
+        logger.info("step %d dev: %s", self.step, json.dumps(metrics))
+        return metrics
+
+    def eval_and_save(self) -> None:
+        metrics = self.evaluate()
+        path = self.save()
+        if self.accelerator.is_main_process:
+            improved = self.best.update({k: v for k, v in metrics.items() if k != "utterances"}, self.step, path)
+            if improved:
+                logger.info("new best %s at step %d", ", ".join(improved), self.step)
+            self.metrics.log(self.step, {f"dev/{k}": v for k, v in metrics.items()})
+
+    def fit(self) -> None:
+        args = self.args
+        bar = tqdm(total=args.max_steps, initial=self.step, desc=self.run_dir.name,
+                   disable=not self.accelerator.is_main_process, dynamic_ncols=True)
+        self.model.train()
+        while self.step < args.max_steps:
+            if self.on_step_start is not None:
+                self.on_step_start(self.step)
+            try:
+                logged = self.train_step()
+            except (RuntimeError, ValueError) as error:
+                self._record_failure(error)
+                continue
+            if logged is None:
+                continue
+            self.metrics.log(self.step, logged)
+            bar.update(1)
+            bar.set_postfix(loss=f"{logged['loss']:.3f}", lr=f"{logged['lr']:.2e}")
+            if self.step % args.eval_interval == 0 or self.step % args.checkpoint_interval == 0:
+                self.eval_and_save()
+        bar.close()
+        if not (self.run_dir / f"{ckpt.CKPT_PREFIX}{self.step}").exists():
+            self.eval_and_save()
+        self.feeder.close()
+        self.metrics.close()
+
+
+def build_trainer(args, start: RunStart, accelerator, model, **trainer_kwargs) -> Trainer:
+    """Data, optimiser, schedule around a built model; then resume or restore. Shared by both scripts."""
+    hparams = start.hparams
+    train_split, dev_split, vocab_path = data_paths(args)
+    tokenizer = load_tokenizer(vocab_path, hparams)
+    train_utts = load_corpus(args.data_dir, train_split, hparams, args.use_hf_dataset)
+    dev_utts = load_corpus(args.data_dir, dev_split, hparams, args.use_hf_dataset)
+    feeder = BatchFeeder(train_utts, hparams, tokenizer, rank=accelerator.process_index,
+                         world_size=accelerator.num_processes)
+    if hparams.ctc_weight == 0 and not trainer_kwargs.get("extra_weights", {}).get("logits_distill_loss"):
+        model.lm_head.requires_grad_(False)  # no loss reaches the CTC head: keep it out of the optimiser
+    optimizer = make_optimizer(model, hparams)
+    scheduler = make_scheduler(optimizer, hparams)
+    speech_model, optimizer = accelerator.prepare(SpeechModel(model), optimizer)
+    trainer = Trainer(args, hparams, accelerator, model, speech_model, optimizer, scheduler, feeder, dev_utts,
+                      tokenizer, **trainer_kwargs)
+    if start.resume is not None:
+        trainer.load(start.resume)
+    elif start.restore is not None:
+        trainer.load(start.restore, weights_only=args.reset_training)
+    return trainer
+
+
+def build_model_for_run(hparams, start: RunStart, init_state_dict=None):
+    """A run resumed or restored from a checkpoint takes its weights from there: no pretrained weights needed."""
+    from_checkpoint = start.resume is not None or start.restore is not None
+    return build_asr_model(hparams, pretrained=not from_checkpoint and init_state_dict is None,
+                           init_state_dict=init_state_dict)
