@@ -182,7 +182,7 @@ def read_stm(path) -> tuple[list[Segment], int]:
         if not _talk_name_re.fullmatch(talk):
             raise CorpusError(f"{where}: talk name {talk!r} has characters outside [A-Za-z0-9_-]")
         rest = fields[5:]
-        if rest and rest[0].startswith("<") and rest[0].endswith(">") and "," in rest[0]:
+        if rest and rest[0].startswith("<") and rest[0].endswith(">") and rest[0] != "<unk>":
             rest = rest[1:]  # the <o,f0,male> label
         text = " ".join(rest)
         if text.strip() == IGNORE:
@@ -238,7 +238,11 @@ def prepare_talk(sph: Path, segments: list[Segment], out_dir: Path) -> TalkResul
         return result
     if not sph.is_file():
         raise CorpusError(f"{sph}: missing audio for {todo[0].where.rsplit(':', 1)[0]}")
-    info = sf.info(str(sph))
+    try:
+        info = sf.info(str(sph))
+    except RuntimeError as err:
+        raise CorpusError(f"{sph}: soundfile cannot read it ({err}); a shorten-compressed SPHERE file needs "
+                          f"decompressing first (sph2pipe -p -f sph in.sph out.sph)") from None
     if info.samplerate != SR or info.channels != 1:
         raise CorpusError(f"{sph}: expected {SR} Hz mono, got {info.samplerate} Hz with {info.channels} channels")
     talk_dir = out_dir / segments[0].talk
