@@ -7,10 +7,6 @@ from models.presets import save_preset
 TINY_MAMBA = "mamba_headdim=16,mamba_d_state=16,mamba_chunk_size=16"
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs CUDA (run through the device tool: pytest -m gpu)")
-
-
 def pytest_collection_modifyitems(config, items):
     import torch
 
