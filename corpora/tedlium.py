@@ -38,12 +38,12 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import inflect
 import numpy as np
 import soundfile as sf
 from tqdm import tqdm
@@ -61,7 +61,13 @@ STM_TIME_RESOLUTION = 0.01  # seconds; stm times carry two decimals, an end this
 # Text normalisation
 
 
-_inflect = inflect.engine()
+@lru_cache(maxsize=1)
+def _inflect():
+    import inflect  # 2 s to import: only when a transcript holds a number
+
+    return inflect.engine()
+
+
 _comma_number_re = re.compile(r"([0-9][0-9,]+[0-9])")
 _decimal_number_re = re.compile(r"([0-9]+\.[0-9]+)")
 _pounds_re = re.compile(r"£([0-9,]*[0-9]+)")
@@ -89,7 +95,7 @@ def _spell_dollars(match: re.Match) -> str:
 
 
 def _spell_ordinal(match: re.Match) -> str:
-    return _inflect.number_to_words(match.group(0))
+    return _inflect().number_to_words(match.group(0))
 
 
 def _spell_integer(match: re.Match) -> str:
@@ -98,11 +104,11 @@ def _spell_integer(match: re.Match) -> str:
         if number == 2000:
             return "two thousand"
         if 2000 < number < 2010:
-            return "two thousand " + _inflect.number_to_words(number % 100)
+            return "two thousand " + _inflect().number_to_words(number % 100)
         if number % 100 == 0:
-            return _inflect.number_to_words(number // 100) + " hundred"
-        return _inflect.number_to_words(number, andword="", zero="oh", group=2).replace(", ", " ")
-    return _inflect.number_to_words(number, andword="")
+            return _inflect().number_to_words(number // 100) + " hundred"
+        return _inflect().number_to_words(number, andword="", zero="oh", group=2).replace(", ", " ")
+    return _inflect().number_to_words(number, andword="")
 
 
 def expand_numbers(text: str) -> str:
