@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, gather_object
+from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
 from tqdm import tqdm
 
 from hparams import create_hparams
@@ -133,6 +133,8 @@ def make_accelerator(args) -> Accelerator:
 
 
 def write_hparams(run_dir: Path, hparams, accelerator) -> None:
+    """Save the resolved hparams (rank 0) and seed every RNG from them: new modules start the same way each run."""
+    set_seed(hparams.seed)
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         hparams.save_json(run_dir / "hparams.json")

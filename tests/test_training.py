@@ -1,0 +1,172 @@
+"""Loss scale, optimisation schedule, learning and exact resume of the training loop (utils/training.py)."""
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from corpora import tedlium
+from corpora.synth import synth_tedlium
+from hparams import create_hparams
+from models.build import build_asr_model, forward_model
+from models.heads import (NO_TRANSCRIPT_CHARS, ctc_loss_per_utterance, layer_distill_loss, logits_distill_loss,
+                          normaliser)
+from tests.conftest import TINY_MAMBA
+from utils import training
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = "hidden_dropout=0,activation_dropout=0,feat_proj_dropout=0,mask_time_prob=0,data_warmup_steps=0"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("training")
+    synth_tedlium(root / "raw", talks=(2, 1, 1), segments_per_talk=(3, 3), progress=False)
+    tedlium.main(["--src", str(root / "raw"), "--out", str(root / "data")])
+    return root / "data"
+
+
+def make_args(run_dir, data_dir, **overrides):
+    args = training.build_arg_parser("test").parse_args(["--model-dir", str(run_dir), "--data-dir", str(data_dir)])
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
+
+
+def test_normaliser_and_ctc_reductions_by_hand():
+    label_lengths, finite = torch.tensor([5, 3]), torch.tensor([True, False])
+    assert normaliser(label_lengths, finite, "sample") == 5
+    assert normaliser(label_lengths, finite, "utterance") == 1
+    assert normaliser(torch.tensor([0, 0]), torch.tensor([True, True]), "sample", has_transcripts=False) \
+        == 2 * NO_TRANSCRIPT_CHARS
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 5)
+    labels = torch.tensor([[1, 2, 3], [4, -100, -100]])
+    losses, ok = ctc_loss_per_utterance(logits, torch.tensor([6, 1]), labels, torch.tensor([3, 1]), blank=0)
+    first = F.ctc_loss(logits[0].log_softmax(-1)[:, None], labels[:1, :3], [6], [3], reduction="sum")
+    assert ok.tolist() == [True, True] and torch.allclose(losses[0], first)
+    losses, ok = ctc_loss_per_utterance(logits, torch.tensor([6, 1]), labels, torch.tensor([3, 2]), blank=0)
+    assert ok.tolist() == [True, False] and losses[1] == 0  # 2 labels cannot fit 1 frame: infinite, zeroed
+
+
+def test_distillation_reductions_by_hand():
+    torch.manual_seed(0)
+    student = [torch.randn(2, 4, 8) for _ in range(3)]
+    teacher = [torch.randn(2, 4, 8) for _ in range(3)]
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.bool)
+    norm = lambda x: (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-5)  # noqa: E731
+    per_layer_sample, per_layer_utt = [], []
+    for s, t in zip(student, teacher):
+        mse = ((norm(s) - norm(t)) ** 2).mean(-1)  # (batch, frames)
+        per_layer_sample.append(sum(mse[b, f] for b in range(2) for f in range(4) if mask[b, f]))
+        per_layer_utt.append(mse[0, :4].mean() + mse[1, :2].mean())
+    assert torch.allclose(layer_distill_loss(student, teacher, mask, "sample"), torch.stack(per_layer_sample).mean())
+    assert torch.allclose(layer_distill_loss(student, teacher, mask, "utterance"), torch.stack(per_layer_utt).mean())
+
+    s_logits, t_logits = torch.randn(2, 4, 5), torch.randn(2, 4, 5)
+    p, q = (t_logits / 2).softmax(-1), (s_logits / 2).softmax(-1)
+    kl = (p * (p.log() - q.log())).sum(-1)  # KL(teacher || student) at T = 2, no T^2
+    assert torch.allclose(logits_distill_loss(s_logits, t_logits, mask, "sample", 2.0), kl[mask].sum())
+
+
+def test_learning_rate_schedule_and_weight_decay_groups(tiny_hparams):
+    hp = create_hparams("warmup_steps=10,decay_steps=100,max_lr=1e-3,final_lr=1e-5")
+    assert training.lr_factor(0, hp) == 0 and training.lr_factor(5, hp) == 0.5 and training.lr_factor(10, hp) == 1
+    assert training.lr_factor(60, hp) == pytest.approx((1e-5 / 1e-3) ** 0.5)
+    assert training.lr_factor(110, hp) == training.lr_factor(10_000, hp) == pytest.approx(1e-2)
+    model = build_asr_model(tiny_hparams("asr_use_mamba=True"))
+    optimizer = training.make_optimizer(model, hp)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in optimizer.param_groups[0]["params"]}
+    plain = {names[id(p)] for p in optimizer.param_groups[1]["params"]}
+    assert "wav2vec2.encoder.layers.0.attention.fw_mamba.in_proj.weight" in decayed
+    assert "wav2vec2.encoder.layers.0.layer_norm.weight" in plain
+    assert "wav2vec2.encoder.layers.0.attention.fw_mamba.dt_bias" in plain and "lm_head.bias" in plain
+    assert not any("feature_extractor" in n for n in decayed | plain)  # the frozen CNN is not optimised
+
+
+def build(run_dir, data_dir, tiny_model_dir, hparams_extra="", **arg_overrides):
+    args = make_args(run_dir, data_dir, hparams=f"asr_model_name={tiny_model_dir},{TINY_MAMBA},{QUIET},"
+                                               f"{hparams_extra}", **arg_overrides)
+    accelerator = training.make_accelerator(args)
+    start = training.resolve_run(args)
+    model = training.build_model_for_run(start.hparams, start)
+    return training.build_trainer(args, start, accelerator, model)
+
+
+def test_step_gradient_is_the_summed_loss_over_the_steps_normaliser(corpus, tiny_model_dir, tmp_path):
+    """Two micro-batches: the gradient the optimiser sees equals d(sum of CTC) / d(theta) / total characters."""
+    trainer = build(tmp_path / "run", corpus, tiny_model_dir, "batch_size=2,max_grad_norm=1e9",
+                    accumulation_steps=2)
+    seen = {}
+    step = trainer.optimizer.step
+    trainer.optimizer.step = lambda *a, **k: (seen.update(
+        {n: p.grad.clone() for n, p in trainer.asr_model.named_parameters() if p.grad is not None}), step(*a, **k))
+    state = trainer.feeder.state_dict()
+    weights = {n: p.detach().clone() for n, p in trainer.asr_model.named_parameters()}
+    logged = trainer.train_step()
+    trainer.feeder.load_state_dict(state)  # the same two micro-batches again, by hand
+    with torch.no_grad():
+        for n, p in trainer.asr_model.named_parameters():
+            p.copy_(weights[n])
+    batches = [trainer.feeder.next(0) for _ in range(2)]
+    total, chars = 0.0, 0
+    for batch in batches:
+        out = forward_model(trainer.asr_model, batch["input_values"], batch["attention_mask"])
+        losses, _ = ctc_loss_per_utterance(out.logits, out.output_lengths, batch["labels"], batch["label_lengths"], 0)
+        total = total + losses.sum()
+        chars += int(batch["label_lengths"].sum())
+    (total / chars).backward()
+    assert logged["n"] == chars and logged["ctc_loss"] == pytest.approx(total.item() / chars, rel=1e-5)
+    name = "lm_head.weight"
+    torch.testing.assert_close(seen[name], trainer.asr_model.get_parameter(name).grad, rtol=1e-4, atol=1e-6)
+    trainer.feeder.close()
+
+
+@pytest.mark.parametrize("distill", [False, True])
+def test_loss_falls_on_a_memorisable_batch(corpus, tiny_model_dir, tmp_path, distill):
+    hp = "batch_size=2,max_lr=3e-3,warmup_steps=1,decay_steps=1000,final_lr=3e-3"
+    if distill:
+        teacher = build(tmp_path / "teacher", corpus, tiny_model_dir, hp, max_steps=1)
+        teacher.fit()
+        hp += ",asr_use_mamba=True,ctc_weight=0"  # only the teacher drives the student
+    trainer = build(tmp_path / "run", corpus, tiny_model_dir, hp)
+    trainer.feeder.epoch_batches = lambda epoch: [trainer.feeder.utts[:2]]  # one batch, every step
+    if distill:
+        from train_distill import Teacher
+
+        weights = torch.load(tmp_path / "teacher/model.ckpt-1", weights_only=True)["model"]
+        trainer.extra_losses = Teacher(trainer.hparams, weights, "cpu", trainer.accelerator.autocast).losses
+        trainer.extra_weights = {"layer_distill_loss": 1.0, "logits_distill_loss": 1.0}
+        trainer.weights.update(trainer.extra_weights)
+        trainer.record_hidden_states = True
+    logs = [trainer.train_step() for _ in range(25)]
+    trainer.feeder.close()
+    key = "layer_distill_loss" if distill else "ctc_loss"
+    assert logs[-1][key] < 0.7 * logs[0][key], [round(r[key], 3) for r in logs]
+
+
+def test_resumed_run_repeats_the_uninterrupted_losses(corpus, tiny_model_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+
+    def run(run_dir, max_steps):
+        argv = ["--model-dir", str(run_dir), "--data-dir", str(corpus), "--accumulation_steps", "2",
+                "--max_steps", str(max_steps), "--checkpoint_interval", "2", "--eval_interval", "100",
+                "--hparams", f"asr_model_name={tiny_model_dir},{TINY_MAMBA},batch_size=2,warmup_steps=2,"
+                             f"asr_use_mamba=True"]  # dropout and SpecAugment on: the RNG must resume too
+        subprocess.run([sys.executable, str(REPO / "train.py"), *argv], env=env, check=True, capture_output=True)
+
+    def losses(run_dir):
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+    run(tmp_path / "straight", 4)
+    run(tmp_path / "resumed", 2)
+    run(tmp_path / "resumed", 4)
+    assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
+    assert len(losses(tmp_path / "straight")) == 4
