@@ -409,3 +409,11 @@ def test_resample_is_band_limited():
     np.testing.assert_allclose(inside, ref, atol=1e-3)
     alias = synth.resample(np.sin(2 * np.pi * 9000 * t), 22050, 16000)[500:-500]  # above the new Nyquist
     assert np.sqrt(np.mean(alias ** 2)) < 1e-3
+
+
+def test_synth_slurp_intents_mirror_the_real_label_sets():
+    intents = list(synth.SLURP_TEMPLATES)
+    assert len(intents) == 60  # so a full-size synthetic corpus has the real 18 scenarios and 46 actions
+    assert len({s for s, _ in intents}) == 18 and len({a for _, a in intents}) == 46
+    slots = {m for templates in synth.SLURP_TEMPLATES.values() for t in templates for m in re.findall(r"{(\w+)}", t)}
+    assert slots == set(synth.SLOTS)
