@@ -417,3 +417,21 @@ def test_synth_slurp_intents_mirror_the_real_label_sets():
     assert len({s for s, _ in intents}) == 18 and len({a for _, a in intents}) == 46
     slots = {m for templates in synth.SLURP_TEMPLATES.values() for t in templates for m in re.findall(r"{(\w+)}", t)}
     assert slots == set(synth.SLOTS)
+
+
+def test_synth_falls_back_to_the_espeak_ng_binary(tmp_path, monkeypatch):
+    import sys
+    fake = tmp_path / "espeak-ng"  # writes a 0.1 s tone at 22050 Hz where -w says, and logs its arguments
+    fake.write_text(f"#!{sys.executable}\nimport sys, numpy, soundfile\n"
+                    f"open({str(tmp_path / 'args')!r}, 'w').write(' '.join(sys.argv[1:]))\n"
+                    "soundfile.write(sys.argv[sys.argv.index('-w') + 1],\n"
+                    "                (numpy.sin(numpy.arange(2205) / 5) * 8000).astype('int16'), 22050)\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(synth, "find_espeak_library", lambda: None)
+    engine = synth.Espeak()
+    assert engine.backend == "binary"
+    audio = synth.Speaker(engine)("hello world", synth.Voice("en-us+f2", rate=160, pitch=40),
+                                  np.random.default_rng(0))
+    assert engine.sample_rate == 22050 and len(audio) == 1600
+    assert (tmp_path / "args").read_text().split()[:6] == ["-v", "en-us+f2", "-s", "160", "-p", "40"]
