@@ -124,7 +124,7 @@ def ssd_chunked(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=Fa
     return y.to(dtype)
 
 
-def _scan_fn(backend: str):
+def scan_fn(backend: str):
     if backend == "triton":
         from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
 
@@ -140,8 +140,29 @@ def _causal_conv1d_fn():
     return causal_conv1d_fn
 
 
+def causal_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Depthwise causal conv + SiLU: x (batch, channels, seqlen), weight (channels, 1, width) -> same shape as x.
+
+    causal_conv1d's kernel on CUDA when installed, else nn.functional.conv1d with width - 1 frames of left
+    context (padding both sides, keep the first seqlen outputs)."""
+    conv_fn = _causal_conv1d_fn() if x.is_cuda else None
+    if conv_fn is not None:
+        return conv_fn(x, rearrange(weight, "d 1 w -> d w"), bias, activation="silu")
+    seqlen, width = x.shape[-1], weight.shape[-1]
+    return F.silu(F.conv1d(x, weight, bias, padding=width - 1, groups=x.shape[1])[..., :seqlen])
+
+
+def gated_rms_norm(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """mamba_ssm's gated RMSNorm with norm_before_gate=False: rmsnorm(x * silu(z)) * weight, over the last dim,
+    in fp32."""
+    dtype = x.dtype
+    x = x.float() * F.silu(z.float())
+    x = x * torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + eps)
+    return (x * weight.float()).to(dtype)
+
+
 class RMSNormGated(nn.Module):
-    """mamba_ssm's gated RMSNorm with norm_before_gate=False: rmsnorm(x * silu(z)) * weight, in fp32."""
+    """The norm of a Mamba2 block; parameter ``weight`` as in mamba_ssm."""
 
     def __init__(self, d: int, eps: float = 1e-5):
         super().__init__()
@@ -149,10 +170,7 @@ class RMSNormGated(nn.Module):
         self.weight = nn.Parameter(torch.ones(d))
 
     def forward(self, x, z):
-        dtype = x.dtype
-        x = x.float() * F.silu(z.float())
-        x = x * torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + self.eps)
-        return (x * self.weight.float()).to(dtype)
+        return gated_rms_norm(x, z, self.weight, self.eps)
 
 
 class Mamba2(nn.Module):
@@ -202,17 +220,11 @@ class Mamba2(nn.Module):
 
     def forward(self, u: torch.Tensor, backend: str | None = None) -> torch.Tensor:
         backend = resolve_backend(backend or self.backend, u.device)
-        seqlen = u.shape[1]
         zxbcdt = self.in_proj(u)  # (batch, seqlen, 2 * d_inner + 2 * d_state + nheads)
         z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.d_inner + 2 * self.d_state, self.nheads], dim=-1)
-        conv_fn = _causal_conv1d_fn() if u.is_cuda else None
-        if conv_fn is not None:
-            weight = rearrange(self.conv1d.weight, "d 1 w -> d w")
-            xBC = conv_fn(xBC.transpose(1, 2), weight, self.conv1d.bias, activation="silu").transpose(1, 2)
-        else:  # left padding d_conv - 1, keep the first seqlen outputs: causal
-            xBC = F.silu(self.conv1d(xBC.transpose(1, 2))[..., :seqlen].transpose(1, 2))
+        xBC = causal_conv_silu(xBC.transpose(1, 2), self.conv1d.weight, self.conv1d.bias).transpose(1, 2)
         x, B, C = torch.split(xBC, [self.d_inner, self.d_state, self.d_state], dim=-1)
-        y = _scan_fn(backend)(
+        y = scan_fn(backend)(
             rearrange(x, "b l (h p) -> b l h p", p=self.headdim),
             dt,
             -torch.exp(self.A_log.float()),  # (nheads,)

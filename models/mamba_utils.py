@@ -16,9 +16,10 @@ padding stays at the end, so both Mamba2 directions are causal scans that never 
 import logging
 
 import torch
+from einops import rearrange
 from torch import nn
 
-from models.mamba2 import Mamba2
+from models.mamba2 import Mamba2, causal_conv_silu, gated_rms_norm, resolve_backend, scan_fn
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +67,51 @@ def reverse_padded_ref(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Tensor, backend: str) -> torch.Tensor:
+    """fw(hidden) + reverse(bw(reverse(hidden))) with both directions in one pass of each kernel.
+
+    The two Mamba2 blocks' weights are stacked at run time (the checkpoint keeps mamba_ssm's two-module layout):
+    one batched GEMM for both in_proj, one depthwise conv over both directions' channels, one SSD scan with the
+    backward direction's heads stacked after the forward's (ngroups = 2: each direction keeps its own B and C),
+    one norm, one batched GEMM for both out_proj. ``BiMamba2Wrapper.forward_separate`` is its reference.
+    hidden (batch, seqlen, d_model), index from ``padded_reverse_index`` -> (batch, seqlen, d_model)
+    """
+    batch, seqlen, d_model = hidden.shape
+    d_inner, d_state, nheads = fw.d_inner, fw.d_state, fw.nheads
+    both = torch.stack([hidden, reverse_padded(hidden, index)])  # (2, batch, seqlen, d_model): bw in reversed time
+    w_in = torch.stack([fw.in_proj.weight, bw.in_proj.weight])  # (2, d_in_proj, d_model)
+    zxbcdt = torch.matmul(both.flatten(1, 2), w_in.transpose(1, 2)).unflatten(1, (batch, seqlen))  # (2, b, l, d_in_proj)
+    z, xBC, dt = torch.split(zxbcdt, [d_inner, d_inner + 2 * d_state, nheads], dim=-1)
+
+    conv_weight = torch.cat([fw.conv1d.weight, bw.conv1d.weight])  # (2 * conv_dim, 1, d_conv)
+    conv_bias = torch.cat([fw.conv1d.bias, bw.conv1d.bias])
+    xBC = causal_conv_silu(rearrange(xBC, "two b l c -> b (two c) l"), conv_weight, conv_bias)
+    x, B, C = torch.split(rearrange(xBC, "b (two c) l -> two b l c", two=2), [d_inner, d_state, d_state], dim=-1)
+
+    y = scan_fn(backend)(
+        rearrange(x, "two b l (h p) -> b l (two h) p", p=fw.headdim).contiguous(),  # (b, l, 2 * nheads, headdim)
+        rearrange(dt, "two b l h -> b l (two h)").contiguous(),
+        torch.cat([-torch.exp(fw.A_log.float()), -torch.exp(bw.A_log.float())]),  # (2 * nheads,)
+        rearrange(B, "two b l n -> b l two n").contiguous(),  # (b, l, ngroups=2, d_state)
+        rearrange(C, "two b l n -> b l two n").contiguous(),
+        fw.chunk_size,
+        D=torch.cat([fw.D, bw.D]),
+        dt_bias=torch.cat([fw.dt_bias, bw.dt_bias]),
+        dt_softplus=True,
+    )  # (b, l, 2 * nheads, headdim)
+    y = rearrange(y, "b l (two h) p -> two b l (h p)", two=2)  # (2, b, l, d_inner)
+    y = gated_rms_norm(y, z, torch.stack([fw.norm.weight, bw.norm.weight])[:, None, None], fw.norm.eps)
+    w_out = torch.stack([fw.out_proj.weight, bw.out_proj.weight])  # (2, d_model, d_inner)
+    out = torch.matmul(y.flatten(1, 2), w_out.transpose(1, 2)).unflatten(1, (batch, seqlen))  # (2, b, l, d_model)
+    return out[0] + reverse_padded(out[1], index)
+
+
 class BiMamba2Wrapper(nn.Module):
     """A drop-in for ``Wav2Vec2Attention``: same call, same ``(hidden_states, attn_weights)`` return.
 
     ``fw_mamba`` and ``bw_mamba`` are two independent Mamba2 blocks with mamba_ssm's parameter names, so a
-    state_dict matches the original code's ``...attention.fw_mamba.in_proj.weight`` layout.
+    state_dict matches the original code's ``...attention.fw_mamba.in_proj.weight`` layout. ``fused`` runs both
+    directions through each kernel at once (``bimamba2_fused``); ``forward_separate`` is the two-module reference.
     """
 
     def __init__(
@@ -83,6 +124,7 @@ class BiMamba2Wrapper(nn.Module):
         chunk_size: int = 256,
         residual_inside: bool = False,
         backend: str = "auto",
+        fused: bool = True,
     ):
         super().__init__()
         mamba_kwargs = dict(
@@ -91,20 +133,29 @@ class BiMamba2Wrapper(nn.Module):
         self.fw_mamba = Mamba2(d_model, **mamba_kwargs)
         self.bw_mamba = Mamba2(d_model, **mamba_kwargs)
         self.residual_inside = residual_inside
+        self.fused = fused
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         batch, seqlen, _ = hidden_states.shape
         lengths = valid_lengths(attention_mask, batch, seqlen, hidden_states.device)  # (batch,)
         index = padded_reverse_index(lengths, seqlen)  # (batch, seqlen)
 
-        fw = self.fw_mamba(hidden_states)  # (batch, seqlen, d_model)
-        bw = reverse_padded(self.bw_mamba(reverse_padded(hidden_states, index)), index)
-        out = fw + bw
+        if self.fused:
+            backend = resolve_backend(self.fw_mamba.backend, hidden_states.device)
+            out = bimamba2_fused(self.fw_mamba, self.bw_mamba, hidden_states, index, backend)
+        else:
+            out = self.forward_separate(hidden_states, index)
         if self.residual_inside:
             out = out + hidden_states
         valid = torch.arange(seqlen, device=lengths.device)[None, :] < lengths[:, None]  # (batch, seqlen)
         out = torch.where(valid[..., None], out, torch.zeros_like(out))  # padded frames are zero
         return out, None
+
+    def forward_separate(self, hidden_states: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The two directions one after the other, each through its own Mamba2 (the reference of the fused path)."""
+        fw = self.fw_mamba(hidden_states)  # (batch, seqlen, d_model)
+        bw = reverse_padded(self.bw_mamba(reverse_padded(hidden_states, index)), index)
+        return fw + bw
 
 
 def _is_self_attention(module: nn.Module) -> bool:

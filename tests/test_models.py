@@ -9,7 +9,7 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Attention
 
 from models.build import build_asr_model, forward_model
 from models.mamba2 import Mamba2, resolve_backend, ssd_chunked, ssd_ref
-from models.mamba_utils import (BiMamba2Wrapper, padded_reverse_index, replace_attention, reverse_padded,
+from models.mamba_utils import (BiMamba2Wrapper, bimamba2_fused, padded_reverse_index, replace_attention, reverse_padded,
                                 reverse_padded_ref, substitute_layer, valid_lengths)
 
 CHUNK = 16
@@ -70,6 +70,23 @@ def test_mamba2_is_causal():
     v = u.clone()
     v[:, 30:] += 1
     torch.testing.assert_close(mamba(u)[:, :30], mamba(v)[:, :30])
+
+
+@pytest.mark.parametrize("lengths", [[40, 40], [40, 13]])
+def test_fused_bidirectional_path_matches_two_separate_mamba2(lengths):
+    torch.manual_seed(0)
+    wrapper = BiMamba2Wrapper(32, d_state=8, headdim=16, chunk_size=CHUNK)
+    hidden = torch.randn(2, 40, 32, requires_grad=True)
+    index = padded_reverse_index(torch.tensor(lengths), 40)
+    valid = torch.arange(40)[None, :, None] < torch.tensor(lengths)[:, None, None]
+    results = []
+    for run in (lambda: bimamba2_fused(wrapper.fw_mamba, wrapper.bw_mamba, hidden, index, "torch"),
+                lambda: wrapper.forward_separate(hidden, index)):
+        out = run() * valid
+        results.append((out, torch.autograd.grad(out.square().sum(), [hidden, *wrapper.parameters()])))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=1e-5)
+    for fused, separate in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(fused, separate, rtol=1e-4, atol=1e-5)
 
 
 def test_padded_reverse_matches_reference_and_is_an_involution():

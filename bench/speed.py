@@ -1,0 +1,175 @@
+"""Teacher (attention) vs converted student (BiMamba2) speed and memory at wav2vec2-large size, on one GPU.
+
+Usage (on a GPU machine, see README "Speed"):
+    python bench/speed.py                      # every shape; table on stdout, bench/results/<gpu>.jsonl
+    python bench/speed.py --shapes train:16x10 infer:1x3600 --models teacher student
+
+Random weights from the large preset's config (no download). bf16 autocast, CNN front end frozen as in training.
+A training step is forward + CTC loss + backward + AdamW step; inference is a no-grad forward with the front end
+run in 5-minute pieces (as infer.py does). Each measurement is the median of timed repeats after warm-up (CUDA
+events), peak memory from torch.cuda.max_memory_allocated. MFU counts the FLOPs torch's FlopCounterMode sees:
+matmuls, convolutions and attention; it does not see inside the Mamba2 Triton scan, so the student's MFU is a
+lower bound. ``teacher_mode``: both models run as users run them (eager PyTorch modules); the student has no
+compiled or graph-captured path, so the teacher given "the same treatment" is that same eager run.
+"""
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import transformers
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models.build import attention_implementation, chunked_feature_encoder, forward_model  # noqa: E402
+from models.heads import ctc_loss_per_utterance  # noqa: E402
+from models.mamba_utils import substitute_layer  # noqa: E402
+from models.presets import preset_config  # noqa: E402
+
+SR = 16000
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}
+DEFAULT_SHAPES = ["train:16x10", "train:8x20", "train:4x60", "train:1x600",
+                  "infer:16x10", "infer:8x20", "infer:4x60", "infer:1x600", "infer:1x1800", "infer:1x3600"]
+CNN_CHUNK_FRAMES = 15000
+
+
+def build(model_name: str, device) -> torch.nn.Module:
+    config = preset_config("large", vocab_size=32, mask_time_prob=0.05, layerdrop=0.0)
+    config._attn_implementation = attention_implementation(True)
+    model = transformers.Wav2Vec2ForCTC(config)
+    model.freeze_feature_encoder()
+    if model_name != "teacher":
+        substitute_layer(model.wav2vec2.encoder, config, fused=model_name == "student")
+    return model.to(device)
+
+
+def make_batch(batch: int, seconds: float, device):
+    samples = int(seconds * SR)
+    x = torch.randn(batch, samples, device=device)
+    mask = torch.ones(batch, samples, dtype=torch.long, device=device)
+    labels = torch.randint(1, 32, (batch, int(seconds * 12)), device=device)  # ~12 characters a second
+    return x, mask, labels
+
+
+def train_step(model, optimizer, x, mask, labels):
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = forward_model(model, x, mask)
+    losses, _ = ctc_loss_per_utterance(out.logits, out.output_lengths, labels,
+                                       torch.full((len(labels),), labels.shape[1], device=labels.device), blank=0)
+    losses.sum().backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+@torch.no_grad()
+def infer_step(model, x, mask):
+    with torch.autocast("cuda", dtype=torch.bfloat16), chunked_feature_encoder(model, CNN_CHUNK_FRAMES):
+        forward_model(model, x, mask)
+
+
+def count_flops(run) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return counter.get_total_flops()
+
+
+def measure(run, min_seconds: float = 2.0, max_repeats: int = 10) -> tuple[float, float]:
+    """(median ms, peak GiB) of ``run`` after two warm-up calls."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    for _ in range(2):
+        run()
+    times = []
+    spent = time.perf_counter()
+    while len(times) < max_repeats and (len(times) < 3 or time.perf_counter() - spent < min_seconds):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times), torch.cuda.max_memory_allocated() / 2**30
+
+
+def environment() -> dict:
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__,
+                "python": platform.python_version(), "cuda": torch.version.cuda}
+    for name in ("mamba_ssm", "triton", "flash_attn", "causal_conv1d"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            versions[name] = None
+    return {"gpu": torch.cuda.get_device_name(), "versions": versions}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, help="mode:BATCHxSECONDS")
+    parser.add_argument("--models", nargs="+", default=["teacher", "student"],
+                        help="teacher, student (fused BiMamba2) and/or student_separate (two Mamba2 calls)")
+    parser.add_argument("--out", default=None, help="JSON lines file (default bench/results/<gpu>.jsonl)")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench/speed.py needs a CUDA GPU")
+    device = torch.device("cuda")
+    env = environment()
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in env["gpu"]), None)
+    out_path = Path(args.out or Path(__file__).parent / "results" / f"{env['gpu'].replace(' ', '_')}.jsonl")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    print(json.dumps(env), flush=True)
+
+    rows = []
+    for model_name in args.models:
+        torch.manual_seed(0)
+        model = build(model_name, device)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
+        for shape in args.shapes:
+            mode, size = shape.split(":")
+            batch, seconds = (float(v) for v in size.split("x"))
+            x, mask, labels = make_batch(int(batch), seconds, device)
+            if mode == "train":
+                model.train()
+                run = lambda: train_step(model, optimizer, x, mask, labels)  # noqa: E731
+            else:
+                model.eval()
+                run = lambda: infer_step(model, x, mask)  # noqa: E731
+            try:
+                ms, peak_gib = measure(run)
+                flops = count_flops(run)
+            except torch.OutOfMemoryError:
+                ms = peak_gib = flops = None
+            torch.cuda.empty_cache()
+            row = {"model": model_name, "mode": mode, "batch": int(batch), "seconds": seconds, "ms": ms,
+                   "audio_s_per_s": batch * seconds / (ms / 1000) if ms else None, "peak_gib": peak_gib,
+                   "tflops": flops / 1e12 if flops else None,
+                   "mfu": flops / (ms / 1000) / peak if ms and peak else None,
+                   "teacher_mode": "eager", "gpu": env["gpu"], **{"versions": env["versions"]}}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        del model, optimizer
+        torch.cuda.empty_cache()
+
+    teacher = {(r["mode"], r["batch"], r["seconds"]): r for r in rows if r["model"] == "teacher"}
+    for row in rows:
+        base = teacher.get((row["mode"], row["batch"], row["seconds"]))
+        row["vs_teacher"] = base["ms"] / row["ms"] if base and base["ms"] and row["ms"] else None
+    with open(out_path, "a") as f:
+        for row in rows:
+            f.write(json.dumps({**row, "date": time.strftime("%Y-%m-%d")}) + "\n")
+    print(f"\n{env['gpu']}  ({', '.join(f'{k} {v}' for k, v in env['versions'].items() if v)})")
+    print(f"{'model':18} {'mode':6} {'shape':>9} {'ms':>9} {'audio s/s':>10} {'peak GiB':>9} {'MFU':>6} {'speed-up':>9}")
+    for r in rows:
+        fmt = lambda v, spec: format(v, spec) if v is not None else "-"  # noqa: E731
+        print(f"{r['model']:18} {r['mode']:6} {r['batch']:>3}x{r['seconds']:<5g} {fmt(r['ms'], '9.1f')} "
+              f"{fmt(r['audio_s_per_s'], '10.0f')} {fmt(r['peak_gib'], '9.1f')} {fmt(r['mfu'], '6.1%')} "
+              f"{fmt(r['vs_teacher'], '8.2f')}x")
+    print(f"wrote {out_path}")
+
+
+if __name__ == "__main__":
+    main()

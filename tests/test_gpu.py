@@ -1,0 +1,117 @@
+"""GPU tier (``pytest -m gpu``; skipped without CUDA): mamba_ssm's Triton kernels against the PyTorch reference.
+
+Tolerances: fp32 inputs agree to 1e-3 (Triton's tf32-free fp32 dots accumulate in a different order); bf16 inputs
+are compared with the fp32 reference at 5e-2 relative to the output's scale, forward and backward.
+"""
+import pytest
+import torch
+
+from models.build import build_asr_model, forward_model
+from models.mamba2 import Mamba2, ssd_chunked, ssd_ref
+
+pytestmark = pytest.mark.gpu
+CUDA = torch.device("cuda")
+
+
+def relative_error(a, b):
+    return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp(min=1e-6)).item()
+
+
+def scan_inputs(seqlen, batch=2, nheads=16, headdim=64, d_state=128, dtype=torch.float32):
+    g = torch.Generator(device="cuda").manual_seed(0)
+    make = lambda *shape: torch.randn(*shape, generator=g, device=CUDA)  # noqa: E731
+    x, dt = make(batch, seqlen, nheads, headdim), make(batch, seqlen, nheads) - 2
+    A = -torch.rand(nheads, generator=g, device=CUDA) * 8 - 0.5
+    B, C = make(batch, seqlen, 1, d_state), make(batch, seqlen, 1, d_state)
+    D, dt_bias = make(nheads), make(nheads)
+    return [t.to(dtype) for t in (x, dt, B, C)], A, D, dt_bias
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-3), (torch.bfloat16, 5e-2)])
+@pytest.mark.parametrize("seqlen", [1, 255, 257, 1000])
+def test_triton_scan_matches_the_reference(seqlen, dtype, tolerance):
+    from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
+    (x, dt, B, C), A, D, dt_bias = scan_inputs(seqlen, dtype=dtype)
+    leaves = [t.requires_grad_() for t in (x, dt, B, C)]
+    results = []
+    for scan in (mamba_chunk_scan_combined, ssd_chunked):
+        y = scan(x, dt, A, B, C, 256, D=D, dt_bias=dt_bias, dt_softplus=True)
+        weights = torch.linspace(-1, 1, y.numel(), device=CUDA).view_as(y)
+        results.append((y, torch.autograd.grad((y.float() * weights).sum(), leaves)))
+    (y_kernel, g_kernel), (y_torch, g_torch) = results
+    assert relative_error(y_kernel, y_torch) < tolerance
+    for a, b in zip(g_kernel, g_torch):
+        assert relative_error(a, b) < tolerance
+    if seqlen <= 257:  # the sequential recurrence is the specification
+        assert relative_error(y_torch, ssd_ref(x, dt, A, B, C, 256, D=D, dt_bias=dt_bias, dt_softplus=True)) < 1e-4
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_mamba2_triton_backend_matches_torch_backend(autocast):
+    torch.manual_seed(0)
+    mamba = Mamba2(1024, backend="torch").to(CUDA)
+    u = torch.randn(2, 700, 1024, device=CUDA, requires_grad=True)
+    results = []
+    for backend in ("triton", "torch"):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            y = mamba(u, backend=backend)
+        grads = torch.autograd.grad(y.float().square().mean(), [u, mamba.in_proj.weight, mamba.A_log])
+        results.append((y, grads))
+    tolerance = 5e-2 if autocast else 1e-3
+    assert relative_error(results[0][0], results[1][0]) < tolerance
+    for a, b in zip(results[0][1], results[1][1]):
+        assert relative_error(a, b) < tolerance
+
+
+def test_padding_invariance_on_gpu(tiny_hparams):
+    torch.manual_seed(0)
+    model = build_asr_model(tiny_hparams("asr_use_mamba=True,mamba_backend=triton")).to(CUDA).eval()
+    alone = torch.randn(1, 6400, device=CUDA)
+    batch = torch.zeros(2, 16000, device=CUDA)
+    batch[0, :6400], batch[1] = alone[0], torch.randn(16000, device=CUDA)
+    mask = torch.ones(2, 16000, dtype=torch.long, device=CUDA)
+    mask[0, 6400:] = 0
+    with torch.no_grad():
+        out_alone = forward_model(model, alone, torch.ones(1, 6400, dtype=torch.long, device=CUDA))
+        out_batch = forward_model(model, batch, mask)
+    n = out_alone.output_lengths[0]
+    torch.testing.assert_close(out_batch.logits[0, :n], out_alone.logits[0], rtol=1e-4, atol=1e-4)
+
+
+def test_whole_model_triton_matches_torch(tiny_hparams):
+    torch.manual_seed(0)
+    model = build_asr_model(tiny_hparams("asr_use_mamba=True,mamba_backend=torch")).to(CUDA).eval()
+    x = torch.randn(2, 32000, device=CUDA)
+    mask = torch.ones(2, 32000, dtype=torch.long, device=CUDA)
+    mask[1, 20000:] = 0
+    logits = {}
+    for backend in ("torch", "triton"):
+        for layer in model.wav2vec2.encoder.layers:
+            layer.attention.fw_mamba.backend = layer.attention.bw_mamba.backend = backend
+        with torch.no_grad():
+            logits[backend] = forward_model(model, x, mask).logits
+    assert relative_error(logits["triton"], logits["torch"]) < 1e-3
+
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_fused_bidirectional_kernels_match_two_separate_mamba2(autocast):
+    from models.mamba_utils import BiMamba2Wrapper, bimamba2_fused, padded_reverse_index
+
+    torch.manual_seed(0)
+    wrapper = BiMamba2Wrapper(1024, backend="triton").to(CUDA)
+    hidden = torch.randn(3, 600, 1024, device=CUDA, requires_grad=True)
+    lengths = torch.tensor([600, 417, 33], device=CUDA)
+    index = padded_reverse_index(lengths, 600)
+    valid = (torch.arange(600, device=CUDA)[None, :] < lengths[:, None])[..., None]
+    results = []
+    for run in (lambda: bimamba2_fused(wrapper.fw_mamba, wrapper.bw_mamba, hidden, index, "triton"),
+                lambda: wrapper.forward_separate(hidden, index)):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            out = run() * valid
+        results.append((out, torch.autograd.grad(out.float().square().mean(), [hidden, *wrapper.parameters()])))
+    tolerance = 5e-2 if autocast else 1e-3
+    assert relative_error(results[0][0], results[1][0]) < tolerance
+    for fused, separate in zip(results[0][1], results[1][1]):
+        assert relative_error(fused, separate) < tolerance
