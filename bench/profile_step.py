@@ -1,0 +1,42 @@
+"""Where a training or inference step of the student (or teacher) spends its GPU time: torch.profiler's table.
+
+Usage (GPU):  python bench/profile_step.py --model student --mode train --batch 16 --seconds 10 [--rows 30]
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.speed import build, infer_step, make_batch, train_step  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="student", choices=("teacher", "student", "student_separate"))
+    parser.add_argument("--mode", default="train", choices=("train", "infer"))
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rows", type=int, default=30)
+    args = parser.parse_args()
+    model = build(args.model, torch.device("cuda"))
+    x, mask, labels = make_batch(args.batch, args.seconds, torch.device("cuda"))
+    if args.mode == "train":
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
+        step = lambda: train_step(model.train(), optimizer, x, mask, labels)  # noqa: E731
+    else:
+        step = lambda: infer_step(model.eval(), x, mask)  # noqa: E731
+    for _ in range(3):
+        step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.rows, max_name_column_width=70))
+
+
+if __name__ == "__main__":
+    main()
