@@ -40,8 +40,9 @@ def setup_logging(level=logging.INFO) -> None:
 def build_ctc_vocab(texts: Iterable[str]) -> dict[str, int]:
     """Character vocabulary in Wav2Vec2CTCTokenizer form from transcripts (``[UNK]`` counted as one token).
 
-    ``[PAD]`` first, then letters A..Z, then every other character in code-point order, then ``|`` (the space)
-    and ``[UNK]`` last.
+    ``[PAD]`` first, then every letter A..Z (seen or not: a letter missing from a small training set must not
+    turn into ``[UNK]`` in dev and test), then every other character seen, in code-point order, then ``|``
+    (the space) and ``[UNK]`` last.
     """
     chars = set()
     for text in texts:
@@ -49,7 +50,7 @@ def build_ctc_vocab(texts: Iterable[str]) -> dict[str, int]:
             if word != UNK:
                 chars.update(word)
     chars.discard(WORD_DELIMITER)  # '|' never survives into a transcript (it separates meta fields)
-    letters = sorted(c for c in chars if "A" <= c <= "Z")
+    letters = [chr(c) for c in range(ord("A"), ord("Z") + 1)]
     others = sorted(c for c in chars if not "A" <= c <= "Z")
     tokens = [PAD] + letters + others + [WORD_DELIMITER, UNK]
     return {token: index for index, token in enumerate(tokens)}
