@@ -68,42 +68,57 @@ def reverse_padded_ref(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Tensor, backend: str) -> torch.Tensor:
-    """fw(hidden) + reverse(bw(reverse(hidden))) with both directions in one pass of each kernel.
+    """fw(hidden) + reverse(bw(reverse(hidden))) with both directions in one pass of the conv, scan and norm.
 
-    The two Mamba2 blocks' weights are stacked at run time (the checkpoint keeps mamba_ssm's two-module layout):
-    one batched GEMM for both in_proj, one depthwise conv over both directions' channels, one SSD scan with the
-    backward direction's heads stacked after the forward's (ngroups = 2: each direction keeps its own B and C),
-    one norm, one batched GEMM for both out_proj. ``BiMamba2Wrapper.forward_separate`` is its reference.
+    The directions' channels are laid side by side, [fw | bw], at run time (the checkpoint keeps mamba_ssm's
+    two-module layout): one depthwise conv over both directions' channels, one SSD scan with the backward heads
+    stacked after the forward ones (ngroups = 2: each direction keeps its own B and C), one gated norm with a
+    group per direction. ``BiMamba2Wrapper.forward_separate`` is its reference.
     hidden (batch, seqlen, d_model), index from ``padded_reverse_index`` -> (batch, seqlen, d_model)
     """
-    batch, seqlen, d_model = hidden.shape
     d_inner, d_state, nheads = fw.d_inner, fw.d_state, fw.nheads
-    both = torch.stack([hidden, reverse_padded(hidden, index)])  # (2, batch, seqlen, d_model): bw in reversed time
-    w_in = torch.stack([fw.in_proj.weight, bw.in_proj.weight])  # (2, d_in_proj, d_model)
-    zxbcdt = torch.matmul(both.flatten(1, 2), w_in.transpose(1, 2)).unflatten(1, (batch, seqlen))  # (2, b, l, d_in_proj)
-    z, xBC, dt = torch.split(zxbcdt, [d_inner, d_inner + 2 * d_state, nheads], dim=-1)
+    sizes = [d_inner, d_inner, d_state, d_state, nheads]  # in_proj rows: z, x, B, C, dt
+    z_fw, x_fw, B_fw, C_fw, dt_fw = torch.split(fw.in_proj(hidden), sizes, dim=-1)  # each (batch, seqlen, .)
+    z_bw, x_bw, B_bw, C_bw, dt_bw = torch.split(bw.in_proj(reverse_padded(hidden, index)), sizes, dim=-1)
 
-    conv_weight = torch.cat([fw.conv1d.weight, bw.conv1d.weight])  # (2 * conv_dim, 1, d_conv)
-    conv_bias = torch.cat([fw.conv1d.bias, bw.conv1d.bias])
-    xBC = causal_conv_silu(rearrange(xBC, "two b l c -> b (two c) l"), conv_weight, conv_bias)
-    x, B, C = torch.split(rearrange(xBC, "b (two c) l -> two b l c", two=2), [d_inner, d_state, d_state], dim=-1)
+    # conv channels [x_fw, x_bw, B_fw, B_bw, C_fw, C_bw]: after the conv, x, B and C of both directions are slices
+    xBC = torch.cat([x_fw, x_bw, B_fw, B_bw, C_fw, C_bw], dim=-1)  # (batch, seqlen, 2 * conv_dim)
+    conv_weight = _interleave(fw.conv1d.weight, bw.conv1d.weight, sizes[1:4])  # (2 * conv_dim, 1, d_conv)
+    conv_bias = _interleave(fw.conv1d.bias, bw.conv1d.bias, sizes[1:4])
+    xBC = causal_conv_silu(xBC.transpose(1, 2), conv_weight, conv_bias).transpose(1, 2)
+    x, B, C = torch.split(xBC, [2 * d_inner, 2 * d_state, 2 * d_state], dim=-1)
 
     y = scan_fn(backend)(
-        rearrange(x, "two b l (h p) -> b l (two h) p", p=fw.headdim).contiguous(),  # (b, l, 2 * nheads, headdim)
-        rearrange(dt, "two b l h -> b l (two h)").contiguous(),
+        x.unflatten(-1, (2 * nheads, fw.headdim)),  # (batch, seqlen, 2 * nheads, headdim)
+        torch.cat([dt_fw, dt_bw], dim=-1),  # (batch, seqlen, 2 * nheads)
         torch.cat([-torch.exp(fw.A_log.float()), -torch.exp(bw.A_log.float())]),  # (2 * nheads,)
-        rearrange(B, "two b l n -> b l two n").contiguous(),  # (b, l, ngroups=2, d_state)
-        rearrange(C, "two b l n -> b l two n").contiguous(),
+        B.unflatten(-1, (2, d_state)),  # (batch, seqlen, ngroups=2, d_state)
+        C.unflatten(-1, (2, d_state)),
         fw.chunk_size,
         D=torch.cat([fw.D, bw.D]),
         dt_bias=torch.cat([fw.dt_bias, bw.dt_bias]),
         dt_softplus=True,
-    )  # (b, l, 2 * nheads, headdim)
-    y = rearrange(y, "b l (two h) p -> two b l (h p)", two=2)  # (2, b, l, d_inner)
-    y = gated_rms_norm(y, z, torch.stack([fw.norm.weight, bw.norm.weight])[:, None, None], fw.norm.eps)
-    w_out = torch.stack([fw.out_proj.weight, bw.out_proj.weight])  # (2, d_model, d_inner)
-    out = torch.matmul(y.flatten(1, 2), w_out.transpose(1, 2)).unflatten(1, (batch, seqlen))  # (2, b, l, d_model)
-    return out[0] + reverse_padded(out[1], index)
+    ).flatten(-2)  # (batch, seqlen, 2 * d_inner)
+    z = torch.cat([z_fw, z_bw], dim=-1)  # (batch, seqlen, 2 * d_inner)
+    y = grouped_gated_rms_norm(y, z, torch.cat([fw.norm.weight, bw.norm.weight]), fw.norm.eps, d_inner, backend)
+    return fw.out_proj(y[..., :d_inner]) + reverse_padded(bw.out_proj(y[..., d_inner:]), index)
+
+
+def _interleave(fw_param: torch.Tensor, bw_param: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """Conv parameters (channels first) reordered from [x, B, C] per direction to [x_fw, x_bw, B_fw, ...]."""
+    parts_fw, parts_bw = fw_param.split(sizes), bw_param.split(sizes)
+    return torch.cat([p for pair in zip(parts_fw, parts_bw) for p in pair])
+
+
+def grouped_gated_rms_norm(y, z, weight, eps: float, group_size: int, backend: str) -> torch.Tensor:
+    """Gated RMSNorm over each group of ``group_size`` channels (one group per direction): mamba_ssm's Triton
+    kernel on the triton backend, else ``gated_rms_norm`` per group."""
+    if backend == "triton":
+        from mamba_ssm.ops.triton.layernorm_gated import rmsnorm_fn
+
+        return rmsnorm_fn(y, weight, None, z=z, eps=eps, group_size=group_size, norm_before_gate=False)
+    grouped = lambda t: t.unflatten(-1, (-1, group_size))  # noqa: E731  (..., groups, group_size)
+    return gated_rms_norm(grouped(y), grouped(z), grouped(weight), eps).flatten(-2)
 
 
 class BiMamba2Wrapper(nn.Module):
