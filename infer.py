@@ -35,16 +35,7 @@ def parse_args():
     add("--model-path", "--model_path", dest="model_path", required=True,
         help="a model.ckpt-<step> file, or a run dir (its latest checkpoint); hparams.json must lie beside it")
     add("--output-path", "--output_path", dest="output_path", required=True, help="directory for the results")
-    add("--data-dir", "--data_dir", dest="data_dir", required=True,
-        help="prepared data dir, or s3prl/superb--si--<VoxCeleb1 dir> with --use_hf_dataset")
-    add("--eval_meta", "--eval-meta", dest="eval_meta", default=None,
-        help="meta file (looked up under --data-dir; default meta.test.txt), or a split with --use_hf_dataset "
-             "(default test)")
-    add("--vocab-path", "--vocab_path", dest="vocab_path", default=None,
-        help="CTC vocab.json (default <data-dir>/vocab.json)")
-    add("--use_hf_dataset", action="store_true", help="read VoxCeleb1 SI as the SUPERB HF dataset")
-    add("--hparams", default="", help="key=value overrides of the saved hparams, e.g. asr_use_flash_attn=False")
-    add("--mixed_precision", choices=("no", "fp16", "bf16"), default="no", help="autocast precision")
+    training.add_data_flags(parser, eval_split="meta.test.txt; 'test' with --use_hf_dataset")
     return parser.parse_args()
 
 

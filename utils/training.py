@@ -41,23 +41,28 @@ MAX_FAILURES, FAILURE_WINDOW = 10, 20  # this many failed steps within this many
 # 1. flags, run directory, hparams
 
 
-def build_arg_parser(description: str, distill: bool = False) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_data_flags(parser: argparse.ArgumentParser, eval_split: str) -> None:
+    """The flags train.py, train_distill.py and infer.py share; ``eval_split`` names the default eval data."""
     add = parser.add_argument
-    add("--model-dir", "--model_dir", dest="model_dir", required=True,
-        help="run directory: hparams.json, model.ckpt-<step>, metrics.jsonl; an existing one is resumed")
     add("--data-dir", "--data_dir", dest="data_dir", required=True,
         help="prepared data dir (corpora/*.py), or s3prl/superb--si--<VoxCeleb1 dir> with --use_hf_dataset")
-    add("--train_meta", "--train-meta", dest="train_meta", default=None,
-        help="training meta file (default <data-dir>/meta.train.txt; 'train' with --use_hf_dataset)")
     add("--eval_meta", "--eval-meta", dest="eval_meta", default=None,
-        help="dev meta file, looked up under --data-dir when not found as given (default meta.dev.txt; "
-             "'validation' with --use_hf_dataset)")
+        help=f"eval meta file, looked up under --data-dir when not found as given (default {eval_split})")
     add("--vocab-path", "--vocab_path", dest="vocab_path", default=None,
         help="CTC vocab.json (default <data-dir>/vocab.json)")
     add("--use_hf_dataset", action="store_true", help="read VoxCeleb1 SI as the SUPERB HF dataset (see README)")
     add("--hparams", default="", help="comma-separated key=value overrides of hparams.py, e.g. batch_size=24")
     add("--mixed_precision", choices=("no", "fp16", "bf16"), default="no", help="autocast precision (accelerate)")
+
+
+def build_arg_parser(description: str, distill: bool = False) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--model-dir", "--model_dir", dest="model_dir", required=True,
+        help="run directory: hparams.json, model.ckpt-<step>, metrics.jsonl; an existing one is resumed")
+    add_data_flags(parser, eval_split="meta.dev.txt; 'validation' with --use_hf_dataset")
+    add("--train_meta", "--train-meta", dest="train_meta", default=None,
+        help="training meta file (default <data-dir>/meta.train.txt; 'train' with --use_hf_dataset)")
     add("--use_tf32", action="store_true", help="allow TF32 matmuls on Ampere+ GPUs (no-op on CPU)")
     add("--accumulation_steps", type=int, default=1, help="micro-batches per optimiser step")
     add("--max_steps", type=int, default=90000, help="optimiser steps to train to")
