@@ -650,9 +650,9 @@ class BatchFeeder:
         the list of every rank's (this rank takes ``state[rank]``): ranks drift apart by the batches the data
         warm-up empties, so a multi-GPU checkpoint must hold all of them. ``strict``: the seed, world size and
         utterance list must be the same, else resuming would not reproduce the run (error naming the fields)."""
-        if isinstance(state, (list, tuple)):
-            if len(state) != self.world_size:
-                raise ValueError(f"feeder states of {len(state)} ranks, but world_size={self.world_size}")
+        if isinstance(state, (list, tuple)) and len(state) != self.world_size:
+            state = self._rescale_position(state, strict)
+        elif isinstance(state, (list, tuple)):
             state = state[self.rank]
         mine = self.state_dict()
         differ = [k for k in ("seed", "world_size", "num_utterances", "fingerprint") if state.get(k) != mine[k]]
@@ -665,6 +665,18 @@ class BatchFeeder:
         self._stop_prefetch()
         self._epoch, self._index = int(state["epoch"]), int(state["index"])
         logger.info("feeder resumed at epoch %d, batch %d", self._epoch, self._index)
+
+    def _rescale_position(self, states: list, strict: bool) -> dict:
+        """A state saved by another number of ranks: continue at the same place in the epoch's global batch list
+        (the least advanced saved rank's index times the saved world size, shared out over this world size).
+        Exact only without data warm-up skips; a resume on the same number of ranks is exact."""
+        if strict:
+            raise ValueError(f"feeder states of {len(states)} ranks, but world_size={self.world_size}")
+        epoch = min(int(s["epoch"]) for s in states)
+        consumed = min(int(s["index"]) for s in states if int(s["epoch"]) == epoch) * len(states)
+        logger.warning("feeder state of %d ranks resumed on %d: continuing after global batch %d of epoch %d",
+                       len(states), self.world_size, consumed, epoch)
+        return {**states[0], "epoch": epoch, "index": consumed // self.world_size, "rank": self.rank}
 
     # -- data warm-up ------------------------------------------------------------------------------------
     def set_step(self, step: int) -> None:
