@@ -15,7 +15,7 @@ from bench.speed import build, infer_step, make_batch, train_step  # noqa: E402
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="student", choices=("teacher", "student", "student_separate"))
+    parser.add_argument("--model", default="student", choices=("teacher", "student", "student_separate", "student_recompute"))
     parser.add_argument("--mode", default="train", choices=("train", "infer"))
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10)

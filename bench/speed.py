@@ -42,7 +42,8 @@ def build(model_name: str, device) -> torch.nn.Module:
     model = transformers.Wav2Vec2ForCTC(config)
     model.freeze_feature_encoder()
     if model_name != "teacher":
-        substitute_layer(model.wav2vec2.encoder, config, fused=model_name == "student")
+        substitute_layer(model.wav2vec2.encoder, config, fused=model_name != "student_separate",
+                         recompute=model_name == "student_recompute")
     return model.to(device)
 
 
@@ -111,7 +112,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, help="mode:BATCHxSECONDS")
     parser.add_argument("--models", nargs="+", default=["teacher", "student"],
-                        help="teacher, student (fused BiMamba2) and/or student_separate (two Mamba2 calls)")
+                        help="teacher, student (fused BiMamba2), student_separate (two Mamba2 calls), "
+                             "student_recompute (fused, mixer recomputed in backward: mamba_recompute=True)")
     parser.add_argument("--out", default=None, help="JSON lines file (default bench/results/<gpu>.jsonl)")
     args = parser.parse_args()
     if not torch.cuda.is_available():

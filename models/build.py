@@ -91,6 +91,7 @@ def build_asr_model(hparams, pretrained: bool = True, init_state_dict: dict | No
             expand=hparams.mamba_expand,
             headdim=hparams.mamba_headdim,
             chunk_size=hparams.mamba_chunk_size,
+            recompute=hparams.mamba_recompute,
             backend=hparams.mamba_backend,
             init=hparams.asr_mamba_init,
         )

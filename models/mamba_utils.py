@@ -13,9 +13,11 @@ feed-forward, the CNN front end, the positional conv and the CTC head keep their
 The backward direction runs on the *padding-aware* reversal: each sequence's valid frames are reversed and its
 padding stays at the end, so both Mamba2 directions are causal scans that never see padding before a valid frame.
 """
+import functools
 import logging
 
 import torch
+import torch.utils.checkpoint
 from einops import rearrange
 from torch import nn
 
@@ -127,6 +129,8 @@ class BiMamba2Wrapper(nn.Module):
     ``fw_mamba`` and ``bw_mamba`` are two independent Mamba2 blocks with mamba_ssm's parameter names, so a
     state_dict matches the original code's ``...attention.fw_mamba.in_proj.weight`` layout. ``fused`` runs both
     directions through each kernel at once (``bimamba2_fused``); ``forward_separate`` is the two-module reference.
+    ``recompute`` stores only the mixer's input for backward and runs it again there (activation checkpointing):
+    far less memory on long inputs for about one more mixer forward.
     """
 
     def __init__(
@@ -140,6 +144,7 @@ class BiMamba2Wrapper(nn.Module):
         residual_inside: bool = False,
         backend: str = "auto",
         fused: bool = True,
+        recompute: bool = False,
     ):
         super().__init__()
         mamba_kwargs = dict(
@@ -149,6 +154,7 @@ class BiMamba2Wrapper(nn.Module):
         self.bw_mamba = Mamba2(d_model, **mamba_kwargs)
         self.residual_inside = residual_inside
         self.fused = fused
+        self.recompute = recompute
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         batch, seqlen, _ = hidden_states.shape
@@ -157,9 +163,13 @@ class BiMamba2Wrapper(nn.Module):
 
         if self.fused:
             backend = resolve_backend(self.fw_mamba.backend, hidden_states.device)
-            out = bimamba2_fused(self.fw_mamba, self.bw_mamba, hidden_states, index, backend)
+            mixer = functools.partial(bimamba2_fused, self.fw_mamba, self.bw_mamba, index=index, backend=backend)
         else:
-            out = self.forward_separate(hidden_states, index)
+            mixer = functools.partial(self.forward_separate, index=index)
+        if self.recompute and torch.is_grad_enabled():  # keep only the input; rerun the mixer in backward
+            out = torch.utils.checkpoint.checkpoint(mixer, hidden_states, use_reentrant=False)
+        else:
+            out = mixer(hidden_states)
         if self.residual_inside:
             out = out + hidden_states
         valid = torch.arange(seqlen, device=lengths.device)[None, :] < lengths[:, None]  # (batch, seqlen)
@@ -225,7 +235,8 @@ def substitute_layer(module: nn.Module, config, **kwargs) -> nn.Module:
     """Swap every self-attention in a Wav2Vec2 encoder for a ``BiMamba2Wrapper`` (in place; returns ``module``).
 
     kwargs: residual_inside (False, as the original's wrapper), d_state, d_conv, expand, headdim, chunk_size,
-    backend ("auto" | "torch" | "triton"), init ("random" | "attention", see ``init_from_attention``).
+    backend ("auto" | "torch" | "triton"), fused, recompute (see ``BiMamba2Wrapper``), init ("random" |
+    "attention", see ``init_from_attention``).
     New parameters are created on the device of the attention they replace, in fp32.
     """
     init = kwargs.pop("init", "random")

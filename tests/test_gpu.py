@@ -43,8 +43,9 @@ def test_triton_scan_matches_the_reference(seqlen, dtype, tolerance):
     assert relative_error(y_kernel, y_torch) < tolerance
     for a, b in zip(g_kernel, g_torch):
         assert relative_error(a, b) < tolerance
-    if seqlen <= 257:  # the sequential recurrence is the specification
-        assert relative_error(y_torch, ssd_ref(x, dt, A, B, C, 256, D=D, dt_bias=dt_bias, dt_softplus=True)) < 1e-4
+    if seqlen <= 257:  # the sequential recurrence is the specification (both outputs rounded to the input dtype)
+        reference = ssd_ref(x, dt, A, B, C, 256, D=D, dt_bias=dt_bias, dt_softplus=True)
+        assert relative_error(y_torch, reference) < (1e-4 if dtype == torch.float32 else 1e-2)
 
 
 @pytest.mark.parametrize("autocast", [False, True])
