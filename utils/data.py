@@ -91,6 +91,16 @@ def clean_transcript(text: str, remove_unk: bool = True, replace_apos: bool = Tr
     return " ".join(text.split())
 
 
+def _load_json(path: Path, missing: str):
+    """The JSON in ``path``; a missing file or bad JSON is an error naming the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {missing}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+
+
 def build_tokenizer(vocab_path) -> Wav2Vec2CTCTokenizer:
     """The CTC tokenizer of ``vocab_path`` (a vocab.json, or a data dir holding one).
 
@@ -99,12 +109,7 @@ def build_tokenizer(vocab_path) -> Wav2Vec2CTCTokenizer:
     path = Path(vocab_path)
     if path.is_dir():
         path = path / "vocab.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: vocab file not found (corpora/*.py writes vocab.json into the data dir)")
-    try:
-        vocab = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    vocab = _load_json(path, "vocab file not found (corpora/*.py writes vocab.json into the data dir)")
     if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
         raise ValueError(f"{path}: expected a JSON object {{token: id}}")
     missing = [t for t in (PAD, UNK, WORD_DELIMITER) if t not in vocab]
@@ -176,12 +181,7 @@ def check_transcripts(utts: Sequence[Utterance], tokenizer, strict: bool = True)
 def load_categories(data_dir) -> list[dict[str, int]]:
     """``<data_dir>/categories.json``: one ``{class name: index}`` dict per classifier head."""
     path = Path(data_dir) / "categories.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: categories file not found (needed by data_format=nltLa)")
-    try:
-        heads = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    heads = _load_json(path, "categories file not found (needed by data_format=nltLa)")
     if not isinstance(heads, list) or not heads or not all(isinstance(h, dict) and h for h in heads):
         raise ValueError(f"{path}: expected a non-empty JSON list of {{class name: index}} objects, one per head")
     for i, head in enumerate(heads):
