@@ -6,7 +6,8 @@ Usage (scripts/demo.sh runs it last):
 Reads, under --root:
     runs/<run>/metrics.jsonl     training rows ({"step", "loss", "ctc_loss", ...}) and dev rows ({"step", "dev/cer", ...})
     eval/<model>/metrics.json    infer.py on the test split: wer, cer, real_time_factor, checkpoint, audio_hours
-    timings.json                 {"<model>": training wall seconds} written by demo.sh as each stage finishes
+    timings.json                 {"<model>": training wall seconds} written by demo.sh as each stage finishes;
+                                 Hybrid's is "target" + "hybrid_phase" unless given as "hybrid"
 
 Writes results.md, results.json, training_loss.png, dev_cer.png and test_wer_cer.png under --root.
 Target guided and Hybrid share a run dir (Hybrid resumes it with alpha_layer_distill_loss=0): the Target phase
@@ -97,10 +98,17 @@ def evaluated_step(metrics: dict) -> int | None:
         return None
 
 
+def read_timings(path: Path) -> dict:
+    """{model key: training wall seconds}; Hybrid continues the Target run, so its time includes the Target phase."""
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    if "hybrid" not in timings and "target" in timings and "hybrid_phase" in timings:
+        timings["hybrid"] = timings["target"] + timings["hybrid_phase"]
+    return timings
+
+
 def collect(root: Path, models=MODELS) -> list[dict]:
     """One result dict per model that has an eval/<key>/metrics.json."""
-    timings_path = root / "timings.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    timings = read_timings(root / "timings.json")
     evals = {}
     for model in models:
         path = root / "eval" / model.key / "metrics.json"
@@ -173,8 +181,15 @@ def markdown_report(results: list[dict], notes: list[str]) -> str:
     return "\n".join(parts) + "\n"
 
 
-def notes_for(results: list[dict]) -> list[str]:
-    notes = ["WER/CER: greedy CTC on the held-out synthetic test split (infer.py); RTF: inference seconds per "
+def notes_for(results: list[dict], info: dict | None = None) -> list[str]:
+    info = info or {}
+    notes = []
+    if info:
+        facts = [f"{k} {info[k]}" for k in ("profile", "train_utterances", "train_hours") if k in info]
+        if "wall_seconds" in info:
+            facts.append(f"this invocation of the demo took {info['wall_seconds'] / 60:.1f} min")
+        notes.append("; ".join(facts))
+    notes += ["WER/CER: greedy CTC on the held-out synthetic test split (infer.py); RTF: inference seconds per "
              "second of audio (batched, this machine), audio s / s = 1 / RTF.",
              "train time: wall time of the model's own training command(s); Target guided and Hybrid also need "
              "the teacher, and Hybrid's time includes the Target phase it continues."]
@@ -266,7 +281,7 @@ def write_report(root, extra: dict | None = None) -> list[dict]:
     results = collect(root)
     if not results:
         raise SystemExit(f"no eval/<model>/metrics.json under {root}: nothing to report")
-    notes = notes_for(results)
+    notes = notes_for(results, extra)
     (root / "results.md").write_text(markdown_report(results, notes))
     (root / "results.json").write_text(json.dumps({"models": results, **(extra or {})}, indent=2) + "\n")
     curves = run_curves(root, results)

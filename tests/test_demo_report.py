@@ -57,7 +57,7 @@ def demo_root(tmp_path):
     write_eval(root, "unguided", ckpts["unguided", 2], 0.80, 0.40, 0.02)
     write_eval(root, "target", ckpts["target_guided", 2], 0.50, 0.20, 0.02)
     write_eval(root, "hybrid", ckpts["target_guided", 4], 0.35, 0.12, 0.025)
-    (root / "timings.json").write_text(json.dumps({"teacher": 60.0, "unguided": 30.0, "target": 45.0}))
+    (root / "timings.json").write_text(json.dumps({"teacher": 60.0, "target": 45.0, "hybrid_phase": 15.0}))
     return root
 
 
@@ -81,7 +81,8 @@ def test_collect_splits_target_and_hybrid_and_counts_parameters(demo_root):
     assert results["teacher"]["audio_s_per_s"] == pytest.approx(100.0)
     assert results["target"]["step"] == 2 and results["hybrid"]["step"] == 4
     assert results["target"]["best_dev_cer"] == 0.7 and results["hybrid"]["best_dev_cer"] == 0.6
-    assert results["hybrid"]["train_seconds"] is None  # no timing recorded: shown as n/a, not 0
+    assert results["hybrid"]["train_seconds"] == 60.0  # the Target phase it continues + its own
+    assert results["unguided"]["train_seconds"] is None  # no timing recorded: shown as n/a, not 0
 
     curves = {label: (train, dev) for label, train, dev in demo_report.run_curves(demo_root, list(results.values()))}
     target_train, _ = curves["Target guided (BiMamba2)"]
@@ -90,14 +91,18 @@ def test_collect_splits_target_and_hybrid_and_counts_parameters(demo_root):
 
 
 def test_write_report_outputs(demo_root, capsys):
-    demo_report.main(["--root", str(demo_root)])
+    (demo_root / "info.json").write_text(json.dumps({"profile": "cpu", "wall_seconds": 90}))
+    demo_report.main(["--root", str(demo_root), "--info", str(demo_root / "info.json")])
     printed = capsys.readouterr().out
     md = (demo_root / "results.md").read_text()
     for text in (md, printed):
         assert "| Hybrid (BiMamba2) | 4 | 35.0% | 12.0% |" in text
         assert "| Std (attention teacher) | 4 | 30.0% | 10.0% | 0.00M | 0.0100 | 100x | 1.0 min |" in text
     assert "Hybrid CER / teacher CER = 1.20" in md
+    assert "profile cpu; this invocation of the demo took 1.5 min" in md
+    assert "| Unguided (BiMamba2) | 2 | 80.0% | 40.0% | 0.00M | 0.0200 | 50x | n/a |" in md
     saved = json.loads((demo_root / "results.json").read_text())
+    assert saved["profile"] == "cpu"
     assert [m["key"] for m in saved["models"]] == ["teacher", "unguided", "target", "hybrid"]
     for name in ("training_loss.png", "dev_cer.png", "test_wer_cer.png"):
         png = (demo_root / name).read_bytes()
