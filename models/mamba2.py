@@ -97,6 +97,7 @@ def ssd_chunked(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=Fa
     with torch.autocast(device_type=x.device.type, enabled=False):
         x, dt, A, B, C = _discretise(x, dt, A, B, C, D, dt_bias, dt_softplus)
         seqlen = x.shape[1]
+        chunk_size = min(chunk_size, seqlen)  # the result does not depend on it: never pad past one chunk's worth
         pad = (-seqlen) % chunk_size  # zero dt past the end: no decay and no input, outputs cut off below
         X = F.pad(x * dt[..., None], (0, 0, 0, 0, 0, pad))  # (batch, padded, nheads, headdim)
         dA = F.pad(dt * A, (0, 0, 0, pad))  # (batch, padded, nheads)
