@@ -133,23 +133,10 @@ class BiMamba2Wrapper(nn.Module):
     far less memory on long inputs for about one more mixer forward.
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        d_state: int = 128,
-        d_conv: int = 4,
-        expand: int = 1,
-        headdim: int = 64,
-        chunk_size: int = 256,
-        residual_inside: bool = False,
-        backend: str = "auto",
-        fused: bool = True,
-        recompute: bool = False,
-    ):
+    def __init__(self, d_model: int, residual_inside: bool = False, fused: bool = True, recompute: bool = False,
+                 **mamba_kwargs):
+        """mamba_kwargs: Mamba2's shape and backend (d_state, d_conv, expand, headdim, chunk_size, backend)."""
         super().__init__()
-        mamba_kwargs = dict(
-            d_state=d_state, d_conv=d_conv, expand=expand, headdim=headdim, chunk_size=chunk_size, backend=backend
-        )
         self.fw_mamba = Mamba2(d_model, **mamba_kwargs)
         self.bw_mamba = Mamba2(d_model, **mamba_kwargs)
         self.residual_inside = residual_inside
