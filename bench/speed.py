@@ -97,6 +97,37 @@ def measure(run, min_seconds: float = 2.0, max_repeats: int = 10) -> tuple[float
     return statistics.median(times), torch.cuda.max_memory_allocated() / 2**30
 
 
+def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: float | None) -> list[dict]:
+    """One JSON row per shape ("mode:BATCHxSECONDS") for one model; an out-of-memory shape gets None values."""
+    torch.manual_seed(0)
+    model = build(model_name, device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
+    rows = []
+    for shape in shapes:
+        mode, size = shape.split(":")
+        batch, seconds = (float(v) for v in size.split("x"))
+        x, mask, labels = make_batch(int(batch), seconds, device)
+        if mode == "train":
+            model.train()
+            run = lambda: train_step(model, optimizer, x, mask, labels)  # noqa: E731
+        else:
+            model.eval()
+            run = lambda: infer_step(model, x, mask)  # noqa: E731
+        try:
+            ms, peak_gib = measure(run)
+            flops = count_flops(run)
+        except torch.OutOfMemoryError:
+            ms = peak_gib = flops = None
+        torch.cuda.empty_cache()
+        row = {"model": model_name, "mode": mode, "batch": int(batch), "seconds": seconds, "ms": ms,
+               "audio_s_per_s": batch * seconds / (ms / 1000) if ms else None, "peak_gib": peak_gib,
+               "tflops": flops / 1e12 if flops else None, "mfu": flops / (ms / 1000) / peak if ms and peak else None,
+               "teacher_mode": "eager", "gpu": env["gpu"], "versions": env["versions"]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def environment() -> dict:
     versions = {"torch": torch.__version__, "transformers": transformers.__version__,
                 "python": platform.python_version(), "cuda": torch.version.cuda}
@@ -127,34 +158,8 @@ def main():
 
     rows = []
     for model_name in args.models:
-        torch.manual_seed(0)
-        model = build(model_name, device)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
-        for shape in args.shapes:
-            mode, size = shape.split(":")
-            batch, seconds = (float(v) for v in size.split("x"))
-            x, mask, labels = make_batch(int(batch), seconds, device)
-            if mode == "train":
-                model.train()
-                run = lambda: train_step(model, optimizer, x, mask, labels)  # noqa: E731
-            else:
-                model.eval()
-                run = lambda: infer_step(model, x, mask)  # noqa: E731
-            try:
-                ms, peak_gib = measure(run)
-                flops = count_flops(run)
-            except torch.OutOfMemoryError:
-                ms = peak_gib = flops = None
-            torch.cuda.empty_cache()
-            row = {"model": model_name, "mode": mode, "batch": int(batch), "seconds": seconds, "ms": ms,
-                   "audio_s_per_s": batch * seconds / (ms / 1000) if ms else None, "peak_gib": peak_gib,
-                   "tflops": flops / 1e12 if flops else None,
-                   "mfu": flops / (ms / 1000) / peak if ms and peak else None,
-                   "teacher_mode": "eager", "gpu": env["gpu"], **{"versions": env["versions"]}}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-        del model, optimizer
-        torch.cuda.empty_cache()
+        rows += measure_model(model_name, args.shapes, device, env, peak)
+        torch.cuda.empty_cache()  # the model and its optimiser went with measure_model's frame
 
     teacher = {(r["mode"], r["batch"], r["seconds"]): r for r in rows if r["model"] == "teacher"}
     for row in rows:

@@ -18,7 +18,6 @@ import logging
 
 import torch
 import torch.utils.checkpoint
-from einops import rearrange
 from torch import nn
 
 from models.mamba2 import Mamba2, causal_conv_silu, gated_rms_norm, resolve_backend, scan_fn

@@ -1,5 +1,4 @@
 """Loss scale, optimisation schedule, learning and exact resume of the training loop (utils/training.py)."""
-import argparse
 import json
 import os
 import subprocess

@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import time
 from collections import deque
 from pathlib import Path
