@@ -48,17 +48,16 @@ class Teacher:
                                  record_hidden_states=self.hparams.alpha_layer_distill_loss > 0)
 
     def losses(self, batch, student) -> dict:
-        """{term: (summed loss, summed over frames)} against the student's outputs; frame_mask is the student's
+        """{term: loss summed over valid frames} against the student's outputs; frame_mask is the student's
         (padding and infinite-CTC utterances excluded)."""
         hp, teacher = self.hparams, self.outputs(batch)
         terms = {}
         if hp.alpha_layer_distill_loss > 0:
-            terms["layer_distill_loss"] = (layer_distill_loss(
-                student.hidden_states, teacher.hidden_states, student.frame_mask, hp.loss_normalize_type), True)
+            terms["layer_distill_loss"] = layer_distill_loss(
+                student.hidden_states, teacher.hidden_states, student.frame_mask, hp.loss_normalize_type)
         if hp.alpha_logits_distill_loss > 0:
-            terms["logits_distill_loss"] = (logits_distill_loss(
-                student.logits, teacher.logits, student.frame_mask, hp.loss_normalize_type,
-                hp.distill_temperature), True)
+            terms["logits_distill_loss"] = logits_distill_loss(
+                student.logits, teacher.logits, student.frame_mask, hp.loss_normalize_type, hp.distill_temperature)
         return terms
 
 

@@ -287,7 +287,7 @@ class Trainer:
     dev_utts: list
     tokenizer: object
     step: int = 0
-    extra_losses: object = None  # callable(batch, student_out) -> {term: (summed loss, is a sum over frames)}
+    extra_losses: object = None  # callable(batch, student_out) -> {term: loss summed over valid frames}
     extra_weights: dict = dataclasses.field(default_factory=dict)
     on_step_start: object = None  # callable(step), e.g. switching teacher snapshots
     record_hidden_states: bool = False
@@ -352,7 +352,9 @@ class Trainer:
         tic = time.time()
         batches = [to_device(self.feeder.next(self.step), acc.device) for _ in range(self.args.accumulation_steps)]
         n_all, frames = self._step_normalisers(batches)
-        sums, per_frame_terms, n_finite, n_inf = {}, set(), torch.zeros((), device=acc.device), 0
+        sums, n_finite, n_inf = {}, torch.zeros((), device=acc.device), 0
+        # distillation sums run over frames: a mean per frame under `sample`, per utterance (like n) otherwise
+        distill_denominator = frames if hp.loss_normalize_type == "sample" else n_all
         for i, batch in enumerate(batches):
             sync = contextlib.nullcontext() if i == len(batches) - 1 else acc.no_sync(self.model)
             with sync:
@@ -363,16 +365,14 @@ class Trainer:
                     loss = weighted_total(terms, self.weights) / n_all
                     if self.extra_losses is not None:
                         out.frame_mask = out.frame_mask & finite[:, None]  # infinite CTC: no distillation either
-                        for name, (value, per_frame) in self.extra_losses(batch, out).items():
-                            terms[name] = value
-                            if per_frame and hp.loss_normalize_type == "sample":
-                                per_frame_terms.add(name)
-                            loss = loss + self.weights[name] * value / (frames if name in per_frame_terms else n_all)
+                        extra = self.extra_losses(batch, out)
+                        loss = loss + weighted_total(extra, self.weights) / distill_denominator
+                        terms.update(extra)
                 acc.backward(loss * acc.num_processes)  # DDP averages over ranks; n is already a global sum
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float()
             n_finite += n
-            n_inf += int((~finite).sum())
+            n_inf = n_inf + (~finite).sum()  # a tensor: no host sync per micro-batch
         n_finite = acc.reduce(n_finite, "sum")
         if n_finite < n_all:  # infinite CTC losses were zeroed: renormalise by the finite utterances' n
             for p in self.model.parameters():
@@ -388,11 +388,12 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        reduced = {k: acc.reduce(v, "sum").item() / (frames.item() if k in per_frame_terms else max(n_finite.item(), 1))
-                   for k, v in sums.items()}
+        task_terms = ("ctc_loss", "classifier_loss")
+        reduced = {k: acc.reduce(v, "sum").item() / (max(n_finite.item(), 1) if k in task_terms else
+                                                      distill_denominator.item()) for k, v in sums.items()}
         audio_seconds = sum(b["num_samples"].sum().item() for b in batches) / hp.sr * acc.num_processes
-        return {**reduced, "loss": sum(self.weights[k] * v for k, v in reduced.items()), "lr": lr,
-                "grad_norm": grad_norm.item(), "n": n_finite.item(), "n_inf": n_inf,
+        return {**reduced, "loss": weighted_total(reduced, self.weights), "lr": lr,
+                "grad_norm": grad_norm.item(), "n": n_finite.item(), "n_inf": int(n_inf),
                 "audio_s_per_s": audio_seconds / (time.time() - tic)}
 
     def _record_failure(self, error: Exception) -> None:
