@@ -46,7 +46,7 @@ def resolve_backend(backend: str, device: torch.device | None = None) -> str:
     return backend
 
 
-def _discretise(x, dt, A, B, C, D, dt_bias, dt_softplus):
+def _discretise(x, dt, A, B, C, dt_bias, dt_softplus):
     """Common prologue: fp32, softplus(dt + dt_bias), groups broadcast to heads."""
     x, dt, B, C = x.float(), dt.float(), B.float(), C.float()
     if dt_bias is not None:
@@ -62,7 +62,7 @@ def _discretise(x, dt, A, B, C, D, dt_bias, dt_softplus):
 def ssd_ref(x, dt, A, B, C, chunk_size=None, D=None, dt_bias=None, dt_softplus=False):
     """Sequential SSM recurrence. h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t^T,  y_t = h_t C_t + D x_t."""
     dtype = x.dtype
-    x, dt, A, B, C = _discretise(x, dt, A, B, C, D, dt_bias, dt_softplus)
+    x, dt, A, B, C = _discretise(x, dt, A, B, C, dt_bias, dt_softplus)
     batch, seqlen, nheads, headdim = x.shape
     state = x.new_zeros(batch, nheads, headdim, B.shape[-1])  # (batch, nheads, headdim, d_state)
     ys = []
@@ -95,7 +95,7 @@ def ssd_chunked(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=Fa
     """Chunked SSD: quadratic attention-like form inside chunks, a linear recurrence across them."""
     dtype = x.dtype
     with torch.autocast(device_type=x.device.type, enabled=False):
-        x, dt, A, B, C = _discretise(x, dt, A, B, C, D, dt_bias, dt_softplus)
+        x, dt, A, B, C = _discretise(x, dt, A, B, C, dt_bias, dt_softplus)
         seqlen = x.shape[1]
         chunk_size = min(chunk_size, seqlen)  # the result does not depend on it: never pad past one chunk's worth
         pad = (-seqlen) % chunk_size  # zero dt past the end: no decay and no input, outputs cut off below
