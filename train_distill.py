@@ -78,11 +78,12 @@ def main():
         first_teacher = ckpt.teacher_snapshot(args.teacher_path, 0, hparams.teacher_snapshot_cycle)
     else:
         first_teacher = ckpt.resolve_checkpoint(args.teacher_path)
-    teacher_weights = ckpt.load_checkpoint(first_teacher)["model"]
     fresh_run = start.resume is None and start.restore is None
-    student_init = teacher_weights if fresh_run and not args.use_teacher_snapshots else None
-    student = training.build_model_for_run(hparams, start, init_state_dict=student_init)
+    starts_from_teacher = fresh_run and not args.use_teacher_snapshots  # Target guided's first run
     uses_teacher = hparams.alpha_layer_distill_loss > 0 or hparams.alpha_logits_distill_loss > 0
+    teacher_weights = ckpt.load_checkpoint(first_teacher)["model"] if starts_from_teacher or uses_teacher else None
+    student = training.build_model_for_run(hparams, start, init_state_dict=teacher_weights if starts_from_teacher
+                                           else None)
     teacher = Teacher(hparams, teacher_weights, accelerator.device, accelerator.autocast) if uses_teacher else None
     if teacher is not None:
         teacher.path = None if args.use_teacher_snapshots else first_teacher  # snapshots: loaded at step start
