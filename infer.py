@@ -7,7 +7,8 @@ Usage:
 The model is rebuilt from the ``hparams.json`` beside the checkpoint (overridden by --hparams) and its weights
 from the checkpoint; no pretrained weights are downloaded. Writes ``<output-path>/preds.jsonl`` (one line per
 utterance: name, label, pred, and clf_label / clf_pred for classifiers) and ``<output-path>/metrics.json``
-(wer, cer, clf_acc, intent_acc as they apply, utterances, audio hours, real-time factor).
+(wer, cer, clf_acc, intent_acc as they apply, utterances, audio hours, real-time factor, parameters,
+device).
 """
 import argparse
 import json
@@ -19,7 +20,7 @@ import torch
 from accelerate import Accelerator
 
 from hparams import create_hparams
-from models.build import SpeechModel, build_asr_model, chunked_feature_encoder
+from models.build import SpeechModel, build_asr_model, chunked_feature_encoder, count_parameters
 from utils import checkpoint as ckpt
 from utils import training
 from utils.data import eval_batches, load_corpus
@@ -57,6 +58,7 @@ def main():
     # 2. model
     model = build_asr_model(hparams, pretrained=False)
     model.load_state_dict(ckpt.load_checkpoint(checkpoint)["model"])
+    parameters = count_parameters(model)
     model = accelerator.prepare(SpeechModel(model))
 
     # 3. data
@@ -82,7 +84,8 @@ def main():
         audio_seconds = sum(r["seconds"] for r in rows)
         metrics = {**training.summarise(rows, hparams), "audio_hours": audio_seconds / 3600,
                    "real_time_factor": seconds / max(audio_seconds, 1e-9), "checkpoint": str(checkpoint),
-                   "device": str(accelerator.device)}
+                   "parameters": parameters, "device": str(accelerator.device),
+                   "device_name": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         logger.info("%s: %s", out_dir / "metrics.json", json.dumps(metrics))
 
