@@ -1,0 +1,444 @@
+"""mini-CALD: the paper's strategy comparison on one GPU, on synthetic ASR, intent and speaker-id corpora.
+
+Usage:
+    python scripts/mini_cald.py --jobs 4                     # every stage of every task, under output/mini_cald
+    python scripts/mini_cald.py --tasks asr --budget 480     # start no stage after 480 s; rerun to go on
+    python scripts/mini_cald.py --profile smoke --root /tmp/mc   # tiny sizes, a few steps: the recipe on CPU
+    python scripts/mini_cald_report.py --root output/mini_cald --out results   # table, JSON and plots
+
+For each task (asr: TED-LIUM 3 layout, ic: SLURP, sid: VoxCeleb1) the stages are
+
+    corpus     corpora/synth.py writes the official raw layout            prep  the real prep script reads it
+    pretrained the "pretrained" Wav2Vec2 dir every run starts from (asr_model_name)
+    std        train.py, attention (the teacher)                      -- as the seed's Std command
+    unguided   train.py, asr_use_mamba=True                           -- Unguided
+    target     train_distill.py from the teacher's best checkpoint    -- Target guided
+    hybrid     Target's checkpoint at the paper's switch point, resumed with alpha_layer_distill_loss=0 (--restore_from)
+    waypoint   train_distill.py --use_teacher_snapshots over std's run dir
+    target_attn_init  Target guided with asr_mamba_init=attention
+    test_*     infer.py on the test split, each run at its best dev checkpoint, alone on the machine
+
+Each is resumable: a finished one is skipped (a run at its max_steps, an evaluation of the right checkpoint), an
+interrupted run resumes from its latest checkpoint. Every run trains for the same number of steps; Hybrid shares
+Target's first steps. With --jobs N, up to N independent stages run at once (a run of this size leaves most of a
+GPU idle), so training throughput is measured with neighbours; the test stages run alone. Wall seconds per stage
+go to ``<root>/timings.json``, the machine and libraries of each invocation to ``info.json``, logs to ``logs/``.
+
+No self-supervised checkpoint exists offline, so "pretrained" means: for asr a randomly initialised Wav2Vec2
+(``models/presets.py demo``: Std, Unguided and Waypoint train from scratch, front end included), for ic and sid
+the asr teacher exported as a Hugging Face model dir (scripts/export_hf_model.py): an encoder that already knows
+(synthetic) speech, the role wav2vec2-large-lv60 plays in the paper. ic and sid therefore run asr up to its
+teacher first.
+"""
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = ("asr", "ic", "sid")
+STRATEGIES = ("std", "unguided", "target", "hybrid", "waypoint", "target_attn_init")
+SELECT_METRIC = {"asr": "wer", "ic": "intent_acc", "sid": "clf_acc"}  # dev metric that picks the checkpoint
+# Hybrid switches from Target to alpha_layer_distill_loss=0 at the paper's point: 40k, 30k, 50k of 90k steps
+HYBRID_SWITCH = {"asr": 40 / 90, "ic": 30 / 90, "sid": 50 / 90}
+# the seed commands' distillation weights (layer, logits) per task
+ALPHAS = {"asr": (15, 1), "ic": (15, 0), "sid": (30, 0)}
+
+logger = logging.getLogger("mini_cald")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes of one recipe profile: corpora (corpora/synth.py kwargs), steps and batches."""
+
+    corpus: dict  # task -> synth kwargs
+    steps: dict  # task -> optimiser steps of every run
+    eval_interval: dict  # task -> dev evaluation (and checkpoint) interval; also the waypoint cycle
+    batch: str  # hparams
+    mamba: str  # Mamba2 shape for the demo preset's hidden size 192
+    preset: str = "demo"
+
+
+PROFILES = {
+    # One H100: every stage under 10 minutes. The demo preset (4 layers, hidden 192) at a GPU batch.
+    "gpu": Profile(
+        corpus={
+            "asr": dict(talks=(600, 20, 20), segments_per_talk=(10, 10), text="closed", ignore_prob=0.05,
+                        snr_db=(30, 45), voices=dict(langs=("en", "en-us"), variants=("m1", "m3", "m7", "f2", "f4"))),
+            "ic": dict(utterances=(3000, 300, 300), synthetic=2000),
+            "sid": dict(speakers=100, videos_per_speaker=(3, 4), utterances_per_video=(4, 6)),
+        },
+        steps={"asr": 1800, "ic": 600, "sid": 500},
+        eval_interval={"asr": 200, "ic": 100, "sid": 100},
+        batch="batch_size=32,batch_frame_limit=3.5e6,batch_quad_frame_limit=1e13",
+        mamba="mamba_headdim=64,mamba_d_state=64,mamba_chunk_size=64",
+    ),
+    # CPU check of the whole recipe (tests/test_mini_cald.py): tiny corpora, a few steps, the tiny preset.
+    "smoke": Profile(
+        corpus={
+            "asr": dict(talks=(3, 1, 1), segments_per_talk=(3, 4), text="closed"),
+            "ic": dict(utterances=(8, 3, 3), synthetic=4),
+            "sid": dict(speakers=3, videos_per_speaker=(2, 2), utterances_per_video=(2, 3)),
+        },
+        steps={"asr": 4, "ic": 4, "sid": 4},
+        eval_interval={"asr": 2, "ic": 2, "sid": 2},
+        batch="batch_size=4,batch_frame_limit=1e7,batch_quad_frame_limit=1e13",
+        mamba="mamba_headdim=16,mamba_d_state=16,mamba_chunk_size=16",
+        preset="tiny",
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 1. where things live
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+
+    def raw(self, task):  # the synthetic corpus in its official layout
+        return self.root / "database" / {"asr": "TEDLIUM_release-3", "ic": "SLURP", "sid": "VoxCeleb1"}[task]
+
+    def data_dir(self, task):
+        return self.root / "data" / {"asr": "tedlium", "ic": "slurp_full", "sid": "slurp_full"}[task]
+
+    def pretrained(self, task):
+        return self.root / "models" / ("w2v2_random" if task == "asr" else "w2v2_asr")
+
+    def run(self, task, strategy):
+        return self.root / "runs" / task / strategy
+
+    def eval(self, task, strategy):
+        return self.root / "eval" / task / strategy
+
+    def log(self, task, stage):
+        return self.root / "logs" / f"{task}_{stage}.log"
+
+
+def data_args(task: str, layout: Layout, training: bool = True) -> list[str]:
+    """The data flags of the seed commands (training or infer.py's), pointed at this recipe's corpora."""
+    if task == "asr":
+        return [f"--data-dir={layout.data_dir('asr')}"]
+    slurp = layout.data_dir("ic")
+    if task == "ic":
+        train_meta = ["--train_meta", str(slurp / "meta.train.syn.txt")] if training else []
+        return ["--data-dir", str(slurp), *train_meta, "--vocab-path", str(slurp / "vocab.json")]
+    return ["--data-dir", f"s3prl/superb--si--{layout.raw('sid')}", "--vocab-path", str(slurp / "vocab.json"),
+            "--use_hf_dataset"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 2. hparams of each run
+
+
+def task_hparams(task: str, num_speakers: int) -> str:
+    """The seed commands' task settings."""
+    if task == "asr":
+        return "loss_normalize_type=sample"
+    classifier = "use_classifier=True,asr_vocab_size=300,ctc_weight=0,loss_normalize_type=sample"
+    if task == "ic":
+        return f"{classifier},data_format=nltLa"
+    return f"{classifier},classifier_num_targets={num_speakers}"
+
+
+def run_hparams(task: str, strategy: str, profile: Profile, layout: Layout, num_speakers: int) -> str:
+    """--hparams of one run.
+
+    Runs from a random "pretrained" model (asr Std, Unguided and Waypoint) train the front end too, at a high
+    rate after a short warm-up; runs from a trained encoder (the distilled asr students, everything of ic and sid)
+    keep the front end frozen at a lower rate. No data warm-up, dropout or SpecAugment: too few steps to overfit.
+    """
+    steps = profile.steps[task]
+    from_random = task == "asr" and strategy in ("std", "unguided", "waypoint")
+    schedule = ("max_lr=5e-3,warmup_steps=100,freeze_feature_encoder=False" if from_random else
+                "max_lr=2e-3,warmup_steps=50,freeze_feature_encoder=True")
+    parts = [
+        f"asr_model_name={layout.pretrained(task)}", profile.batch, task_hparams(task, num_speakers), schedule,
+        f"decay_steps={steps * 3 // 2},final_lr=1e-4,data_warmup_steps=0,asr_use_flash_attn=False",
+        "hidden_dropout=0.0,activation_dropout=0.0,feat_proj_dropout=0.0,mask_time_prob=0.0",
+    ]
+    if strategy != "std":
+        parts += ["asr_use_mamba=True", profile.mamba]
+    if strategy not in ("std", "unguided"):
+        layer, logits = ALPHAS[task]
+        if strategy == "hybrid":
+            layer = 0
+        parts += [f"alpha_layer_distill_loss={layer},alpha_logits_distill_loss={logits}",
+                  "asr_mamba_residual_inside=False", f"teacher_snapshot_cycle={profile.eval_interval[task]}"]
+    if strategy == "target_attn_init":
+        parts.append("asr_mamba_init=attention")
+    return ",".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 3. running stages
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class Stage:
+    """One step of the recipe: a command (built when its dependencies are done; None when already done)."""
+
+    task: str
+    name: str  # corpus | prep | pretrained | <strategy> | test_<strategy>
+    needs: tuple[str, ...]  # keys of the stages that must finish first
+    command: Callable[[], list[str] | None]
+    exclusive: bool = False  # runs alone: infer.py's throughput is measured without neighbours
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}/{self.name}"
+
+
+class Recipe:
+    """The stages of the requested tasks and their order; runs up to ``jobs`` of them at once (training runs of
+    this size leave most of a GPU idle), each a subprocess of this interpreter from the repo root."""
+
+    def __init__(self, layout: Layout, profile_name: str, python: str, mixed_precision: str):
+        self.layout, self.profile_name, self.profile = layout, profile_name, PROFILES[profile_name]
+        self.python, self.mixed_precision = python, mixed_precision
+        self.timings_path = layout.root / "timings.json"
+
+    # -- the stages ----------------------------------------------------------------------------------------
+    def stages(self, tasks) -> list[Stage]:
+        """The stages of ``tasks`` and of what they build on, in a valid order: ic and sid start from asr's
+        teacher, and sid takes SLURP's vocab.json (as the seed commands do)."""
+        keep = {task: None for task in tasks}  # None: every stage of the task
+        if {"ic", "sid"} & set(tasks):
+            keep.setdefault("asr", {"corpus", "prep", "pretrained", "std"})
+        if "sid" in tasks:
+            keep.setdefault("ic", {"corpus", "prep"})
+        return [stage for task in TASKS if task in keep for stage in self.task_stages(task)
+                if keep[task] is None or stage.name in keep[task]]
+
+    def task_stages(self, task: str) -> list[Stage]:
+        start = (f"{task}/prep", f"{task}/pretrained")
+        stages = [
+            Stage(task, "corpus", (), lambda: self.synthesise_command(task)),
+            Stage(task, "prep", (f"{task}/corpus", "ic/prep") if task == "sid" else (f"{task}/corpus",),
+                  lambda: self.prep_command(task)),
+            Stage(task, "pretrained", () if task == "asr" else ("asr/std",), lambda: self.pretrained_command(task)),
+        ]
+        for strategy in STRATEGIES:
+            needs = {"std": start, "unguided": start, "hybrid": (f"{task}/target",)}.get(strategy, (f"{task}/std",))
+            stages.append(Stage(task, strategy, needs, lambda s=strategy: self.train_command(task, s)))
+        stages += [Stage(task, f"test_{s}", (f"{task}/{s}",), lambda s=s: self.test_command(task, s), exclusive=True)
+                   for s in STRATEGIES]
+        return stages
+
+    def synthesise_command(self, task: str) -> list[str] | None:
+        if (self.layout.raw(task) / "synth.json").is_file():
+            return None
+        return [str(Path(__file__).relative_to(REPO)), "--profile", self.profile_name, "--root", str(self.layout.root),
+                "--synthesise", task]
+
+    def synthesise(self, task: str) -> None:
+        from corpora import synth
+
+        {"asr": synth.synth_tedlium, "ic": synth.synth_slurp, "sid": synth.synth_voxceleb1}[task](
+            self.layout.raw(task), seed=TASKS.index(task), force=True, progress=False, **self.profile.corpus[task])
+
+    def prep_command(self, task: str) -> list[str] | None:
+        raw, out = self.layout.raw(task), self.layout.data_dir(task)
+        if task == "sid":  # VoxCeleb1 is read in place: the check names any bad line or missing file
+            return ["corpora/voxceleb1.py", "--src", str(raw), "--quick"]
+        if (out / "meta.test.txt").is_file():
+            return None
+        return [{"asr": "corpora/tedlium.py", "ic": "corpora/slurp.py"}[task], "--src", str(raw), "--out", str(out)]
+
+    def pretrained_command(self, task: str) -> list[str] | None:
+        out = self.layout.pretrained(task)
+        if (out / "config.json").is_file():
+            return None
+        if task == "asr":
+            return ["-m", "models.presets", self.profile.preset, "--out", str(out)]
+        return ["scripts/export_hf_model.py", "--checkpoint", str(self.best_checkpoint("asr", "std")), "--out", str(out)]
+
+    def num_speakers(self, task: str) -> int:
+        if task != "sid":
+            return 0
+        from corpora.voxceleb1 import read_iden_split
+
+        return len({path.split("/")[0] for _, path in read_iden_split(self.layout.raw("sid"))})
+
+    def best_checkpoint(self, task: str, strategy: str) -> Path:
+        """The run's checkpoint with the best dev SELECT_METRIC (its best_metrics.json)."""
+        run_dir = self.layout.run(task, strategy)
+        path = run_dir / "best_metrics.json"
+        best = json.loads(path.read_text()).get(SELECT_METRIC[task]) if path.is_file() else None
+        if best is None:
+            raise StageFailed(f"no best {SELECT_METRIC[task]} in {path}: the run has not been evaluated on dev")
+        return run_dir / f"model.ckpt-{best[1]}"
+
+    def train_command(self, task: str, strategy: str) -> list[str] | None:
+        steps, interval = self.profile.steps[task], self.profile.eval_interval[task]
+        run_dir = self.layout.run(task, strategy)
+        if (run_dir / f"model.ckpt-{steps}").is_file():
+            return None
+        hparams = run_hparams(task, strategy, self.profile, self.layout, self.num_speakers(task))
+        script = "train.py" if strategy in ("std", "unguided") else "train_distill.py"
+        argv = [script, f"--model-dir={run_dir}", *data_args(task, self.layout), "--mixed_precision",
+                self.mixed_precision, f"--hparams={hparams}", "--max_steps", str(steps),
+                "--eval_interval", str(interval), "--checkpoint_interval", str(interval),
+                "--project_name", f"mini_cald_{task}"]
+        if strategy in ("target", "target_attn_init", "hybrid"):
+            argv += ["--teacher_path", str(self.best_checkpoint(task, "std"))]
+        if strategy == "waypoint":
+            argv += ["--teacher_path", str(self.layout.run(task, "std")), "--use_teacher_snapshots"]
+        if strategy == "hybrid":  # a new dir from Target's checkpoint at the switch: weights, optimiser, schedule
+            switch = round(HYBRID_SWITCH[task] * steps / interval) * interval  # (the data order starts afresh)
+            argv += ["--restore_from", str(self.layout.run(task, "target") / f"model.ckpt-{switch}")]
+        return argv
+
+    def test_command(self, task: str, strategy: str) -> list[str] | None:
+        checkpoint = self.best_checkpoint(task, strategy)
+        out = self.layout.eval(task, strategy)
+        metrics = out / "metrics.json"
+        if metrics.is_file() and json.loads(metrics.read_text()).get("checkpoint") == str(checkpoint):
+            return None
+        return ["infer.py", "--model-path", str(checkpoint), "--output-path", str(out),
+                *data_args(task, self.layout, training=False),
+                "--eval_meta", "test" if task == "sid" else "meta.test.txt", "--mixed_precision",
+                self.mixed_precision, "--hparams", "asr_use_flash_attn=False"]
+
+    # -- running them --------------------------------------------------------------------------------------
+    def run(self, tasks, jobs: int = 1, budget: float | None = None) -> bool:
+        """Run the stages; False when the budget ran out first. Raises StageFailed (the others are stopped)."""
+        start = time.time()
+        pending, done, running = self.stages(tasks), set(), {}  # running: key -> (stage, Popen, log, tic)
+        env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), "HF_HUB_OFFLINE": "1",
+               "TOKENIZERS_PARALLELISM": "false"}
+        try:
+            while pending or running:
+                out_of_time = budget is not None and time.time() - start > budget
+                ready = [stage for stage in pending if all(need in done for need in stage.needs)]
+                shared = [stage for stage in ready if not stage.exclusive]
+                alone = running and any(r[0].exclusive for r in running.values())
+                # stages that share the machine first; an exclusive one when nothing else can run
+                startable = [] if out_of_time or alone else shared or ([] if running else ready[:1])
+                for stage in startable:
+                    if len(running) >= jobs or (stage.exclusive and running):
+                        break
+                    pending.remove(stage)
+                    argv = stage.command()
+                    if argv is None:
+                        done.add(stage.key)
+                        continue
+                    running[stage.key] = self.launch(stage, argv, env)
+                if out_of_time and not running:
+                    logger.warning("budget of %.0f s spent: %d stages not started (first: %s); rerun to go on",
+                                   budget, len(pending), pending[0].key)
+                    return False
+                for key, (stage, process, log_path, tic) in list(running.items()):
+                    if process.poll() is None:
+                        continue
+                    del running[key]
+                    self.record(key, time.time() - tic)
+                    if process.returncode != 0:
+                        tail = "".join(log_path.read_text().splitlines(keepends=True)[-40:])
+                        raise StageFailed(f"{key} failed (exit {process.returncode}) after {time.time() - tic:.0f} "
+                                          f"s; the end of {log_path}:\n{tail}")
+                    logger.info("%s: done in %.0f s", key, time.time() - tic)
+                    done.add(key)
+                time.sleep(0.2)
+        finally:
+            for stage, process, _, tic in running.values():  # a failure or Ctrl-C: stop the others, keep times
+                process.terminate()
+                process.wait()
+                self.record(stage.key, time.time() - tic)
+        return True
+
+    def launch(self, stage: Stage, argv: list[str], env: dict):
+        log_path = self.layout.log(stage.task, stage.name)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        logger.info("%s: %s %s  (log: %s)", stage.key, Path(self.python).name, " ".join(argv), log_path)
+        with open(log_path, "a") as log:
+            log.write(f"\n$ {self.python} {' '.join(argv)}\n")
+            log.flush()
+            process = subprocess.Popen([self.python, *argv], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return stage, process, log_path, time.time()
+
+    def record(self, key: str, seconds: float) -> None:
+        """Add a stage's wall seconds to timings.json (a resumed stage adds up over invocations)."""
+        timings = json.loads(self.timings_path.read_text()) if self.timings_path.is_file() else {}
+        timings[key] = timings.get(key, 0.0) + seconds
+        self.timings_path.write_text(json.dumps(timings, indent=1, sort_keys=True) + "\n")
+
+
+def write_info(layout: Layout, profile_name: str) -> None:
+    """The machine and libraries of the latest invocation (info.json keeps one entry per invocation)."""
+    import torch
+    import transformers
+
+    path = layout.root / "info.json"
+    info = json.loads(path.read_text()) if path.is_file() else {"profile": profile_name, "invocations": []}
+    if info["profile"] != profile_name:
+        raise SystemExit(f"error: {layout.root} holds a {info['profile']!r} recipe; this is --profile "
+                         f"{profile_name} (use another --root)")
+    try:
+        import mamba_ssm
+        mamba_version = mamba_ssm.__version__
+    except ImportError:
+        mamba_version = None
+    info["invocations"].append({
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "host": platform.node(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
+        "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
+        "mamba_ssm": mamba_version,
+    })
+    path.write_text(json.dumps(info, indent=1) + "\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default="output/mini_cald", help="everything is written under this directory")
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="gpu")
+    parser.add_argument("--jobs", type=int, default=1, help="stages run at once (default 1; GPU: 4 fits an H100)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds after which no new stage starts (running ones finish); rerun to go on")
+    parser.add_argument("--mixed_precision", default=None, choices=("no", "bf16", "fp16"),
+                        help="default: bf16 with CUDA, else no")
+    parser.add_argument("--python", default=sys.executable, help="interpreter for the scripts")
+    parser.add_argument("--synthesise", choices=TASKS, help=argparse.SUPPRESS)  # the corpus stage of a task
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    import torch
+
+    layout = Layout(Path(args.root).resolve())
+    layout.root.mkdir(parents=True, exist_ok=True)
+    if args.synthesise:
+        Recipe(layout, args.profile, args.python, "no").synthesise(args.synthesise)
+        return
+    write_info(layout, args.profile)
+    mixed_precision = args.mixed_precision or ("bf16" if torch.cuda.is_available() else "no")
+    recipe = Recipe(layout, args.profile, args.python, mixed_precision)
+    tic = time.time()
+    try:
+        finished = recipe.run(args.tasks, jobs=args.jobs, budget=args.budget)
+    except StageFailed as error:
+        sys.exit(f"error: {error}")
+    if not finished:
+        sys.exit(3)
+    logger.info("all stages done in %.0f s: python scripts/mini_cald_report.py --root %s", time.time() - tic,
+                args.root)
+
+
+if __name__ == "__main__":
+    main()

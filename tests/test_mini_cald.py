@@ -1,0 +1,143 @@
+"""scripts/mini_cald.py: the stage graph, the scheduler (jobs, exclusive stages, failures, budget), each run's
+hparams, and the whole recipe end to end on CPU (smoke profile) followed by its report."""
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")  # scripts/ is no package
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+mini_cald = load("mini_cald")
+
+
+def recipe(root: Path) -> "mini_cald.Recipe":
+    return mini_cald.Recipe(mini_cald.Layout(root), "smoke", sys.executable, "no")
+
+
+def test_stage_graph_brings_in_what_a_task_builds_on(tmp_path):
+    stages = recipe(tmp_path).stages(["sid"])
+    keys = [s.key for s in stages]
+    assert keys[:4] == ["asr/corpus", "asr/prep", "asr/pretrained", "asr/std"]  # sid starts from asr's teacher
+    assert "asr/unguided" not in keys and "asr/test_std" not in keys
+    assert {"ic/corpus", "ic/prep"} <= set(keys) and "ic/std" not in keys  # SLURP's vocab.json only
+    assert [k for k in keys if k.startswith("sid/")] == [f"sid/{n}" for n in (
+        "corpus", "prep", "pretrained", *mini_cald.STRATEGIES, *(f"test_{s}" for s in mini_cald.STRATEGIES))]
+    for i, stage in enumerate(stages):  # every need comes earlier
+        assert set(stage.needs) <= set(keys[:i]), stage.key
+    by_key = {s.key: s for s in stages}
+    assert by_key["sid/hybrid"].needs == ("sid/target",)
+    assert by_key["sid/pretrained"].needs == ("asr/std",)
+    assert all(s.exclusive == s.name.startswith("test_") for s in stages)
+
+
+def test_run_hparams_per_strategy(tmp_path):
+    profile, layout = mini_cald.PROFILES["gpu"], mini_cald.Layout(tmp_path)
+
+    def hparams(task, strategy):
+        pairs = [p.split("=", 1) for p in mini_cald.run_hparams(task, strategy, profile, layout, 7).split(",")]
+        return dict(pairs)
+
+    std, target = hparams("asr", "std"), hparams("asr", "target")
+    assert std["freeze_feature_encoder"] == "False" and "asr_use_mamba" not in std  # from a random model
+    assert target["freeze_feature_encoder"] == "True" and target["asr_use_mamba"] == "True"
+    assert (target["alpha_layer_distill_loss"], target["alpha_logits_distill_loss"]) == ("15", "1")
+    assert target["asr_mamba_residual_inside"] == "False" and "asr_mamba_init" not in target
+    assert hparams("asr", "hybrid")["alpha_layer_distill_loss"] == "0"
+    assert hparams("asr", "target_attn_init")["asr_mamba_init"] == "attention"
+    assert hparams("asr", "waypoint")["freeze_feature_encoder"] == "False"  # it starts from the random model
+    assert "alpha_layer_distill_loss" not in hparams("asr", "unguided")
+    sid = hparams("sid", "target")
+    assert (sid["classifier_num_targets"], sid["ctc_weight"], sid["alpha_layer_distill_loss"]) == ("7", "0", "30")
+    assert sid["asr_model_name"] == str(tmp_path / "models" / "w2v2_asr")
+    assert hparams("ic", "std")["data_format"] == "nltLa"
+
+
+class FakeRecipe(mini_cald.Recipe):
+    """Stages that are short python -c commands appending "<name> start|end <time>" to a trace file."""
+
+    def __init__(self, root: Path, graph: dict):
+        super().__init__(mini_cald.Layout(root), "smoke", sys.executable, "no")
+        self.graph, self.trace = graph, root / "trace.txt"
+
+    def stages(self, tasks):
+        return [mini_cald.Stage("t", name, needs, lambda c=code, n=name: self.command(n, c), exclusive=excl)
+                for name, (needs, code, excl) in self.graph.items()]
+
+    def command(self, name: str, code: str):
+        return ["-c", f"import time, sys\nopen({str(self.trace)!r}, 'a').write('{name} start %f\\n' % time.time())\n"
+                      f"{code}\nopen({str(self.trace)!r}, 'a').write('{name} end %f\\n' % time.time())"]
+
+    def events(self) -> dict:
+        return {tuple(line.split()[:2]): float(line.split()[2]) for line in self.trace.read_text().splitlines()}
+
+
+def test_scheduler_runs_in_parallel_and_exclusive_stages_alone(tmp_path):
+    fake = FakeRecipe(tmp_path, {
+        "a": ((), "time.sleep(1)", False),
+        "x": ((), "pass", True),  # ready at once, but waits until nothing else can run
+        "b": ((), "time.sleep(1)", False),
+        "c": (("t/a",), "pass", False),
+    })
+    assert fake.run(["t"], jobs=2)
+    ev = fake.events()
+    assert ev["b", "start"] < ev["a", "end"] and ev["a", "start"] < ev["b", "end"]  # a and b at once
+    assert ev["c", "start"] >= ev["a", "end"]
+    assert ev["x", "start"] >= max(ev["a", "end"], ev["b", "end"], ev["c", "end"])
+    timings = json.loads((tmp_path / "timings.json").read_text())
+    assert set(timings) == {"t/a", "t/b", "t/c", "t/x"} and timings["t/a"] >= 1
+
+
+def test_scheduler_failure_stops_the_others_and_names_the_log(tmp_path):
+    fake = FakeRecipe(tmp_path, {
+        "slow": ((), "time.sleep(60)", False),
+        "bad": ((), "print('something broke'); sys.exit(3)", False),
+        "after": (("t/bad",), "pass", False),
+    })
+    with pytest.raises(mini_cald.StageFailed, match=r"(?s)t/bad failed \(exit 3\).*t_bad.log.*something broke"):
+        fake.run(["t"], jobs=2)
+    ev = fake.events()
+    assert ("slow", "end") not in ev and ("after", "start") not in ev  # slow terminated, after never started
+    assert "t/slow" in json.loads((tmp_path / "timings.json").read_text())  # its time is still recorded
+
+
+def test_scheduler_budget_starts_nothing_new(tmp_path):
+    fake = FakeRecipe(tmp_path, {"a": ((), "time.sleep(0.5)", False), "b": (("t/a",), "pass", False)})
+    assert not fake.run(["t"], jobs=1, budget=0.1)
+    ev = fake.events()
+    assert ("a", "end") in ev and ("b", "start") not in ev  # a finished, b left for the next invocation
+
+
+def test_smoke_recipe_end_to_end_then_report(tmp_path):
+    """Every stage of the three tasks on tiny corpora (about 2 minutes on 2 cores), a rerun that skips them all,
+    and the report's 18 rows."""
+    root = tmp_path / "mc"
+    mini_cald.main(["--profile", "smoke", "--root", str(root), "--jobs", "2"])
+    timings = json.loads((root / "timings.json").read_text())
+    trained = {f"{t}/{s}" for t in mini_cald.TASKS for s in mini_cald.STRATEGIES}
+    assert trained <= set(timings)
+    hybrid = json.loads((root / "runs/asr/hybrid/hparams.json").read_text())
+    assert hybrid["alpha_layer_distill_loss"] == 0 and hybrid["asr_use_mamba"] is True
+
+    mini_cald.main(["--profile", "smoke", "--root", str(root), "--jobs", "2"])  # nothing left to do
+    again = json.loads((root / "timings.json").read_text())
+    assert {k: v for k, v in again.items() if k != "sid/prep"} == {k: v for k, v in timings.items() if k != "sid/prep"}
+    assert len(json.loads((root / "info.json").read_text())["invocations"]) == 2
+
+    load("mini_cald_report").main(["--root", str(root), "--out", str(tmp_path / "results")])
+    rows = json.loads((tmp_path / "results" / "mini_cald.json").read_text())
+    assert {(r["task"], r["strategy"]) for r in rows} == {(t, s) for t in mini_cald.TASKS for s in mini_cald.STRATEGIES}
+    for row in rows:
+        assert row["parameters"] > 0 and row["checkpoint_step"] > 0
+        assert (0 <= row["wer"]) if row["task"] == "asr" else (0 <= row["accuracy"] <= 1)
+    with pytest.raises(SystemExit, match="holds a 'smoke' recipe"):
+        mini_cald.main(["--profile", "gpu", "--root", str(root)])
