@@ -1,0 +1,156 @@
+"""scripts/mini_cald_report.py on a hand-written recipe root: median throughput after the warm-up steps, the test
+metric per task, comparison with Std, Hybrid's late start, a missing evaluation warned and left out, outputs."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "mini_cald_report.py"
+spec = importlib.util.spec_from_file_location("mini_cald_report", SCRIPT)  # scripts/ is not a package
+report = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(report)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value))
+
+
+def write_run(root: Path, task: str, strategy: str, rows: list[dict], best: dict | None = None) -> None:
+    run = root / "runs" / task / strategy
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if best is not None:
+        write_json(run / "best_metrics.json", best)
+
+
+def train_rows(steps, speeds, loss_key: str) -> list[dict]:
+    return [{"step": s, loss_key: 1.0 / s, "loss": 2.0 / s, "audio_s_per_s": v} for s, v in zip(steps, speeds)]
+
+
+def write_eval(root: Path, task: str, strategy: str, checkpoint_step: int, rtf: float, **metrics) -> None:
+    write_json(root / "eval" / task / strategy / "metrics.json", {
+        "utterances": 7, "audio_hours": 0.01, "real_time_factor": rtf, "parameters": 2_500_000,
+        "checkpoint": str(root / "runs" / task / strategy / f"model.ckpt-{checkpoint_step}"),
+        "device": "cuda", "device_name": "NVIDIA H100", **metrics})
+
+
+@pytest.fixture
+def root(tmp_path):
+    root = tmp_path / "mc"
+    write_json(root / "info.json", {"profile": "gpu", "invocations": [
+        {"started": "2030-01-01 10:00:00 UTC", "host": "box1", "device": "NVIDIA H100", "torch": "2.5.0",
+         "cuda": "12.4", "transformers": "4.46.0", "mamba_ssm": "2.2.2"},
+        {"started": "2030-01-02 09:00:00 UTC", "host": "box2", "device": "NVIDIA H100", "torch": "2.5.0",
+         "cuda": "12.4", "transformers": "4.46.0", "mamba_ssm": None}]})
+    write_json(root / "timings.json", {"asr/std": 600.0, "asr/target": 300.0, "asr/hybrid": 120.0,
+                                       "asr/test_std": 10.0, "ic/std": 240.0, "ic/test_std": 5.0})
+    # asr Std: 10 slow warm-up steps, then 20, 40, 30, 10 audio-s/s (median 25); step 12 logged twice (resumed)
+    std_rows = train_rows(range(1, 15), [1000.0] * 10 + [20.0, 99.0, 30.0, 10.0], "ctc_loss")
+    std_rows.insert(12, {"step": 12, "ctc_loss": 0.1, "loss": 0.1, "audio_s_per_s": 40.0})
+    std_rows += [{"step": 7, "dev/wer": 0.5, "dev/cer": 0.3}, {"step": 14, "dev/wer": 0.4, "dev/cer": 0.2}]
+    write_run(root, "asr", "std", std_rows, {"wer": [0.4, 14], "cer": [0.2, 14]})
+    write_eval(root, "asr", "std", 14, 0.01, wer=0.5, cer=0.25)
+    write_run(root, "asr", "target", train_rows(range(1, 15), [50.0] * 14, "ctc_loss")
+              + [{"step": 7, "dev/wer": 0.7, "dev/cer": 0.5}], {"wer": [0.7, 7]})
+    write_eval(root, "asr", "target", 7, 0.02, wer=0.6, cer=0.3)
+    # Hybrid: Target's checkpoint at step 6 resumed: only steps 7..14 logged, fewer than the warm-up
+    write_run(root, "asr", "hybrid", train_rows(range(7, 15), [60.0] * 8, "ctc_loss")
+              + [{"step": 14, "dev/wer": 0.6, "dev/cer": 0.4}], {"wer": [0.6, 14]})
+    write_eval(root, "asr", "hybrid", 14, 0.02, wer=0.55, cer=0.3)
+    # asr Unguided trained but never evaluated
+    write_run(root, "asr", "unguided", train_rows(range(1, 15), [70.0] * 14, "ctc_loss"), {"wer": [0.9, 14]})
+    ic_dev = [{"step": 12, "dev/clf_acc": 0.5, "dev/intent_acc": 0.75}]
+    write_run(root, "ic", "std", train_rows(range(1, 13), [5.0] * 10 + [80.0, 100.0], "classifier_loss") + ic_dev,
+              {"intent_acc": [0.75, 12], "clf_acc": [0.5, 12]})
+    write_eval(root, "ic", "std", 12, 0.001, clf_acc=0.6, intent_acc=0.8)
+    write_run(root, "ic", "unguided", train_rows(range(1, 13), [90.0] * 12, "classifier_loss") + ic_dev)
+    write_eval(root, "ic", "unguided", 12, 0.002, clf_acc=0.4, intent_acc=0.7)  # no best_metrics.json, no timing
+    return root
+
+
+def test_median_throughput_skips_warmup():
+    train = {s: {"step": s, "audio_s_per_s": v} for s, v in zip(range(1, 6), [1, 2, 3, 4, 100])}
+    assert report.median_throughput(train, warmup=2) == 4
+    assert report.median_throughput(train, warmup=5) is None
+    assert report.median_throughput({}, warmup=0) is None
+
+
+def test_rows(root, capsys):
+    rows, info = report.collect(root)
+    assert info["profile"] == "gpu"
+    assert [(r["task"], r["strategy"]) for r in rows] == [
+        ("asr", "std"), ("asr", "target"), ("asr", "hybrid"), ("ic", "std"), ("ic", "unguided")]
+    by = {(r["task"], r["strategy"]): r for r in rows}
+
+    std = by["asr", "std"]
+    assert std["label"] == "Std (attention teacher)" and std["metric"] == "wer"
+    assert (std["wer"], std["cer"]) == (0.5, 0.25) and "accuracy" not in std
+    assert std["train_audio_s_per_s"] == 25.0  # median of 20, 40, 30, 10: the warm-up and step 12's first row out
+    assert std["infer_audio_s_per_s"] == pytest.approx(100.0)
+    assert (std["train_seconds"], std["test_seconds"]) == (600.0, 10.0)
+    assert (std["steps"], std["start_step"], std["checkpoint_step"]) == (14, 0, 14)
+    assert (std["best_dev_metric"], std["best_dev"], std["best_dev_step"]) == ("wer", 0.4, 14)
+    assert std["parameters"] == 2_500_000 and std["device_name"] == "NVIDIA H100"
+    assert std["run"] == [{"started": "2030-01-01 10:00:00 UTC", "host": "box1"},
+                          {"started": "2030-01-02 09:00:00 UTC", "host": "box2"}]
+    assert std["wer_vs_std"] == 1.0 and by["asr", "target"]["wer_vs_std"] == pytest.approx(1.2)
+
+    hybrid = by["asr", "hybrid"]
+    assert (hybrid["steps"], hybrid["start_step"], hybrid["checkpoint_step"]) == (14, 6, 14)
+    assert hybrid["train_audio_s_per_s"] is None  # 8 steps, all warm-up
+    assert report.collect(root, warmup=2)[0][2]["train_audio_s_per_s"] == 60.0
+
+    ic_std, ic_unguided = by["ic", "std"], by["ic", "unguided"]
+    assert ic_std["metric"] == "intent_acc" and ic_std["accuracy"] == 0.8 and "wer" not in ic_std
+    assert ic_std["train_audio_s_per_s"] == 90.0 and ic_std["best_dev"] == 0.75
+    assert ic_unguided["accuracy_vs_std"] == pytest.approx(-0.1)
+    assert ic_unguided["train_seconds"] is None and ic_unguided["best_dev"] is None
+
+    err = capsys.readouterr().err
+    assert f"no {root / 'eval/asr/unguided/metrics.json'}: asr/unguided (Unguided) left out" in err
+    assert f"no {root / 'runs/ic/unguided/best_metrics.json'}" in err and "'ic/unguided' in" in err
+
+
+def test_sid_accuracy_is_clf_acc(tmp_path):
+    write_run(tmp_path, "sid", "std", train_rows([1], [1.0], "classifier_loss"), {"clf_acc": [0.9, 1]})
+    write_eval(tmp_path, "sid", "std", 1, 0.01, clf_acc=0.85, intent_acc=0.1)
+    (row,), _ = report.collect(tmp_path)
+    assert (row["metric"], row["accuracy"], row["best_dev"]) == ("clf_acc", 0.85, 0.9)
+
+
+def test_outputs(root, tmp_path, capsys):
+    out = tmp_path / "results"
+    report.main(["--root", str(root), "--out", str(out)])
+    saved = json.loads((out / "mini_cald.json").read_text())
+    assert [(r["task"], r["strategy"]) for r in saved] == [(r["task"], r["strategy"]) for r in report.collect(root)[0]]
+    md = (out / "mini_cald.md").read_text()
+    assert "Profile `gpu`" in md
+    assert "2030-01-02 09:00:00 UTC on box2: device NVIDIA H100; torch 2.5.0, CUDA 12.4, transformers 4.46.0, " \
+           "mamba_ssm none" in md
+    assert "| Std (attention teacher) | 50.0% | 25.0% | 1.00x | 40.0% | 14 | 2.5 | 25 | 100 |" in md
+    assert "| Hybrid | 55.0% | 30.0% | 1.10x | 60.0% | 14 | 2.5 | n/a | 50 |" in md
+    assert "| Unguided | 70.0% | -10.0 pts | n/a | n/a | 2.5 | 90 | 500 |" in md
+    assert "test intent accuracy" in md and "(asr step 6)" in md
+    assert "Unguided" not in md.split("## ic")[0]  # asr's Unguided left out of the table...
+    not_evaluated = md.split("## Not evaluated on test")[1]  # ...and listed as trained, not evaluated
+    assert "- asr: Unguided (trained, best dev 90.0% at step 14), Waypoint guided, Target guided + attention init" \
+        in not_evaluated
+    assert "- sid: Std (attention teacher), Unguided" in not_evaluated
+    for name in ("mini_cald_curves.png", "mini_cald_bars.png"):
+        png = (out / name).read_bytes()
+        assert png[:8] == PNG_MAGIC and len(png) > 5000
+    assert "| Hybrid |" in capsys.readouterr().out
+
+
+def test_empty_root_warns_without_crashing(tmp_path, capsys):
+    out = tmp_path / "results"
+    assert report.write_report(tmp_path / "nothing", out) == []
+    assert json.loads((out / "mini_cald.json").read_text()) == []
+    assert "nothing evaluated yet" in (out / "mini_cald.md").read_text()
+    assert not (out / "mini_cald_curves.png").exists()
+    err = capsys.readouterr().err
+    assert "info.json" in err and "timings.json" in err and "no plots" in err
