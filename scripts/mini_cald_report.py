@@ -17,7 +17,8 @@ Reads, under --root (the layout of scripts/mini_cald.py):
 Writes, under --out:
     mini_cald.json         one row per (task, strategy) with an eval metrics.json: the test metric(s), their
                            comparison with Std, parameters, train / inference throughput, train time, steps
-    mini_cald.md           a table per task, the profile, the machine and library versions of the invocations
+    mini_cald.md           a table per task, the profile, the machine and library versions of the invocations,
+                           then the runs not yet evaluated, then --discussion's file if given (hand-written)
     mini_cald_curves.png   per task: training task loss and the dev metric against the step, per strategy
     mini_cald_bars.png     per task: the test metric per strategy, Std as a reference line
 
@@ -403,12 +404,14 @@ def plot_bars(rows: list[dict], tasks: list[str], path: Path) -> None:
 # -----------------------------------------------------------------------------------------------------------
 
 
-def write_report(root, out, warmup: int = WARMUP_STEPS) -> list[dict]:
+def write_report(root, out, warmup: int = WARMUP_STEPS, discussion=None) -> list[dict]:
     root, out = Path(root), Path(out)
     rows, info = collect(root, warmup)
     out.mkdir(parents=True, exist_ok=True)
     (out / "mini_cald.json").write_text(json.dumps(rows, indent=1) + "\n")
-    md = markdown_report(Path(root), rows, info, warmup)
+    md = markdown_report(root, rows, info, warmup)
+    if discussion is not None:
+        md += "\n" + Path(discussion).read_text()
     (out / "mini_cald.md").write_text(md)
     written = ["mini_cald.json", "mini_cald.md"]
     tasks = [t for t in TASKS if any(r["task"] == t for r in rows)]
@@ -429,8 +432,10 @@ def main(argv=None):
     parser.add_argument("--out", default="results", help="directory for mini_cald.{json,md} and the plots")
     parser.add_argument("--warmup_steps", type=int, default=WARMUP_STEPS,
                         help="training steps at the start of each run left out of its median throughput")
+    parser.add_argument("--discussion", default=None,
+                        help="a hand-written markdown file (the reading of these numbers) appended to mini_cald.md")
     args = parser.parse_args(argv)
-    write_report(args.root, args.out, args.warmup_steps)
+    write_report(args.root, args.out, args.warmup_steps, args.discussion)
 
 
 if __name__ == "__main__":
