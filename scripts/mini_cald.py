@@ -4,12 +4,13 @@ Usage:
     python scripts/mini_cald.py --jobs 4                     # every stage of every task, under output/mini_cald
     python scripts/mini_cald.py --tasks asr --budget 480     # start no stage after 480 s; rerun to go on
     python scripts/mini_cald.py --profile smoke --root /tmp/mc   # tiny sizes, a few steps: the recipe on CPU
+    python scripts/mini_cald.py --jobs 4 --budget 480 --pack results.tgz   # a remote GPU: bring back the results
     python scripts/mini_cald_report.py --root output/mini_cald --out results   # table, JSON and plots
 
 For each task (asr: TED-LIUM 3 layout, ic: SLURP, sid: VoxCeleb1) the stages are
 
     corpus     corpora/synth.py writes the official raw layout            prep  the real prep script reads it
-    pretrained the "pretrained" Wav2Vec2 dir every run starts from (asr_model_name)
+    pretrained asr: a random Wav2Vec2 dir (asr_model_name)  export  ic, sid: asr's teacher as one (below)
     std        train.py, attention (the teacher)                      -- as the seed's Std command
     unguided   train.py, asr_use_mamba=True                           -- Unguided
     target     train_distill.py from the teacher's best checkpoint    -- Target guided
@@ -31,15 +32,16 @@ the asr teacher exported as a Hugging Face model dir (scripts/export_hf_model.py
 teacher first.
 """
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import platform
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -57,7 +59,7 @@ ALPHAS = {"asr": (15, 1), "ic": (15, 0), "sid": (30, 0)}
 logger = logging.getLogger("mini_cald")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Profile:
     """Sizes of one recipe profile: corpora (corpora/synth.py kwargs), steps and batches."""
 
@@ -70,15 +72,17 @@ class Profile:
 
 
 PROFILES = {
-    # One H100: every stage under 10 minutes. The demo preset (4 layers, hidden 192) at a GPU batch.
+    # One H100: every stage under 10 minutes. The demo preset (4 layers, hidden 192) at a GPU batch. ASR text
+    # "common" (open vocabulary): with "closed" (50 words) the teacher needs no attention and every strategy
+    # ends within a few words of it (results/mini_cald.md, first run).
     "gpu": Profile(
         corpus={
-            "asr": dict(talks=(600, 20, 20), segments_per_talk=(10, 10), text="closed", ignore_prob=0.05,
+            "asr": dict(talks=(600, 20, 20), segments_per_talk=(10, 10), text="common", ignore_prob=0.05,
                         snr_db=(30, 45), voices=dict(langs=("en", "en-us"), variants=("m1", "m3", "m7", "f2", "f4"))),
             "ic": dict(utterances=(3000, 300, 300), synthetic=2000),
             "sid": dict(speakers=100, videos_per_speaker=(3, 4), utterances_per_video=(4, 6)),
         },
-        steps={"asr": 1800, "ic": 600, "sid": 500},
+        steps={"asr": 1800, "ic": 900, "sid": 900},
         eval_interval={"asr": 200, "ic": 100, "sid": 100},
         batch="batch_size=32,batch_frame_limit=3.5e6,batch_quad_frame_limit=1e13",
         mamba="mamba_headdim=64,mamba_d_state=64,mamba_chunk_size=64",
@@ -103,7 +107,7 @@ PROFILES = {
 # 1. where things live
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Layout:
     root: Path
 
@@ -189,7 +193,7 @@ class StageFailed(RuntimeError):
     pass
 
 
-@dataclass
+@dataclasses.dataclass
 class Stage:
     """One step of the recipe: a command (built when its dependencies are done; None when already done)."""
 
@@ -216,26 +220,31 @@ class Recipe:
     # -- the stages ----------------------------------------------------------------------------------------
     def stages(self, tasks) -> list[Stage]:
         """The stages of ``tasks`` and of what they build on, in a valid order: ic and sid start from asr's
-        teacher, and sid takes SLURP's vocab.json (as the seed commands do)."""
+        teacher exported once (asr/export), and sid takes SLURP's vocab.json (as the seed commands do)."""
         keep = {task: None for task in tasks}  # None: every stage of the task
         if {"ic", "sid"} & set(tasks):
-            keep.setdefault("asr", {"corpus", "prep", "pretrained", "std"})
+            keep.setdefault("asr", {"corpus", "prep", "pretrained", "std", "export"})
+        else:
+            keep["asr"] = {stage.name for stage in self.task_stages("asr")} - {"export"}
         if "sid" in tasks:
             keep.setdefault("ic", {"corpus", "prep"})
         return [stage for task in TASKS if task in keep for stage in self.task_stages(task)
                 if keep[task] is None or stage.name in keep[task]]
 
     def task_stages(self, task: str) -> list[Stage]:
-        start = (f"{task}/prep", f"{task}/pretrained")
         stages = [
             Stage(task, "corpus", (), lambda: self.synthesise_command(task)),
             Stage(task, "prep", (f"{task}/corpus", "ic/prep") if task == "sid" else (f"{task}/corpus",),
                   lambda: self.prep_command(task)),
-            Stage(task, "pretrained", () if task == "asr" else ("asr/std",), lambda: self.pretrained_command(task)),
         ]
+        if task == "asr":
+            stages.append(Stage(task, "pretrained", (), self.random_model_command))
+        start = (f"{task}/prep", "asr/pretrained" if task == "asr" else "asr/export")
         for strategy in STRATEGIES:
             needs = {"std": start, "unguided": start, "hybrid": (f"{task}/target",)}.get(strategy, (f"{task}/std",))
             stages.append(Stage(task, strategy, needs, lambda s=strategy: self.train_command(task, s)))
+        if task == "asr":
+            stages.append(Stage(task, "export", ("asr/std",), self.export_command))
         stages += [Stage(task, f"test_{s}", (f"{task}/{s}",), lambda s=s: self.test_command(task, s), exclusive=True)
                    for s in STRATEGIES]
         return stages
@@ -260,12 +269,15 @@ class Recipe:
             return None
         return [{"asr": "corpora/tedlium.py", "ic": "corpora/slurp.py"}[task], "--src", str(raw), "--out", str(out)]
 
-    def pretrained_command(self, task: str) -> list[str] | None:
-        out = self.layout.pretrained(task)
+    def random_model_command(self) -> list[str] | None:
+        out = self.layout.pretrained("asr")
+        return None if (out / "config.json").is_file() else ["-m", "models.presets", self.profile.preset, "--out",
+                                                             str(out)]
+
+    def export_command(self) -> list[str] | None:
+        out = self.layout.pretrained("ic")  # shared by ic and sid
         if (out / "config.json").is_file():
             return None
-        if task == "asr":
-            return ["-m", "models.presets", self.profile.preset, "--out", str(out)]
         return ["scripts/export_hf_model.py", "--checkpoint", str(self.best_checkpoint("asr", "std")), "--out", str(out)]
 
     def num_speakers(self, task: str) -> int:
@@ -380,6 +392,23 @@ class Recipe:
         self.timings_path.write_text(json.dumps(timings, indent=1, sort_keys=True) + "\n")
 
 
+# the small files of a root, what mini_cald_report.py reads and the logs: no audio, no checkpoints
+PACKED = ("info.json", "timings.json", "logs/*.log", "runs/*/*/metrics.jsonl", "runs/*/*/hparams.json",
+          "runs/*/*/best_metrics.json", "eval/*/*/metrics.json", "eval/*/*/preds.jsonl")
+
+
+def pack(root: Path, archive) -> int:
+    """Write the recipe's results under ``root`` to a .tar.gz (unpack it anywhere and run the report on it)."""
+    count = 0
+    with tarfile.open(archive, "w:gz") as tar:
+        for pattern in PACKED:
+            for path in sorted(root.glob(pattern)):
+                tar.add(path, arcname=str(path.relative_to(root)))
+                count += 1
+    logger.info("packed %d files of %s into %s", count, root, archive)
+    return count
+
+
 def write_info(layout: Layout, profile_name: str) -> None:
     """The machine and libraries of the latest invocation (info.json keeps one entry per invocation)."""
     import torch
@@ -399,7 +428,7 @@ def write_info(layout: Layout, profile_name: str) -> None:
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "host": platform.node(),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
         "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
-        "mamba_ssm": mamba_version,
+        "mamba_ssm": mamba_version, "settings": dataclasses.asdict(PROFILES[profile_name]),
     })
     path.write_text(json.dumps(info, indent=1) + "\n")
 
@@ -414,6 +443,8 @@ def main(argv=None):
                         help="seconds after which no new stage starts (running ones finish); rerun to go on")
     parser.add_argument("--mixed_precision", default=None, choices=("no", "bf16", "fp16"),
                         help="default: bf16 with CUDA, else no")
+    parser.add_argument("--pack", metavar="FILE.tgz", default=None,
+                        help="at the end (also after a failure or the budget) pack the result files into FILE.tgz")
     parser.add_argument("--python", default=sys.executable, help="interpreter for the scripts")
     parser.add_argument("--synthesise", choices=TASKS, help=argparse.SUPPRESS)  # the corpus stage of a task
     args = parser.parse_args(argv)
@@ -434,6 +465,9 @@ def main(argv=None):
         finished = recipe.run(args.tasks, jobs=args.jobs, budget=args.budget)
     except StageFailed as error:
         sys.exit(f"error: {error}")
+    finally:
+        if args.pack:
+            pack(layout.root, args.pack)
     if not finished:
         sys.exit(3)
     logger.info("all stages done in %.0f s: python scripts/mini_cald_report.py --root %s", time.time() - tic,

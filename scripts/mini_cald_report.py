@@ -259,7 +259,12 @@ def describe_invocation(inv: dict) -> str:
     versions = ", ".join(f"{name} {inv.get(key) or 'none'}" for name, key in
                          (("torch", "torch"), ("CUDA", "cuda"), ("transformers", "transformers"),
                           ("mamba_ssm", "mamba_ssm")))
-    return f"{inv.get('started', '?')} on {inv.get('host', '?')}: device {inv.get('device', '?')}; {versions}"
+    line = f"{inv.get('started', '?')} on {inv.get('host', '?')}: device {inv.get('device', '?')}; {versions}"
+    settings = inv.get("settings")  # the profile as that invocation ran it (absent before it was recorded)
+    if settings:
+        steps = ", ".join(f"{task} {n}" for task, n in settings["steps"].items())
+        line += f"; preset {settings['preset']}, steps {steps}"
+    return line
 
 
 def header_lines(info: dict | None, rows: list[dict]) -> list[str]:

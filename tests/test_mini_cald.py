@@ -3,6 +3,7 @@ hparams, and the whole recipe end to end on CPU (smoke profile) followed by its 
 import importlib.util
 import json
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -27,16 +28,17 @@ def recipe(root: Path) -> "mini_cald.Recipe":
 def test_stage_graph_brings_in_what_a_task_builds_on(tmp_path):
     stages = recipe(tmp_path).stages(["sid"])
     keys = [s.key for s in stages]
-    assert keys[:4] == ["asr/corpus", "asr/prep", "asr/pretrained", "asr/std"]  # sid starts from asr's teacher
-    assert "asr/unguided" not in keys and "asr/test_std" not in keys
+    assert keys[:5] == ["asr/corpus", "asr/prep", "asr/pretrained", "asr/std", "asr/export"]  # sid starts from
+    assert "asr/unguided" not in keys and "asr/test_std" not in keys                       # asr's teacher
     assert {"ic/corpus", "ic/prep"} <= set(keys) and "ic/std" not in keys  # SLURP's vocab.json only
     assert [k for k in keys if k.startswith("sid/")] == [f"sid/{n}" for n in (
-        "corpus", "prep", "pretrained", *mini_cald.STRATEGIES, *(f"test_{s}" for s in mini_cald.STRATEGIES))]
+        "corpus", "prep", *mini_cald.STRATEGIES, *(f"test_{s}" for s in mini_cald.STRATEGIES))]
+    assert "asr/export" not in [s.key for s in recipe(tmp_path).stages(["asr"])]
     for i, stage in enumerate(stages):  # every need comes earlier
         assert set(stage.needs) <= set(keys[:i]), stage.key
     by_key = {s.key: s for s in stages}
     assert by_key["sid/hybrid"].needs == ("sid/target",)
-    assert by_key["sid/pretrained"].needs == ("asr/std",)
+    assert by_key["asr/export"].needs == ("asr/std",) and by_key["sid/std"].needs == ("sid/prep", "asr/export")
     assert all(s.exclusive == s.name.startswith("test_") for s in stages)
 
 
@@ -128,10 +130,16 @@ def test_smoke_recipe_end_to_end_then_report(tmp_path):
     hybrid = json.loads((root / "runs/asr/hybrid/hparams.json").read_text())
     assert hybrid["alpha_layer_distill_loss"] == 0 and hybrid["asr_use_mamba"] is True
 
-    mini_cald.main(["--profile", "smoke", "--root", str(root), "--jobs", "2"])  # nothing left to do
+    archive = tmp_path / "results.tgz"
+    mini_cald.main(["--profile", "smoke", "--root", str(root), "--jobs", "2", "--pack", str(archive)])  # no-op
     again = json.loads((root / "timings.json").read_text())
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+    assert {"info.json", "timings.json", "runs/asr/std/metrics.jsonl", "eval/sid/hybrid/metrics.json"} <= names
+    assert not any("ckpt" in n or n.endswith((".wav", ".flac", ".sph")) for n in names)
     assert {k: v for k, v in again.items() if k != "sid/prep"} == {k: v for k, v in timings.items() if k != "sid/prep"}
-    assert len(json.loads((root / "info.json").read_text())["invocations"]) == 2
+    invocations = json.loads((root / "info.json").read_text())["invocations"]
+    assert len(invocations) == 2 and invocations[0]["settings"]["preset"] == "tiny"
 
     load("mini_cald_report").main(["--root", str(root), "--out", str(tmp_path / "results")])
     rows = json.loads((tmp_path / "results" / "mini_cald.json").read_text())
