@@ -311,8 +311,8 @@ class Recipe:
             argv += ["--teacher_path", str(self.best_checkpoint(task, "std"))]
         if strategy == "waypoint":
             argv += ["--teacher_path", str(self.layout.run(task, "std")), "--use_teacher_snapshots"]
-        if strategy == "hybrid":  # a new dir from Target's checkpoint at the switch: weights, optimiser, schedule
-            switch = round(HYBRID_SWITCH[task] * steps / interval) * interval  # (the data order starts afresh)
+        if strategy == "hybrid":  # a new dir from Target's checkpoint at the switch: it continues exactly as Target
+            switch = round(HYBRID_SWITCH[task] * steps / interval) * interval  # would have, with alpha_layer 0
             argv += ["--restore_from", str(self.layout.run(task, "target") / f"model.ckpt-{switch}")]
         return argv
 

@@ -153,8 +153,8 @@ def test_loss_falls_on_a_memorisable_batch(corpus, tiny_model_dir, tmp_path, dis
 def test_resumed_run_repeats_the_uninterrupted_losses(corpus, tiny_model_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
 
-    def run(run_dir, max_steps):
-        argv = ["--model-dir", str(run_dir), "--data-dir", str(corpus), "--accumulation_steps", "2",
+    def run(run_dir, max_steps, *extra):
+        argv = ["--model-dir", str(run_dir), "--data-dir", str(corpus), "--accumulation_steps", "2", *extra,
                 "--max_steps", str(max_steps), "--checkpoint_interval", "2", "--eval_interval", "100",
                 "--hparams", f"asr_model_name={tiny_model_dir},{TINY_MAMBA},batch_size=2,warmup_steps=2,"
                              f"asr_use_mamba=True"]  # dropout and SpecAugment on: the RNG must resume too
@@ -169,3 +169,6 @@ def test_resumed_run_repeats_the_uninterrupted_losses(corpus, tiny_model_dir, tm
     run(tmp_path / "resumed", 4)
     assert losses(tmp_path / "resumed") == losses(tmp_path / "straight")
     assert len(losses(tmp_path / "straight")) == 4
+    # --restore_from into a new dir on the same data continues the same way (Hybrid from a Target checkpoint)
+    run(tmp_path / "restored", 4, "--restore_from", str(tmp_path / "straight" / "model.ckpt-2"))
+    assert losses(tmp_path / "restored") == {k: v for k, v in losses(tmp_path / "straight").items() if k > 2}

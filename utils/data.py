@@ -645,6 +645,12 @@ class BatchFeeder:
         return {"epoch": self._epoch, "index": self._index, "seed": self.seed, "world_size": self.world_size,
                 "rank": self.rank, "num_utterances": len(self.utts), "fingerprint": self._fingerprint}
 
+    def same_data(self, state) -> bool:
+        """Whether a saved state (one rank's or every rank's) comes from this very utterance list and seed, so that
+        continuing from its position continues the same data order (the world size may differ)."""
+        saved, mine = (state[0] if isinstance(state, (list, tuple)) else state), self.state_dict()
+        return all(saved.get(k) == mine[k] for k in ("seed", "num_utterances", "fingerprint"))
+
     def load_state_dict(self, state, strict: bool = True) -> None:
         """Continue after the last batch the saved feeder handed out. ``state`` is this rank's ``state_dict()`` or
         the list of every rank's (this rank takes ``state[rank]``): ranks drift apart by the batches the data

@@ -69,7 +69,8 @@ def build_arg_parser(description: str, distill: bool = False) -> argparse.Argume
     add("--eval_interval", type=int, default=2000, help="evaluate on dev (and save) every this many steps")
     add("--project_name", default="cald", help="wandb project; the run is named after --model-dir")
     add("--restore_from", default=None,
-        help="start this new run from a checkpoint (file or run dir): model, optimiser, schedule and step")
+        help="start this new run from a checkpoint (file or run dir): model, optimiser, schedule and step, and "
+             "the data position and RNG when it was trained on the same data")
     add("--reset_training", action="store_true", help="with --restore_from: take the weights only, step 0")
     if distill:
         add("--teacher_path", required=True,
@@ -321,9 +322,12 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
-        if Path(path).parent.resolve() == self.run_dir.resolve():  # our own run: continue exactly
+        # our own run, or another on the same data (Hybrid from a Target checkpoint): continue exactly
+        if Path(path).parent.resolve() == self.run_dir.resolve() or self.feeder.same_data(state["feeder"]):
             self.feeder.load_state_dict(state["feeder"], strict=False)
             ckpt.set_rng_state(state["rng"])
+        else:
+            logger.info("%s was trained on other data (or another seed): the data order starts afresh", path)
         logger.info("restored %s at step %d", path, self.step)
 
     def save(self) -> Path:
