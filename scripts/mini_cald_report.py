@@ -217,22 +217,17 @@ def collect(root, warmup: int = WARMUP_STEPS) -> tuple[list[dict], dict | None]:
 # markdown
 
 
+FORMATS = {  # table cell formats by kind
+    "pct": lambda v: f"{100 * v:.1f}%",
+    "ratio": lambda v: f"{v:.2f}x",
+    "points": lambda v: f"{100 * v:+.1f} pts",
+    "params": lambda v: f"{v / 1e6:.3g}",
+    "speed": lambda v: f"{v:,.0f}",
+}
+
+
 def fmt(value, kind: str = "str") -> str:
-    if value is None:
-        return "n/a"
-    if kind == "pct":
-        return f"{100 * value:.1f}%"
-    if kind == "ratio":
-        return f"{value:.2f}x"
-    if kind == "points":
-        return f"{100 * value:+.1f} pts"
-    if kind == "params":
-        return f"{value / 1e6:.3g}"
-    if kind == "speed":
-        return f"{value:,.0f}"
-    if kind == "minutes":
-        return f"{value / 60:.1f}"
-    return str(value)
+    return "n/a" if value is None else FORMATS.get(kind, str)(value)
 
 
 def table_columns(task: str) -> list[tuple[str, str, str]]:
