@@ -3,14 +3,23 @@
 Usage (on a GPU machine, see README "Speed"):
     python bench/speed.py                      # every shape; table on stdout, bench/results/<gpu>.jsonl
     python bench/speed.py --shapes train:16x10 infer:1x3600 --models teacher student
+    python bench/speed.py --execution eager cuda_graph     # also both models replayed as CUDA graphs
 
 Random weights from the large preset's config (no download). bf16 autocast, CNN front end frozen as in training.
 A training step is forward + CTC loss + backward + AdamW step; inference is a no-grad forward with the front end
 run in 5-minute pieces (as infer.py does). Each measurement is the median of timed repeats after warm-up (CUDA
 events), peak memory from torch.cuda.max_memory_allocated. MFU counts the FLOPs torch's FlopCounterMode sees:
 matmuls, convolutions and attention; it does not see inside the Mamba2 Triton scan, so the student's MFU is a
-lower bound. ``teacher_mode``: both models run as users run them (eager PyTorch modules); the student has no
-compiled or graph-captured path, so the teacher given "the same treatment" is that same eager run.
+lower bound.
+
+Execution (``--execution``, field ``execution``): ``eager`` runs the modules as users run them; ``cuda_graph``
+replays the same work as CUDA graphs (no launch overhead): inference captured whole, training with the model's
+forward and backward graphed by torch.cuda.make_graphed_callables and the CTC loss and AdamW step eager around
+them. Graph capture needs a static program, so the cuda_graph models run without SpecAugment (mask_time_prob=0,
+its mask is drawn on the host); both models get the same treatment. ``teacher_mode`` says which teacher a row
+belongs with: ``eager`` (the teacher as users run it) or ``same`` (the teacher under the student's treatment).
+``vs_teacher`` is the speed-up over the eager teacher at that shape, ``vs_teacher_same`` over the teacher with
+the row's own execution.
 """
 import argparse
 import json
@@ -24,7 +33,7 @@ import torch
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models.build import attention_implementation, chunked_feature_encoder, forward_model  # noqa: E402
+from models.build import attention_implementation, chunked_feature_encoder  # noqa: E402
 from models.heads import ctc_loss_per_utterance  # noqa: E402
 from models.mamba_utils import substitute_layer  # noqa: E402
 from models.presets import preset_config  # noqa: E402
@@ -36,8 +45,8 @@ DEFAULT_SHAPES = ["train:16x10", "train:8x20", "train:4x60", "train:1x600",
 CNN_CHUNK_FRAMES = 15000
 
 
-def build(model_name: str, device) -> torch.nn.Module:
-    config = preset_config("large", vocab_size=32, mask_time_prob=0.05, layerdrop=0.0)
+def build(model_name: str, device, spec_augment: bool = True) -> torch.nn.Module:
+    config = preset_config("large", vocab_size=32, mask_time_prob=0.05 if spec_augment else 0.0, layerdrop=0.0)
     config._attn_implementation = attention_implementation(True)
     model = transformers.Wav2Vec2ForCTC(config)
     model.freeze_feature_encoder()
@@ -48,27 +57,81 @@ def build(model_name: str, device) -> torch.nn.Module:
 
 
 def make_batch(batch: int, seconds: float, device):
-    samples = int(seconds * SR)
-    x = torch.randn(batch, samples, device=device)
-    mask = torch.ones(batch, samples, dtype=torch.long, device=device)
-    labels = torch.randint(1, 32, (batch, int(seconds * 12)), device=device)  # ~12 characters a second
-    return x, mask, labels
+    """Unpadded inputs (batch, samples) and CTC labels (batch, ~12 characters a second)."""
+    x = torch.randn(batch, int(seconds * SR), device=device)
+    labels = torch.randint(1, 32, (batch, int(seconds * 12)), device=device)
+    return x, labels
 
 
-def train_step(model, optimizer, x, mask, labels):
+def ctc_logits(model, x) -> torch.Tensor:
+    """input_values (batch, samples), unpadded -> CTC logits (batch, frames, vocab).
+
+    No attention mask: on an unpadded batch Hugging Face drops an all-ones mask before SDPA by looking at it on
+    the host, which a CUDA graph capture cannot do (it would keep the mask and lose SDPA's flash kernel)."""
+    return model.lm_head(model.dropout(model.wav2vec2(x).last_hidden_state))
+
+
+class Logits(torch.nn.Module):
+    """``ctc_logits`` as a module: what torch.cuda.make_graphed_callables takes."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return ctc_logits(self.model, x)
+
+
+def ctc_loss_sum(logits, labels) -> torch.Tensor:
+    batch, frames = logits.shape[:2]
+    output_lengths = torch.full((batch,), frames, device=logits.device)
+    label_lengths = torch.full((batch,), labels.shape[1], device=labels.device)
+    losses, _ = ctc_loss_per_utterance(logits, output_lengths, labels, label_lengths, blank=0)
+    return losses.sum()
+
+
+def train_step(model, optimizer, x, labels):
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        out = forward_model(model, x, mask)
-    losses, _ = ctc_loss_per_utterance(out.logits, out.output_lengths, labels,
-                                       torch.full((len(labels),), labels.shape[1], device=labels.device), blank=0)
-    losses.sum().backward()
+        logits = ctc_logits(model, x)
+    ctc_loss_sum(logits, labels).backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
 
 @torch.no_grad()
-def infer_step(model, x, mask):
+def infer_step(model, x):
     with torch.autocast("cuda", dtype=torch.bfloat16), chunked_feature_encoder(model, CNN_CHUNK_FRAMES):
-        forward_model(model, x, mask)
+        ctc_logits(model, x)
+
+
+def graphed_train_step(model, optimizer, x, labels):
+    """A training step whose forward and backward replay CUDA graphs captured for this very input."""
+    autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)  # noqa: E731
+    with autocast():  # a graphed callable needs autocast's weight cache off, at capture and replay alike
+        logits_of = torch.cuda.make_graphed_callables(Logits(model), (x,), allow_unused_input=True)
+
+    def run():
+        with autocast():
+            logits = logits_of(x)
+        ctc_loss_sum(logits, labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return run
+
+
+def graphed(run):
+    """``run`` (fixed inputs, no host synchronisation) captured once as a CUDA graph: returns its replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up outside the graph: Triton autotuning, cuBLAS workspaces
+        for _ in range(3):
+            run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    return graph.replay
 
 
 def count_flops(run) -> float:
@@ -97,32 +160,41 @@ def measure(run, min_seconds: float = 2.0, max_repeats: int = 10) -> tuple[float
     return statistics.median(times), torch.cuda.max_memory_allocated() / 2**30
 
 
-def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: float | None) -> list[dict]:
+def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: float | None,
+                  execution: str = "eager") -> list[dict]:
     """One JSON row per shape ("mode:BATCHxSECONDS") for one model; an out-of-memory shape gets None values."""
     torch.manual_seed(0)
-    model = build(model_name, device)
+    model = build(model_name, device, spec_augment=execution == "eager")
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
     rows = []
     for shape in shapes:
         mode, size = shape.split(":")
         batch, seconds = (float(v) for v in size.split("x"))
-        x, mask, labels = make_batch(int(batch), seconds, device)
+        x, labels = make_batch(int(batch), seconds, device)
+        model.train(mode == "train")
         if mode == "train":
-            model.train()
-            run = lambda: train_step(model, optimizer, x, mask, labels)  # noqa: E731
+            eager_run = lambda: train_step(model, optimizer, x, labels)  # noqa: E731
         else:
-            model.eval()
-            run = lambda: infer_step(model, x, mask)  # noqa: E731
+            eager_run = lambda: infer_step(model, x)  # noqa: E731
+        run = None
         try:
+            if execution == "eager":
+                run = eager_run
+            elif mode == "train":
+                run = graphed_train_step(model, optimizer, x, labels)
+            else:
+                run = graphed(eager_run)
             ms, peak_gib = measure(run)
-            flops = count_flops(run)
+            flops = count_flops(eager_run)  # the same work; FlopCounterMode cannot see into a graph replay
         except torch.OutOfMemoryError:
             ms = peak_gib = flops = None
+        del run
         torch.cuda.empty_cache()
         row = {"model": model_name, "mode": mode, "batch": int(batch), "seconds": seconds, "ms": ms,
                "audio_s_per_s": batch * seconds / (ms / 1000) if ms else None, "peak_gib": peak_gib,
                "tflops": flops / 1e12 if flops else None, "mfu": flops / (ms / 1000) / peak if ms and peak else None,
-               "teacher_mode": "eager", "gpu": env["gpu"], "versions": env["versions"]}
+               "execution": execution, "teacher_mode": "eager" if execution == "eager" else "same",
+               "gpu": env["gpu"], "versions": env["versions"]}
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -145,6 +217,8 @@ def main():
     parser.add_argument("--models", nargs="+", default=["teacher", "student"],
                         help="teacher, student (fused BiMamba2), student_separate (two Mamba2 calls), "
                              "student_recompute (fused, mixer recomputed in backward: mamba_recompute=True)")
+    parser.add_argument("--execution", nargs="+", choices=("eager", "cuda_graph"), default=["eager"],
+                        help="eager modules, and/or the same work replayed as CUDA graphs (see above)")
     parser.add_argument("--out", default=None, help="JSON lines file (default bench/results/<gpu>.jsonl)")
     args = parser.parse_args()
     if not torch.cuda.is_available():
@@ -157,24 +231,27 @@ def main():
     print(json.dumps(env), flush=True)
 
     rows = []
-    for model_name in args.models:
-        rows += measure_model(model_name, args.shapes, device, env, peak)
-        torch.cuda.empty_cache()  # the model and its optimiser went with measure_model's frame
+    for execution in args.execution:
+        for model_name in args.models:
+            rows += measure_model(model_name, args.shapes, device, env, peak, execution)
+            torch.cuda.empty_cache()  # the model and its optimiser went with measure_model's frame
 
-    teacher = {(r["mode"], r["batch"], r["seconds"]): r for r in rows if r["model"] == "teacher"}
+    teacher = {(r["execution"], r["mode"], r["batch"], r["seconds"]): r for r in rows if r["model"] == "teacher"}
     for row in rows:
-        base = teacher.get((row["mode"], row["batch"], row["seconds"]))
-        row["vs_teacher"] = base["ms"] / row["ms"] if base and base["ms"] and row["ms"] else None
+        for key, execution in (("vs_teacher", "eager"), ("vs_teacher_same", row["execution"])):
+            base = teacher.get((execution, row["mode"], row["batch"], row["seconds"]))
+            row[key] = base["ms"] / row["ms"] if base and base["ms"] and row["ms"] else None
     with open(out_path, "a") as f:
         for row in rows:
             f.write(json.dumps({**row, "date": time.strftime("%Y-%m-%d")}) + "\n")
     print(f"\n{env['gpu']}  ({', '.join(f'{k} {v}' for k, v in env['versions'].items() if v)})")
-    print(f"{'model':18} {'mode':6} {'shape':>9} {'ms':>9} {'audio s/s':>10} {'peak GiB':>9} {'MFU':>6} {'speed-up':>9}")
+    print(f"{'model':18} {'execution':10} {'mode':6} {'shape':>9} {'ms':>9} {'audio s/s':>10} {'peak GiB':>9} "
+          f"{'MFU':>6} {'vs eager':>9} {'vs same':>8}")
     for r in rows:
         fmt = lambda v, spec: format(v, spec) if v is not None else "-"  # noqa: E731
-        print(f"{r['model']:18} {r['mode']:6} {r['batch']:>3}x{r['seconds']:<5g} {fmt(r['ms'], '9.1f')} "
-              f"{fmt(r['audio_s_per_s'], '10.0f')} {fmt(r['peak_gib'], '9.1f')} {fmt(r['mfu'], '6.1%')} "
-              f"{fmt(r['vs_teacher'], '8.2f')}x")
+        print(f"{r['model']:18} {r['execution']:10} {r['mode']:6} {r['batch']:>3}x{r['seconds']:<5g} "
+              f"{fmt(r['ms'], '9.1f')} {fmt(r['audio_s_per_s'], '10.0f')} {fmt(r['peak_gib'], '9.1f')} "
+              f"{fmt(r['mfu'], '6.1%')} {fmt(r['vs_teacher'], '8.2f')}x {fmt(r['vs_teacher_same'], '7.2f')}x")
     print(f"wrote {out_path}")
 
 
