@@ -409,7 +409,7 @@ def pack(root: Path, archive) -> int:
     return count
 
 
-def write_info(layout: Layout, profile_name: str) -> None:
+def write_info(layout: Layout, profile_name: str, jobs: int) -> None:
     """The machine and libraries of the latest invocation (info.json keeps one entry per invocation)."""
     import torch
     import transformers
@@ -428,7 +428,7 @@ def write_info(layout: Layout, profile_name: str) -> None:
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "host": platform.node(),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
         "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
-        "mamba_ssm": mamba_version, "settings": dataclasses.asdict(PROFILES[profile_name]),
+        "mamba_ssm": mamba_version, "settings": dataclasses.asdict(PROFILES[profile_name]), "jobs": jobs,
     })
     path.write_text(json.dumps(info, indent=1) + "\n")
 
@@ -438,7 +438,7 @@ def main(argv=None):
     parser.add_argument("--root", default="output/mini_cald", help="everything is written under this directory")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--profile", choices=sorted(PROFILES), default="gpu")
-    parser.add_argument("--jobs", type=int, default=1, help="stages run at once (default 1; GPU: 4 fits an H100)")
+    parser.add_argument("--jobs", type=int, default=1, help="stages run at once (default 1)")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds after which no new stage starts (running ones finish); rerun to go on")
     parser.add_argument("--mixed_precision", default=None, choices=("no", "bf16", "fp16"),
@@ -448,6 +448,8 @@ def main(argv=None):
     parser.add_argument("--python", default=sys.executable, help="interpreter for the scripts")
     parser.add_argument("--synthesise", choices=TASKS, help=argparse.SUPPRESS)  # the corpus stage of a task
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
     import torch
@@ -457,7 +459,7 @@ def main(argv=None):
     if args.synthesise:
         Recipe(layout, args.profile, args.python, "no").synthesise(args.synthesise)
         return
-    write_info(layout, args.profile)
+    write_info(layout, args.profile, args.jobs)
     mixed_precision = args.mixed_precision or ("bf16" if torch.cuda.is_available() else "no")
     recipe = Recipe(layout, args.profile, args.python, mixed_precision)
     tic = time.time()

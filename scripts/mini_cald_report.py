@@ -259,6 +259,8 @@ def describe_invocation(inv: dict) -> str:
     if settings:
         steps = ", ".join(f"{task} {n}" for task, n in settings["steps"].items())
         line += f"; preset {settings['preset']}, steps {steps}"
+    if inv.get("jobs"):
+        line += f"; {inv['jobs']} stage(s) at once (training throughput measured alongside the others)"
     return line
 
 
