@@ -352,6 +352,9 @@ class Recipe:
                         done.add(stage.key)
                         continue
                     running[stage.key] = self.launch(stage, argv, env)
+                if pending and not running and not ready and not out_of_time:
+                    raise StageFailed("stages wait on others that are not in the recipe: " + ", ".join(
+                        f"{stage.key} (needs {', '.join(stage.needs)})" for stage in pending))
                 if out_of_time and not running:
                     logger.warning("budget of %.0f s spent: %d stages not started (first: %s); rerun to go on",
                                    budget, len(pending), pending[0].key)

@@ -112,6 +112,12 @@ def test_scheduler_failure_stops_the_others_and_names_the_log(tmp_path):
     assert "t/slow" in json.loads((tmp_path / "timings.json").read_text())  # its time is still recorded
 
 
+def test_scheduler_names_a_stage_waiting_on_a_missing_one(tmp_path):
+    fake = FakeRecipe(tmp_path, {"a": ((), "pass", False), "b": (("t/nowhere",), "pass", False)})
+    with pytest.raises(mini_cald.StageFailed, match=r"t/b \(needs t/nowhere\)"):
+        fake.run(["t"], jobs=2)
+
+
 def test_scheduler_budget_starts_nothing_new(tmp_path):
     fake = FakeRecipe(tmp_path, {"a": ((), "time.sleep(0.5)", False), "b": (("t/a",), "pass", False)})
     assert not fake.run(["t"], jobs=1, budget=0.1)
