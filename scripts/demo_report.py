@@ -52,8 +52,9 @@ MODELS = (
 # reading
 
 
-def read_metrics_jsonl(path) -> tuple[dict, dict]:
-    """({step: training row}, {step: dev row}) of a metrics.jsonl, the last row of each step winning."""
+def read_metrics_jsonl(path, dev_key: str = "dev/cer") -> tuple[dict, dict]:
+    """({step: training row}, {step: dev row holding ``dev_key``}) of a metrics.jsonl, the last row of each step
+    winning."""
     train, dev = {}, {}
     path = Path(path)
     if not path.is_file():
@@ -68,7 +69,7 @@ def read_metrics_jsonl(path) -> tuple[dict, dict]:
             continue
         if "loss" in row:
             train[int(row["step"])] = row
-        if "dev/cer" in row:
+        if dev_key in row:
             dev[int(row["step"])] = row
     return train, dev
 

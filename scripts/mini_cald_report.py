@@ -86,30 +86,11 @@ def read_json(path: Path, consequence: str):
         return None
 
 
-def read_dev_rows(path: Path, key: str) -> dict:
-    """{step: dev row} of the rows holding ``key``, the last of a step winning.
-
-    read_metrics_jsonl keys dev rows on dev/cer, which the ic and sid runs do not log; it already warned of torn
-    lines, so they are skipped silently here.
-    """
-    rows = {}
-    if not path.is_file():
-        return rows
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and key in row:
-            rows[int(row["step"])] = row
-    return dict(sorted(rows.items()))
-
-
 def read_run(root: Path, task: str, strategy: str) -> tuple[dict, dict]:
     """({step: training row}, {step: dev row}) of a run, in step order; empty where it has no metrics.jsonl."""
     path = root / "runs" / task / strategy / "metrics.jsonl"
-    train, _ = read_metrics_jsonl(path)
-    return dict(sorted(train.items())), read_dev_rows(path, f"dev/{SELECT_METRIC[task]}")
+    train, dev = read_metrics_jsonl(path, dev_key=f"dev/{SELECT_METRIC[task]}")
+    return dict(sorted(train.items())), dict(sorted(dev.items()))
 
 
 def invocations(info: dict | None) -> list[dict]:
