@@ -23,7 +23,8 @@ Each is resumable: a finished one is skipped (a run at its max_steps, an evaluat
 interrupted run resumes from its latest checkpoint. Every run trains for the same number of steps; Hybrid shares
 Target's first steps. With --jobs N, up to N independent stages run at once (a run of this size leaves most of a
 GPU idle), so training throughput is measured with neighbours; the test stages run alone. Wall seconds per stage
-go to ``<root>/timings.json``, the machine and libraries of each invocation to ``info.json``, logs to ``logs/``.
+go to ``<root>/timings.json`` and, with the invocation that ran them, to ``stages.jsonl``; the machine, libraries
+and settings of each invocation to ``info.json``; logs to ``logs/``.
 
 No self-supervised checkpoint exists offline, so "pretrained" means: for asr a randomly initialised Wav2Vec2
 (``models/presets.py demo``: Std, Unguided and Waypoint train from scratch, front end included), for ic and sid
@@ -212,9 +213,10 @@ class Recipe:
     """The stages of the requested tasks and their order; runs up to ``jobs`` of them at once (training runs of
     this size leave most of a GPU idle), each a subprocess of this interpreter from the repo root."""
 
-    def __init__(self, layout: Layout, profile_name: str, python: str, mixed_precision: str):
+    def __init__(self, layout: Layout, profile_name: str, python: str, mixed_precision: str, invocation: int = 0):
         self.layout, self.profile_name, self.profile = layout, profile_name, PROFILES[profile_name]
         self.python, self.mixed_precision = python, mixed_precision
+        self.invocation = invocation  # index into info.json's invocations: which machine ran what
         self.timings_path = layout.root / "timings.json"
 
     # -- the stages ----------------------------------------------------------------------------------------
@@ -389,14 +391,17 @@ class Recipe:
         return stage, process, log_path, time.time()
 
     def record(self, key: str, seconds: float) -> None:
-        """Add a stage's wall seconds to timings.json (a resumed stage adds up over invocations)."""
+        """Add a stage's wall seconds to timings.json (a resumed stage adds up over invocations) and a line to
+        stages.jsonl naming the invocation that ran it."""
         timings = json.loads(self.timings_path.read_text()) if self.timings_path.is_file() else {}
         timings[key] = timings.get(key, 0.0) + seconds
         self.timings_path.write_text(json.dumps(timings, indent=1, sort_keys=True) + "\n")
+        with open(self.layout.root / "stages.jsonl", "a") as f:
+            f.write(json.dumps({"stage": key, "seconds": round(seconds, 3), "invocation": self.invocation}) + "\n")
 
 
 # the small files of a root, what mini_cald_report.py reads and the logs: no audio, no checkpoints
-PACKED = ("info.json", "timings.json", "logs/*.log", "runs/*/*/metrics.jsonl", "runs/*/*/hparams.json",
+PACKED = ("info.json", "timings.json", "stages.jsonl", "logs/*.log", "runs/*/*/metrics.jsonl", "runs/*/*/hparams.json",
           "runs/*/*/best_metrics.json", "eval/*/*/metrics.json", "eval/*/*/preds.jsonl")
 
 
@@ -412,8 +417,8 @@ def pack(root: Path, archive) -> int:
     return count
 
 
-def write_info(layout: Layout, profile_name: str, jobs: int) -> None:
-    """The machine and libraries of the latest invocation (info.json keeps one entry per invocation)."""
+def write_info(layout: Layout, profile_name: str, jobs: int) -> int:
+    """Add this invocation's machine, libraries and settings to info.json (one entry per invocation); its index."""
     import torch
     import transformers
 
@@ -434,6 +439,7 @@ def write_info(layout: Layout, profile_name: str, jobs: int) -> None:
         "mamba_ssm": mamba_version, "settings": dataclasses.asdict(PROFILES[profile_name]), "jobs": jobs,
     })
     path.write_text(json.dumps(info, indent=1) + "\n")
+    return len(info["invocations"]) - 1
 
 
 def main(argv=None):
@@ -462,9 +468,9 @@ def main(argv=None):
     if args.synthesise:
         Recipe(layout, args.profile, args.python, "no").synthesise(args.synthesise)
         return
-    write_info(layout, args.profile, args.jobs)
+    invocation = write_info(layout, args.profile, args.jobs)
     mixed_precision = args.mixed_precision or ("bf16" if torch.cuda.is_available() else "no")
-    recipe = Recipe(layout, args.profile, args.python, mixed_precision)
+    recipe = Recipe(layout, args.profile, args.python, mixed_precision, invocation)
     tic = time.time()
     try:
         finished = recipe.run(args.tasks, jobs=args.jobs, budget=args.budget)

@@ -5,7 +5,8 @@ Usage (scripts/mini_cald.py prints it when every stage is done):
 
 Reads, under --root (the layout of scripts/mini_cald.py):
     info.json                                {"profile", "invocations": [{"started", "host", "device", "torch",
-                                             "cuda", "transformers", "mamba_ssm"}]}: one entry per invocation
+                                             "cuda", "transformers", "mamba_ssm", "settings", "jobs"}]}
+    stages.jsonl                             {"stage", "seconds", "invocation"}: which invocation ran a stage
     timings.json                             {"<task>/<stage>": wall seconds}; a training stage is named after its
                                              strategy, an evaluation "test_<strategy>"
     runs/<task>/<strategy>/metrics.jsonl     training rows ({"step", "loss", "audio_s_per_s", ...}) and dev rows
@@ -16,7 +17,8 @@ Reads, under --root (the layout of scripts/mini_cald.py):
 
 Writes, under --out:
     mini_cald.json         one row per (task, strategy) with an eval metrics.json: the test metric(s), their
-                           comparison with Std, parameters, train / inference throughput, train time, steps
+                           comparison with Std, parameters, train / inference throughput, train time, steps, and
+                           "run": the invocations (start, host, device) that trained and tested it
     mini_cald.md           a table per task, the profile, the machine and library versions of the invocations,
                            then the runs not yet evaluated, then --discussion's file if given (hand-written)
     mini_cald_curves.png   per task: training task loss and the dev metric against the step, per strategy
@@ -91,6 +93,19 @@ def read_run(root: Path, task: str, strategy: str) -> tuple[dict, dict]:
     path = root / "runs" / task / strategy / "metrics.jsonl"
     train, dev = read_metrics_jsonl(path, dev_key=f"dev/{SELECT_METRIC[task]}")
     return dict(sorted(train.items())), dict(sorted(dev.items()))
+
+
+def stage_invocations(path: Path) -> dict[str, set[int]]:
+    """{stage: indices of the invocations that ran (part of) it} from stages.jsonl; empty for roots older than it."""
+    ran_in = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a torn last line of a killed recipe
+                continue
+            ran_in.setdefault(entry["stage"], set()).add(int(entry["invocation"]))
+    return ran_in
 
 
 def invocations(info: dict | None) -> list[dict]:
@@ -182,14 +197,18 @@ def collect(root, warmup: int = WARMUP_STEPS) -> tuple[list[dict], dict | None]:
     root = Path(root)
     info = read_json(root / "info.json", "profile, device and library versions n/a")
     timings = read_json(root / "timings.json", "train and test times n/a") or {}
-    run = [{"started": i.get("started"), "host": i.get("host")} for i in invocations(info)]
+    ran_in = stage_invocations(root / "stages.jsonl")
+    every = [{"started": i.get("started"), "host": i.get("host"), "device": i.get("device")} for i in invocations(info)]
     rows = []
     for task in TASKS:
         for strategy in STRATEGIES:
             metrics = read_json(root / "eval" / task / strategy / "metrics.json",
                                 f"{task}/{strategy} ({LABELS[strategy]}) left out")
-            if metrics is not None:
-                rows.append(result_row(root, task, strategy, metrics, timings, run, warmup))
+            if metrics is None:
+                continue
+            used = sorted(ran_in.get(f"{task}/{strategy}", set()) | ran_in.get(f"{task}/test_{strategy}", set()))
+            run = [every[i] for i in used if i < len(every)] or every  # before stages.jsonl: every invocation
+            rows.append(result_row(root, task, strategy, metrics, timings, run, warmup))
     compare_with_std(rows)
     return rows, info
 

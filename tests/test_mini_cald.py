@@ -141,7 +141,8 @@ def test_smoke_recipe_end_to_end_then_report(tmp_path):
     again = json.loads((root / "timings.json").read_text())
     with tarfile.open(archive) as tar:
         names = set(tar.getnames())
-    assert {"info.json", "timings.json", "runs/asr/std/metrics.jsonl", "eval/sid/hybrid/metrics.json"} <= names
+    assert {"info.json", "timings.json", "stages.jsonl", "runs/asr/std/metrics.jsonl",
+            "eval/sid/hybrid/metrics.json"} <= names
     assert not any("ckpt" in n or n.endswith((".wav", ".flac", ".sph")) for n in names)
     assert {k: v for k, v in again.items() if k != "sid/prep"} == {k: v for k, v in timings.items() if k != "sid/prep"}
     invocations = json.loads((root / "info.json").read_text())["invocations"]
@@ -152,6 +153,7 @@ def test_smoke_recipe_end_to_end_then_report(tmp_path):
     assert {(r["task"], r["strategy"]) for r in rows} == {(t, s) for t in mini_cald.TASKS for s in mini_cald.STRATEGIES}
     for row in rows:
         assert row["parameters"] > 0 and row["checkpoint_step"] > 0
+        assert [r["started"] for r in row["run"]] == [invocations[0]["started"]]  # trained and tested in the first
         assert (0 <= row["wer"]) if row["task"] == "asr" else (0 <= row["accuracy"] <= 1)
     with pytest.raises(SystemExit, match="holds a 'smoke' recipe"):
         mini_cald.main(["--profile", "gpu", "--root", str(root)])

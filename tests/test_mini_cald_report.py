@@ -46,6 +46,11 @@ def root(tmp_path):
          "cuda": "12.4", "transformers": "4.46.0", "mamba_ssm": "2.2.2"},
         {"started": "2030-01-02 09:00:00 UTC", "host": "box2", "device": "NVIDIA H100", "torch": "2.5.0",
          "cuda": "12.4", "transformers": "4.46.0", "mamba_ssm": None}]})
+    (root / "stages.jsonl").write_text("".join(json.dumps(e) + "\n" for e in [  # which invocation ran what
+        {"stage": "asr/std", "seconds": 600.0, "invocation": 0}, {"stage": "asr/target", "seconds": 300.0,
+                                                                  "invocation": 1},
+        {"stage": "asr/test_std", "seconds": 10.0, "invocation": 1}, {"stage": "asr/test_target", "seconds": 5.0,
+                                                                      "invocation": 1}]) + '{"stage": "torn')
     write_json(root / "timings.json", {"asr/std": 600.0, "asr/target": 300.0, "asr/hybrid": 120.0,
                                        "asr/test_std": 10.0, "ic/std": 240.0, "ic/test_std": 5.0})
     # asr Std: 10 slow warm-up steps, then 20, 40, 30, 10 audio-s/s (median 25); step 12 logged twice (resumed)
@@ -95,8 +100,11 @@ def test_rows(root, capsys):
     assert (std["steps"], std["start_step"], std["checkpoint_step"]) == (14, 0, 14)
     assert (std["best_dev_metric"], std["best_dev"], std["best_dev_step"]) == ("wer", 0.4, 14)
     assert std["parameters"] == 2_500_000 and std["device_name"] == "NVIDIA H100"
-    assert std["run"] == [{"started": "2030-01-01 10:00:00 UTC", "host": "box1"},
-                          {"started": "2030-01-02 09:00:00 UTC", "host": "box2"}]
+    box1 = {"started": "2030-01-01 10:00:00 UTC", "host": "box1", "device": "NVIDIA H100"}
+    box2 = {"started": "2030-01-02 09:00:00 UTC", "host": "box2", "device": "NVIDIA H100"}
+    assert std["run"] == [box1, box2]  # trained in the first invocation, tested in the second
+    assert by["asr", "target"]["run"] == [box2]
+    assert by["asr", "hybrid"]["run"] == [box1, box2]  # not in stages.jsonl: every invocation
     assert std["wer_vs_std"] == 1.0 and by["asr", "target"]["wer_vs_std"] == pytest.approx(1.2)
 
     hybrid = by["asr", "hybrid"]
