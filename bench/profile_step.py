@@ -13,6 +13,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.speed import build, infer_step, make_batch, train_step  # noqa: E402
 
 
+def make_step(model, mode: str, batch: int, seconds: float, device):
+    """One training (forward, CTC, backward, AdamW) or inference step of ``model`` on a fixed random batch."""
+    x, labels = make_batch(batch, seconds, device)
+    if mode == "train":
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
+        return lambda: train_step(model.train(), optimizer, x, labels)
+    return lambda: infer_step(model.eval(), x)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="student", choices=("teacher", "student", "student_separate", "student_recompute"))
@@ -21,13 +30,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rows", type=int, default=30)
     args = parser.parse_args()
-    model = build(args.model, torch.device("cuda"))
-    x, mask, labels = make_batch(args.batch, args.seconds, torch.device("cuda"))
-    if args.mode == "train":
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
-        step = lambda: train_step(model.train(), optimizer, x, mask, labels)  # noqa: E731
-    else:
-        step = lambda: infer_step(model.eval(), x, mask)  # noqa: E731
+    step = make_step(build(args.model, torch.device("cuda")), args.mode, args.batch, args.seconds, torch.device("cuda"))
     for _ in range(3):
         step()
     torch.cuda.synchronize()

@@ -1,0 +1,47 @@
+"""bench/speed.py's and bench/profile_step.py's eager steps on CPU with a tiny model, teacher and student (the
+timings themselves need a GPU: ``python bench/speed.py``)."""
+import importlib.util
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from models.mamba_utils import substitute_layer
+from models.presets import preset_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")  # no package
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("student", [False, True])
+def test_eager_train_and_infer_steps_run(student):
+    speed, profile_step = load("speed"), load("profile_step")
+    torch.manual_seed(0)
+    config = preset_config("tiny", vocab_size=32)
+    config._attn_implementation = "sdpa"
+    model = transformers.Wav2Vec2ForCTC(config)
+    if student:
+        substitute_layer(model.wav2vec2.encoder, config, headdim=16, d_state=16, chunk_size=16)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x, labels = speed.make_batch(2, 1.0, "cpu")
+    assert x.shape == (2, 16000) and labels.shape == (2, 12)
+    before = [p.detach().clone() for p in model.parameters()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # autocast("cuda") on a CPU-only machine
+        speed.train_step(model, optimizer, x, labels)
+        speed.infer_step(model, x)
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))  # the step trained
+    assert all(p.grad is None for p in model.parameters())  # and cleared its gradients
+    assert speed.ctc_logits(model, x).shape == (2, int(model._get_feat_extract_output_lengths(16000)), 32)
+    for mode in ("train", "infer"):  # bench/profile_step.py's step around the same functions
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            profile_step.make_step(model, mode, 2, 0.5, "cpu")()
