@@ -9,8 +9,10 @@ Usage:
 
 For each task (asr: TED-LIUM 3 layout, ic: SLURP, sid: VoxCeleb1) the stages are
 
-    corpus     corpora/synth.py writes the official raw layout            prep  the real prep script reads it
-    pretrained asr: a random Wav2Vec2 dir (asr_model_name)  export  ic, sid: asr's teacher as one (below)
+    corpus     corpora/synth.py writes the official raw layout
+    prep       the real prep script reads it (corpora/tedlium.py, slurp.py; voxceleb1.py checks the tree)
+    pretrained asr only: a random Wav2Vec2 dir, the asr runs' asr_model_name (models/presets.py)
+    export     asr only, for ic and sid: the asr teacher as a Hugging Face model dir, their asr_model_name
     std        train.py, attention (the teacher)                      -- as the seed's Std command
     unguided   train.py, asr_use_mamba=True                           -- Unguided
     target     train_distill.py from the teacher's best checkpoint    -- Target guided
