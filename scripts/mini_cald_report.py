@@ -37,7 +37,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import jiwer
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -49,6 +51,7 @@ if __package__ in (None, ""):
 from scripts.demo_report import evaluated_step, read_metrics_jsonl
 from scripts.mini_cald import SELECT_METRIC, STRATEGIES, TASKS
 
+BOOTSTRAP_SAMPLES = 2000  # resamplings of the test utterances for the intervals of the differences to Std
 WARMUP_STEPS = 10  # training steps at the start of each run left out of its throughput (compilation, caches)
 LABELS = {
     "std": "Std (attention teacher)", "unguided": "Unguided", "target": "Target guided", "hybrid": "Hybrid",
@@ -179,8 +182,10 @@ def result_row(root: Path, task: str, strategy: str, metrics: dict, timings: dic
     }
 
 
-def compare_with_std(rows: list[dict]) -> None:
-    """Add each asr row's wer_vs_std (WER / Std's WER) and each ic / sid row's accuracy_vs_std (minus Std's)."""
+def compare_with_std(rows: list[dict], root: Path) -> None:
+    """Add each asr row's wer_vs_std (WER / Std's WER) and each ic / sid row's accuracy_vs_std (minus Std's), and
+    for every row the test metric minus Std's with a 95% paired-bootstrap interval over test utterances
+    (delta_vs_std, delta_vs_std_ci95), from the preds.jsonl files."""
     std = {r["task"]: r for r in rows if r["strategy"] == "std"}
     for row in rows:
         ref = std.get(row["task"], {})
@@ -190,6 +195,51 @@ def compare_with_std(rows: list[dict]) -> None:
         else:
             ok = row["accuracy"] is not None and ref.get("accuracy") is not None
             row["accuracy_vs_std"] = row["accuracy"] - ref["accuracy"] if ok else None
+        row["delta_vs_std"] = row["delta_vs_std_ci95"] = None
+        if ref:
+            mine, std_scores = (utterance_scores(row["task"], root / "eval" / row["task"] / s / "preds.jsonl")
+                                for s in (row["strategy"], "std"))
+            if mine and std_scores:
+                row["delta_vs_std"], row["delta_vs_std_ci95"] = paired_bootstrap(std_scores, mine)
+
+
+def utterance_scores(task: str, path: Path) -> dict[str, tuple[float, float]] | None:
+    """{utterance: (numerator, denominator)} of the task's test metric, from infer.py's preds.jsonl: word errors
+    and reference words for asr (WER = their sums' ratio, as utils.metrics), correct and total for ic (every head
+    right: intent accuracy) and sid (heads right: clf_acc). None, with a warning, if the file is missing."""
+    if not path.is_file():
+        warn(f"no {path}: no confidence interval for it")
+        return None
+    scores = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if task == "asr":
+            words = row["label"].split()
+            if words:
+                counts = jiwer.process_words(row["label"], row["pred"])
+                errors = counts.substitutions + counts.deletions + counts.insertions
+            else:  # an empty reference: its hypothesis words are insertions, it adds no words (as asr_metrics)
+                errors = len(row["pred"].split())
+            scores[row["name"]] = (float(errors), float(len(words)))
+        else:
+            right = [p == label for p, label in zip(row["clf_pred"], row["clf_label"])]
+            scores[row["name"]] = (float(all(right)), 1.0) if task == "ic" else (float(sum(right)), len(right))
+    return scores
+
+
+def paired_bootstrap(base: dict, other: dict, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0):
+    """(metric(other) - metric(base), [2.5%, 97.5%] of that difference over ``samples`` resamplings of the shared
+    utterances), the metric of a set being sum(numerators) / sum(denominators)."""
+    names = sorted(base.keys() & other.keys())
+    a, b = (np.array([scores[n] for n in names]) for scores in (base, other))  # (utterances, 2)
+    index = np.random.default_rng(seed).integers(0, len(names), (samples, len(names)))  # (samples, utterances)
+
+    def metric(pairs):
+        return pairs[..., 0].sum(-1) / np.maximum(pairs[..., 1].sum(-1), 1e-12)
+
+    deltas = metric(b[index]) - metric(a[index])  # (samples,)
+    low, high = np.percentile(deltas, [2.5, 97.5])
+    return float(metric(b) - metric(a)), [float(low), float(high)]
 
 
 def collect(root, warmup: int = WARMUP_STEPS) -> tuple[list[dict], dict | None]:
@@ -209,7 +259,7 @@ def collect(root, warmup: int = WARMUP_STEPS) -> tuple[list[dict], dict | None]:
             used = sorted(ran_in.get(f"{task}/{strategy}", set()) | ran_in.get(f"{task}/test_{strategy}", set()))
             run = [every[i] for i in used if i < len(every)] or every  # before stages.jsonl: every invocation
             rows.append(result_row(root, task, strategy, metrics, timings, run, warmup))
-    compare_with_std(rows)
+    compare_with_std(rows, root)
     return rows, info
 
 
@@ -235,8 +285,8 @@ def table_columns(task: str) -> list[tuple[str, str, str]]:
     if task == "asr":
         metrics = [("test WER", "wer", "pct"), ("test CER", "cer", "pct"), ("WER / Std", "wer_vs_std", "ratio")]
     else:
-        name = METRIC_NAMES[SELECT_METRIC[task]]
-        metrics = [(f"test {name}", "accuracy", "pct"), ("vs Std", "accuracy_vs_std", "points")]
+        metrics = [(f"test {METRIC_NAMES[SELECT_METRIC[task]]}", "accuracy", "pct")]
+    metrics.append(("vs Std (95% CI)", "delta_vs_std", "delta"))
     return [("strategy", "label", "str"), *metrics, ("best dev", "best_dev", "pct"), ("@ step", "best_dev_step", "str"),
             ("params (M)", "parameters", "params"), ("train audio-s/s", "train_audio_s_per_s", "speed"),
             ("infer audio-s/s", "infer_audio_s_per_s", "speed")]
@@ -246,8 +296,17 @@ def markdown_table(task: str, rows: list[dict]) -> str:
     columns = table_columns(task)
     lines = ["| " + " | ".join(h for h, _, _ in columns) + " |",
              "|" + "|".join("---" if kind == "str" and key == "label" else "---:" for _, key, kind in columns) + "|"]
-    lines += ["| " + " | ".join(fmt(r.get(key), kind) for _, key, kind in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(cell(r, key, kind) for _, key, kind in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def cell(row: dict, key: str, kind: str) -> str:
+    if kind != "delta":
+        return fmt(row.get(key), kind)
+    if row.get(key) is None or row["strategy"] == "std":
+        return "n/a" if row["strategy"] != "std" else ""
+    low, high = row[f"{key}_ci95"]
+    return f"{100 * row[key]:+.1f} pts [{100 * low:+.1f}, {100 * high:+.1f}]"
 
 
 def describe_invocation(inv: dict) -> str:
@@ -279,7 +338,9 @@ def notes(rows: list[dict], warmup: int) -> list[str]:
                             if r["strategy"] == "hybrid" and r.get("start_step") is not None})
     return [
         ("Test metrics: infer.py on the test split at each run's best dev checkpoint (best dev: that metric on the "
-         "dev split, and its step). WER / Std: the strategy's test WER over Std's; vs Std: accuracy minus Std's."),
+         "dev split, and its step). WER / Std: the strategy's test WER over Std's. vs Std: its test metric minus "
+         f"Std's in percentage points, with a 95% paired-bootstrap interval ({BOOTSTRAP_SAMPLES} resamplings of the "
+         "test utterances): an interval that holds 0 is no evidence of a difference."),
         (f"train audio-s/s: median over the training steps of a run after its first {warmup} (warm-up); n/a when "
          "the run has no more. infer audio-s/s: 1 / infer.py's real-time factor on the test split."),
         ("Hybrid resumes Target's checkpoint at the switch point" +
