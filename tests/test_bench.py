@@ -1,29 +1,18 @@
 """bench/speed.py's and bench/profile_step.py's eager steps on CPU with a tiny model, teacher and student (the
 timings themselves need a GPU: ``python bench/speed.py``)."""
-import importlib.util
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
 import transformers
 
+from bench import profile_step, speed
 from models.mamba_utils import substitute_layer
 from models.presets import preset_config
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")  # no package
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("student", [False, True])
 def test_eager_train_and_infer_steps_run(student):
-    speed, profile_step = load("speed"), load("profile_step")
     torch.manual_seed(0)
     config = preset_config("tiny", vocab_size=32)
     config._attn_implementation = "sdpa"

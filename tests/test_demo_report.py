@@ -1,18 +1,13 @@
 """scripts/demo_report.py on synthetic run dirs: last row per step wins, Target/Hybrid phases split at the Target
 checkpoint, parameters counted from the checkpoint, table, JSON and plots written."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
+from scripts import demo_report
 from utils.checkpoint import save_checkpoint
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "demo_report.py"
-spec = importlib.util.spec_from_file_location("demo_report", SCRIPT)  # scripts/ is not a package
-demo_report = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(demo_report)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -1,6 +1,5 @@
 """scripts/export_hf_model.py: an attention checkpoint becomes a Hugging Face model dir that a new run loads as its
 ``asr_model_name`` (mini-CALD's IC and SID start from the ASR teacher this way); a BiMamba2 checkpoint is refused."""
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -9,13 +8,9 @@ from safetensors.torch import load_file
 
 from hparams import create_hparams
 from models.build import build_asr_model
+from scripts import export_hf_model
 from tests.conftest import TINY_MAMBA
 from utils.checkpoint import save_checkpoint
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "export_hf_model.py"
-spec = importlib.util.spec_from_file_location("export_hf_model", SCRIPT)  # scripts/ is not a package
-export_hf_model = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(export_hf_model)
 
 
 def run_dir_with_checkpoint(root: Path, hparams_string: str) -> Path:

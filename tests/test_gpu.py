@@ -6,6 +6,7 @@ dots run in TF32, 10 mantissa bits: 1.9e-3 was seen); bf16 inputs are compared w
 import pytest
 import torch
 
+from bench import speed
 from models.build import build_asr_model, forward_model
 from models.mamba2 import Mamba2, ssd_chunked, ssd_ref
 
@@ -118,22 +119,10 @@ def test_fused_bidirectional_kernels_match_two_separate_mamba2(autocast):
         assert relative_error(fused, separate) < tolerance
 
 
-def load_bench_speed():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "speed.py"  # bench/ is not a package
-    spec = importlib.util.spec_from_file_location("bench_speed", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("mamba", [False, True])
 def test_cuda_graph_replays_equal_eager(tiny_hparams, mamba):
     """bench/speed.py's cuda_graph execution: a captured forward (padding included: no host sync on the way)
     replays the eager logits for new inputs, and the graphed training step gives the eager step's gradients."""
-    speed = load_bench_speed()
     torch.manual_seed(0)
     hparams = tiny_hparams(f"asr_use_mamba={mamba},mamba_backend=triton,mask_time_prob=0.0,hidden_dropout=0.0,"
                            "activation_dropout=0.0,feat_proj_dropout=0.0")

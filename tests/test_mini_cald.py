@@ -1,6 +1,5 @@
 """scripts/mini_cald.py: the stage graph, the scheduler (jobs, exclusive stages, failures, budget), each run's
 hparams, and the whole recipe end to end on CPU (smoke profile) followed by its report."""
-import importlib.util
 import json
 import sys
 import tarfile
@@ -8,17 +7,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")  # scripts/ is no package
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-mini_cald = load("mini_cald")
+from scripts import mini_cald, mini_cald_report
 
 
 def recipe(root: Path) -> "mini_cald.Recipe":
@@ -148,7 +137,7 @@ def test_smoke_recipe_end_to_end_then_report(tmp_path):
     invocations = json.loads((root / "info.json").read_text())["invocations"]
     assert len(invocations) == 2 and invocations[0]["settings"]["preset"] == "tiny"
 
-    load("mini_cald_report").main(["--root", str(root), "--out", str(tmp_path / "results")])
+    mini_cald_report.main(["--root", str(root), "--out", str(tmp_path / "results")])
     rows = json.loads((tmp_path / "results" / "mini_cald.json").read_text())
     assert {(r["task"], r["strategy"]) for r in rows} == {(t, s) for t in mini_cald.TASKS for s in mini_cald.STRATEGIES}
     for row in rows:

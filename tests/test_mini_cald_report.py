@@ -1,15 +1,11 @@
 """scripts/mini_cald_report.py on a hand-written recipe root: median throughput after the warm-up steps, the test
 metric per task, comparison with Std, Hybrid's late start, a missing evaluation warned and left out, outputs."""
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "mini_cald_report.py"
-spec = importlib.util.spec_from_file_location("mini_cald_report", SCRIPT)  # scripts/ is not a package
-report = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(report)
+from scripts import mini_cald_report as report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
