@@ -187,6 +187,8 @@ def compare_with_std(rows: list[dict], root: Path) -> None:
     for every row the test metric minus Std's with a 95% paired-bootstrap interval over test utterances
     (delta_vs_std, delta_vs_std_ci95), from the preds.jsonl files."""
     std = {r["task"]: r for r in rows if r["strategy"] == "std"}
+    scores = {(r["task"], r["strategy"]): utterance_scores(r["task"], root / "eval" / r["task"] / r["strategy"] /
+                                                           "preds.jsonl") for r in rows}  # each file read once
     for row in rows:
         ref = std.get(row["task"], {})
         if row["task"] == "asr":
@@ -196,11 +198,9 @@ def compare_with_std(rows: list[dict], root: Path) -> None:
             ok = row["accuracy"] is not None and ref.get("accuracy") is not None
             row["accuracy_vs_std"] = row["accuracy"] - ref["accuracy"] if ok else None
         row["delta_vs_std"] = row["delta_vs_std_ci95"] = None
-        if ref:
-            mine, std_scores = (utterance_scores(row["task"], root / "eval" / row["task"] / s / "preds.jsonl")
-                                for s in (row["strategy"], "std"))
-            if mine and std_scores:
-                row["delta_vs_std"], row["delta_vs_std_ci95"] = paired_bootstrap(std_scores, mine)
+        mine, std_scores = scores[row["task"], row["strategy"]], scores.get((row["task"], "std"))
+        if mine and std_scores:
+            row["delta_vs_std"], row["delta_vs_std_ci95"] = paired_bootstrap(std_scores, mine)
 
 
 def utterance_scores(task: str, path: Path) -> dict[str, tuple[float, float]] | None:
