@@ -23,8 +23,9 @@ For each task (asr: TED-LIUM 3 layout, ic: SLURP, sid: VoxCeleb1) the stages are
 
 Each is resumable: a finished one is skipped (a run at its max_steps, an evaluation of the right checkpoint), an
 interrupted run resumes from its latest checkpoint. Every run trains for the same number of steps; Hybrid shares
-Target's first steps. With --jobs N, up to N independent stages run at once (a run of this size leaves most of a
-GPU idle), so training throughput is measured with neighbours; the test stages run alone. Wall seconds per stage
+Target's first steps. With --jobs N, up to N independent stages run at once, spread over the visible GPUs (a run
+of this size leaves most of a GPU idle), so training throughput is measured with neighbours; a test stage runs
+alone on its GPU. Wall seconds per stage
 go to ``<root>/timings.json`` and, with the invocation that ran them, to ``stages.jsonl``; the machine, libraries
 and settings of each invocation to ``info.json``; logs to ``logs/``.
 
@@ -213,12 +214,15 @@ class Stage:
 
 class Recipe:
     """The stages of the requested tasks and their order; runs up to ``jobs`` of them at once (training runs of
-    this size leave most of a GPU idle), each a subprocess of this interpreter from the repo root."""
+    this size leave most of a GPU idle), each a subprocess of this interpreter from the repo root, spread over
+    the GPUs (each stage sees one: the least busy)."""
 
-    def __init__(self, layout: Layout, profile_name: str, python: str, mixed_precision: str, invocation: int = 0):
+    def __init__(self, layout: Layout, profile_name: str, python: str, mixed_precision: str, invocation: int = 0,
+                 gpus: tuple[str, ...] = ()):
         self.layout, self.profile_name, self.profile = layout, profile_name, PROFILES[profile_name]
         self.python, self.mixed_precision = python, mixed_precision
         self.invocation = invocation  # index into info.json's invocations: which machine ran what
+        self.gpus = gpus  # CUDA_VISIBLE_DEVICES values the stages are spread over; () runs them all on one device
         self.timings_path = layout.root / "timings.json"
 
     # -- the stages ----------------------------------------------------------------------------------------
@@ -335,27 +339,27 @@ class Recipe:
     def run(self, tasks, jobs: int = 1, budget: float | None = None) -> bool:
         """Run the stages; False when the budget ran out first. Raises StageFailed (the others are stopped)."""
         start = time.time()
-        pending, done, running = self.stages(tasks), set(), {}  # running: key -> (stage, Popen, log, tic)
+        pending, done, running = self.stages(tasks), set(), {}  # running: key -> (stage, Popen, log, tic, device)
         env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), "HF_HUB_OFFLINE": "1",
-               "TOKENIZERS_PARALLELISM": "false"}
+               "TOKENIZERS_PARALLELISM": "false",
+               "TRITON_CACHE_AUTOTUNING": os.environ.get("TRITON_CACHE_AUTOTUNING", "1")}  # autotune once, not per stage
         try:
             while pending or running:
                 out_of_time = budget is not None and time.time() - start > budget
                 ready = [stage for stage in pending if all(need in done for need in stage.needs)]
                 shared = [stage for stage in ready if not stage.exclusive]
-                alone = running and any(r[0].exclusive for r in running.values())
-                # stages that share the machine first; an exclusive one when nothing else can run
-                startable = [] if out_of_time or alone else shared or ([] if running else ready[:1])
-                for stage in startable:
-                    if len(running) >= jobs or (stage.exclusive and running):
-                        break
+                # stages that share a device first; an exclusive one when no other can start, on an idle device
+                for stage in [] if out_of_time else shared or ready:
+                    device = self.idle_enough_device(stage, running.values())
+                    if len(running) >= jobs or device is None:
+                        continue
                     pending.remove(stage)
                     argv = stage.command()
                     if argv is None:
                         done.add(stage.key)
                         continue
-                    running[stage.key] = self.launch(stage, argv, env)
+                    running[stage.key] = self.launch(stage, argv, env, device)
                 if pending and not running and not ready and not out_of_time:
                     raise StageFailed("stages wait on others that are not in the recipe: " + ", ".join(
                         f"{stage.key} (needs {', '.join(stage.needs)})" for stage in pending))
@@ -363,11 +367,11 @@ class Recipe:
                     logger.warning("budget of %.0f s spent: %d stages not started (first: %s); rerun to go on",
                                    budget, len(pending), pending[0].key)
                     return False
-                for key, (stage, process, log_path, tic) in list(running.items()):
+                for key, (stage, process, log_path, tic, running_device) in list(running.items()):
                     if process.poll() is None:
                         continue
                     del running[key]
-                    self.record(key, time.time() - tic)
+                    self.record(key, time.time() - tic, running_device)
                     if process.returncode != 0:
                         tail = "".join(log_path.read_text().splitlines(keepends=True)[-40:])
                         raise StageFailed(f"{key} failed (exit {process.returncode}) after {time.time() - tic:.0f} "
@@ -376,30 +380,47 @@ class Recipe:
                     done.add(key)
                 time.sleep(0.2)
         finally:
-            for stage, process, _, tic in running.values():  # a failure or Ctrl-C: stop the others, keep times
+            for stage, process, _, tic, device in running.values():  # a failure or Ctrl-C: stop the others
                 process.terminate()
                 process.wait()
-                self.record(stage.key, time.time() - tic)
+                self.record(stage.key, time.time() - tic, device)
         return True
 
-    def launch(self, stage: Stage, argv: list[str], env: dict):
+    def idle_enough_device(self, stage: Stage, running) -> int | None:
+        """The least busy device (index into ``gpus``; 0 without GPUs) that ``stage`` may start on, or None: no
+        stage joins an exclusive one, and an exclusive stage needs a device with nothing on it."""
+        busy, reserved = [0] * max(len(self.gpus), 1), set()
+        for stage_running, *_, device in running:
+            busy[device] += 1
+            if stage_running.exclusive:
+                reserved.add(device)
+        allowed = [d for d in range(len(busy)) if d not in reserved and not (stage.exclusive and busy[d])]
+        return min(allowed, key=busy.__getitem__, default=None)
+
+    def launch(self, stage: Stage, argv: list[str], env: dict, device: int):
         log_path = self.layout.log(stage.task, stage.name)
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        logger.info("%s: %s %s  (log: %s)", stage.key, Path(self.python).name, " ".join(argv), log_path)
+        if self.gpus:
+            env = {**env, "CUDA_VISIBLE_DEVICES": self.gpus[device]}
+        where = f" on GPU {self.gpus[device]}" if self.gpus else ""
+        logger.info("%s%s: %s %s  (log: %s)", stage.key, where, Path(self.python).name, " ".join(argv), log_path)
         with open(log_path, "a") as log:
-            log.write(f"\n$ {self.python} {' '.join(argv)}\n")
+            log.write(f"\n$ {self.python} {' '.join(argv)}{where}\n")
             log.flush()
             process = subprocess.Popen([self.python, *argv], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        return stage, process, log_path, time.time()
+        return stage, process, log_path, time.time(), device
 
-    def record(self, key: str, seconds: float) -> None:
+    def record(self, key: str, seconds: float, device: int) -> None:
         """Add a stage's wall seconds to timings.json (a resumed stage adds up over invocations) and a line to
-        stages.jsonl naming the invocation that ran it."""
+        stages.jsonl naming the invocation (and GPU) that ran it."""
         timings = json.loads(self.timings_path.read_text()) if self.timings_path.is_file() else {}
         timings[key] = timings.get(key, 0.0) + seconds
         self.timings_path.write_text(json.dumps(timings, indent=1, sort_keys=True) + "\n")
+        line = {"stage": key, "seconds": round(seconds, 3), "invocation": self.invocation}
+        if self.gpus:
+            line["gpu"] = self.gpus[device]
         with open(self.layout.root / "stages.jsonl", "a") as f:
-            f.write(json.dumps({"stage": key, "seconds": round(seconds, 3), "invocation": self.invocation}) + "\n")
+            f.write(json.dumps(line) + "\n")
 
 
 # the small files of a root, what mini_cald_report.py reads and the logs: no audio, no checkpoints
@@ -419,7 +440,17 @@ def pack(root: Path, archive) -> int:
     return count
 
 
-def write_info(layout: Layout, profile_name: str, jobs: int) -> int:
+def visible_gpus() -> tuple[str, ...]:
+    """The CUDA_VISIBLE_DEVICES entries of the GPUs this process sees (all of them without that variable)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return ()
+    listed = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return tuple(listed or map(str, range(torch.cuda.device_count())))[:torch.cuda.device_count()]
+
+
+def write_info(layout: Layout, profile_name: str, jobs: int, gpus: tuple[str, ...]) -> int:
     """Add this invocation's machine, libraries and settings to info.json (one entry per invocation); its index."""
     import torch
     import transformers
@@ -439,6 +470,7 @@ def write_info(layout: Layout, profile_name: str, jobs: int) -> int:
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
         "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
         "mamba_ssm": mamba_version, "settings": dataclasses.asdict(PROFILES[profile_name]), "jobs": jobs,
+        "gpus": len(gpus),
     })
     path.write_text(json.dumps(info, indent=1) + "\n")
     return len(info["invocations"]) - 1
@@ -463,16 +495,15 @@ def main(argv=None):
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
-    import torch
-
     layout = Layout(Path(args.root).resolve())
     layout.root.mkdir(parents=True, exist_ok=True)
     if args.synthesise:
         Recipe(layout, args.profile, args.python, "no").synthesise(args.synthesise)
         return
-    invocation = write_info(layout, args.profile, args.jobs)
-    mixed_precision = args.mixed_precision or ("bf16" if torch.cuda.is_available() else "no")
-    recipe = Recipe(layout, args.profile, args.python, mixed_precision, invocation)
+    gpus = visible_gpus()
+    invocation = write_info(layout, args.profile, args.jobs, gpus)
+    mixed_precision = args.mixed_precision or ("bf16" if gpus else "no")
+    recipe = Recipe(layout, args.profile, args.python, mixed_precision, invocation, gpus)
     tic = time.time()
     try:
         finished = recipe.run(args.tasks, jobs=args.jobs, budget=args.budget)

@@ -46,7 +46,7 @@ def train(workspace, tiny_model_dir, run: str, processes: int, accumulation: int
 
 def losses(run_dir: Path) -> dict:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: (r["loss"], r["n"]) for r in rows if "loss" in r}
+    return {r["step"]: (r["loss"], r["n"], r["audio_s"]) for r in rows if "loss" in r}
 
 
 def test_two_processes_match_one_process_with_doubled_accumulation(workspace, tiny_model_dir):
@@ -56,6 +56,7 @@ def test_two_processes_match_one_process_with_doubled_accumulation(workspace, ti
     assert sorted(two) == sorted(one) == [1, 2, 3]
     for step in one:
         assert two[step][1] == one[step][1]  # the same characters: the same micro-batches
+        assert two[step][2] == pytest.approx(one[step][2])  # audio summed over both ranks
         assert two[step][0] == pytest.approx(one[step][0], rel=1e-5)
     dev = [json.loads(line) for line in (workspace / "two/metrics.jsonl").read_text().splitlines()
            if "dev/utterances" in line]

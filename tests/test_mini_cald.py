@@ -56,8 +56,8 @@ def test_run_hparams_per_strategy(tmp_path):
 class FakeRecipe(mini_cald.Recipe):
     """Stages that are short python -c commands appending "<name> start|end <time>" to a trace file."""
 
-    def __init__(self, root: Path, graph: dict):
-        super().__init__(mini_cald.Layout(root), "smoke", sys.executable, "no")
+    def __init__(self, root: Path, graph: dict, gpus: tuple[str, ...] = ()):
+        super().__init__(mini_cald.Layout(root), "smoke", sys.executable, "no", gpus=gpus)
         self.graph, self.trace = graph, root / "trace.txt"
 
     def stages(self, tasks):
@@ -65,7 +65,8 @@ class FakeRecipe(mini_cald.Recipe):
                 for name, (needs, code, excl) in self.graph.items()]
 
     def command(self, name: str, code: str):
-        return ["-c", f"import time, sys\nopen({str(self.trace)!r}, 'a').write('{name} start %f\\n' % time.time())\n"
+        return ["-c", f"import os, time, sys\nopen({str(self.trace)!r}, 'a').write('{name} start %f %s\\n' % "
+                      f"(time.time(), os.environ.get('CUDA_VISIBLE_DEVICES', '-')))\n"
                       f"{code}\nopen({str(self.trace)!r}, 'a').write('{name} end %f\\n' % time.time())"]
 
     def events(self) -> dict:
@@ -86,6 +87,21 @@ def test_scheduler_runs_in_parallel_and_exclusive_stages_alone(tmp_path):
     assert ev["x", "start"] >= max(ev["a", "end"], ev["b", "end"], ev["c", "end"])
     timings = json.loads((tmp_path / "timings.json").read_text())
     assert set(timings) == {"t/a", "t/b", "t/c", "t/x"} and timings["t/a"] >= 1
+
+
+def test_scheduler_spreads_stages_over_gpus_and_keeps_an_exclusive_one_alone_on_its_gpu(tmp_path):
+    fake = FakeRecipe(tmp_path, {
+        "a": ((), "time.sleep(1)", False),
+        "x": ((), "time.sleep(2.5)", True),  # no other stage can start: it takes the idle GPU
+        "c": (("t/a",), "pass", False),  # ready while x runs: not on x's GPU
+    }, gpus=("3", "5"))
+    assert fake.run(["t"], jobs=3)
+    ev = fake.events()
+    gpu = {line.split()[0]: line.split()[3] for line in fake.trace.read_text().splitlines() if " start " in line}
+    assert ev["x", "start"] < ev["a", "end"] and {gpu["a"], gpu["x"]} == {"3", "5"}
+    assert ev["c", "start"] < ev["x", "end"] and gpu["c"] == gpu["a"]
+    lines = [json.loads(line) for line in (tmp_path / "stages.jsonl").read_text().splitlines()]
+    assert {line["stage"]: line["gpu"] for line in lines} == {f"t/{name}": gpu[name] for name in "axc"}
 
 
 def test_scheduler_failure_stops_the_others_and_names_the_log(tmp_path):

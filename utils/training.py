@@ -395,10 +395,14 @@ class Trainer:
         task_terms = ("ctc_loss", "classifier_loss")
         reduced = {k: acc.reduce(v, "sum").item() / (max(n_finite.item(), 1) if k in task_terms else
                                                       distill_denominator.item()) for k, v in sums.items()}
-        audio_seconds = sum(b["num_samples"].sum().item() for b in batches) / hp.sr * acc.num_processes
-        return {**reduced, "loss": weighted_total(reduced, self.weights), "lr": lr,
-                "grad_norm": grad_norm.item(), "n": n_finite.item(), "n_inf": int(n_inf),
-                "audio_s_per_s": audio_seconds / (time.time() - tic)}
+        samples = sum(b["num_samples"].sum() for b in batches)  # this rank's; summed over ranks below
+        audio_seconds = acc.reduce(samples.to(acc.device, torch.float64), "sum").item() / hp.sr
+        row = {**reduced, "loss": weighted_total(reduced, self.weights), "lr": lr, "grad_norm": grad_norm.item(),
+               "n": n_finite.item(), "n_inf": int(n_inf), "audio_s": audio_seconds,
+               "audio_s_per_s": audio_seconds / (time.time() - tic)}  # audio of all ranks per wall second
+        if acc.device.type == "cuda":  # this rank's high-water mark so far
+            row["peak_gib"] = torch.cuda.max_memory_allocated(acc.device) / 2**30
+        return row
 
     def _record_failure(self, error: Exception) -> None:
         logger.error("step %d failed (%s: %s); its micro-batches are skipped", self.step, type(error).__name__,

@@ -1,0 +1,187 @@
+"""Multi-GPU scaling of the seed's TED-LIUM Std and Target-guided training: 1 GPU vs ``accelerate launch``.
+
+Usage (a machine with 2 or more GPUs; see README "Several GPUs"):
+    python bench/ddp_scaling.py                         # 1 and 2 GPUs, 200 steps each: table + results JSONL
+    python bench/ddp_scaling.py --gpus 1 2 4 --steps 300 --root output/ddp_scaling
+
+The training commands are the seed README's, verbatim (tests/seed_commands.py), with four things changed: the
+output and data dirs point under ``--root``, ``--max_steps`` is ``--steps``, the "pretrained" model is a random
+wav2vec2-large-lv60-shaped one (``asr_model_name``, models/presets.py large; no download) and Target guided's
+teacher is the 1-GPU Std run's last checkpoint. The corpus is a synthetic TED-LIUM 3 (corpora/synth.py) read by
+the real prep script; the feeder repeats its epochs, so its size does not limit the steps.
+
+A run on N GPUs is ``accelerate launch --multi_gpu --num_processes N``; a 1-GPU run is plain ``python``, as
+users start it. Every rank keeps the seed's per-GPU batch, so N GPUs take N times the audio per step. Throughput
+is the audio of all ranks over the wall time of the steps after the first ``--skip`` (Triton autotuning, cuDNN
+choices and the allocator settle there), from the runs' metrics.jsonl; scaling efficiency is
+throughput(N) / (N x throughput(1)). Runs go one at a time, each alone on the machine.
+
+Results: a table on stdout and one JSON object per run in bench/results/ddp_scaling_<gpu>.jsonl.
+"""
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.seed_commands import SEED_COMMANDS  # noqa: E402
+
+STRATEGIES = ("std", "target")
+
+
+def seed_argv(strategy: str) -> tuple[str, list[str]]:
+    """The seed README's TED-LIUM command of ``strategy``: (script, arguments)."""
+    (script, arguments), = [(s, a) for task, strat, s, a in SEED_COMMANDS if (task, strat) == ("asr", strategy)]
+    return script, shlex.split(arguments)
+
+
+def set_flag(argv: list[str], flag: str, value: str) -> list[str]:
+    """``argv`` with ``flag``'s value replaced (``--flag=v`` or ``--flag v``); the flag must be there."""
+    for i, word in enumerate(argv):
+        if word == flag:
+            return [*argv[:i + 1], value, *argv[i + 2:]]
+        if word.startswith(flag + "="):
+            return [*argv[:i], f"{flag}={value}", *argv[i + 1:]]
+    raise ValueError(f"{flag} is not in the seed command {' '.join(argv)}")
+
+
+def run_argv(strategy: str, gpus: int, steps: int, root: Path) -> list[str]:
+    """The full command line of one run: launcher, script and the seed's arguments with the four changes."""
+    script, argv = seed_argv(strategy)
+    argv = set_flag(argv, "--model-dir", str(run_dir(root, strategy, gpus)))
+    argv = set_flag(argv, "--data-dir", str(root / "data"))
+    argv = set_flag(argv, "--max_steps", str(steps))
+    hparams = next(w for w in argv if w.startswith("--hparams=")).split("=", 1)[1]
+    argv = set_flag(argv, "--hparams", f"{hparams},asr_model_name={root / 'models' / 'large'}")
+    if strategy == "target":
+        argv = set_flag(argv, "--teacher_path", str(run_dir(root, "std", 1) / f"model.ckpt-{steps}"))
+    launcher = [sys.executable]
+    if gpus > 1:
+        launcher += ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(gpus),
+                     "--num_machines", "1", "--dynamo_backend", "no"]
+    return [*launcher, str(REPO / script), *argv]
+
+
+def run_dir(root: Path, strategy: str, gpus: int) -> Path:
+    return root / "runs" / f"{strategy}_{gpus}gpu"
+
+
+def prepare(root: Path, talks: int) -> None:
+    """The synthetic corpus in TED-LIUM 3's layout, prepared by corpora/tedlium.py, and the random large model."""
+    from corpora import tedlium
+    from corpora.synth import synth_tedlium
+    from models.presets import save_preset
+
+    if not (root / "data" / "meta.test.txt").is_file():
+        synth_tedlium(root / "raw", talks=(talks, 2, 2), segments_per_talk=(10, 10), text="common", force=True)
+        tedlium.main(["--src", str(root / "raw"), "--out", str(root / "data")])
+    if not (root / "models" / "large" / "config.json").is_file():
+        save_preset("large", root / "models" / "large")
+
+
+def train(strategy: str, gpus: int, steps: int, root: Path, log: Path) -> float:
+    """One run (skipped when its last checkpoint exists); its wall seconds (0 when skipped)."""
+    if (run_dir(root, strategy, gpus) / f"model.ckpt-{steps}").is_dir():
+        return 0.0
+    argv = run_argv(strategy, gpus, steps, root)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1",
+           "CUDA_VISIBLE_DEVICES": ",".join(map(str, range(gpus)))}
+    print(f"$ {shlex.join(argv)}\n  (log: {log})", flush=True)
+    tic = time.time()
+    with open(log, "w") as f:
+        result = subprocess.run(argv, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
+        raise SystemExit(f"error: {strategy} on {gpus} GPU(s) failed (exit {result.returncode}); end of {log}:\n{tail}")
+    return time.time() - tic
+
+
+def throughput(metrics_path: Path, skip: int) -> dict:
+    """Audio-seconds per wall second over the training steps after the first ``skip``, with the step time."""
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines()]
+    steps = [r for r in rows if "audio_s" in r and r["step"] > skip]
+    if not steps:
+        raise SystemExit(f"error: {metrics_path} has no training step after step {skip}")
+    seconds = [r["audio_s"] / r["audio_s_per_s"] for r in steps]
+    return {"measured_steps": len(steps), "audio_s_per_s": sum(r["audio_s"] for r in steps) / sum(seconds),
+            "step_ms": 1000 * statistics.median(seconds), "audio_s_per_step": statistics.mean(r["audio_s"] for r in steps),
+            "peak_gib": max((r["peak_gib"] for r in steps if "peak_gib" in r), default=None),
+            "first_loss": rows[0].get("loss"),
+            "last_loss": steps[-1]["loss"]}
+
+
+def environment() -> dict:
+    import accelerate
+    import torch
+    import transformers
+
+    try:
+        import mamba_ssm
+        mamba = mamba_ssm.__version__
+    except ImportError:
+        mamba = None
+    return {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "host": platform.node(), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "nccl": ".".join(map(str, torch.cuda.nccl.version())) if torch.cuda.is_available() else None,
+            "transformers": transformers.__version__, "accelerate": accelerate.__version__, "mamba_ssm": mamba}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gpus", type=int, nargs="+", default=[1, 2], help="GPU counts to run (1 must be one)")
+    parser.add_argument("--steps", type=int, default=200, help="optimiser steps of every run")
+    parser.add_argument("--skip", type=int, default=None, help="first steps left out of the throughput "
+                        "(default: a quarter of --steps)")
+    parser.add_argument("--talks", type=int, default=150, help="synthetic training talks (10 segments each)")
+    parser.add_argument("--root", default="output/ddp_scaling")
+    parser.add_argument("--out", default=None, help="results JSONL (default bench/results/ddp_scaling_<gpu>.jsonl)")
+    args = parser.parse_args(argv)
+    import torch
+
+    if 1 not in args.gpus:
+        parser.error("--gpus must include 1: efficiency is measured against one GPU")
+    if max(args.gpus) > torch.cuda.device_count():
+        parser.error(f"--gpus {max(args.gpus)} but this machine has {torch.cuda.device_count()} GPU(s)")
+    skip = args.steps // 4 if args.skip is None else args.skip
+    root = Path(args.root).resolve()
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+
+    # 1. data and model
+    prepare(root, args.talks)
+    # 2. the runs, one at a time (Std on 1 GPU first: it is Target guided's teacher)
+    wall = {(s, n): train(s, n, args.steps, root, root / "logs" / f"{s}_{n}gpu.log")
+            for s in STRATEGIES for n in sorted(args.gpus)}
+    # 3. throughput and efficiency
+    env = environment()
+    rows = []
+    for strategy in STRATEGIES:
+        base = None
+        for gpus in sorted(args.gpus):
+            row = {"strategy": strategy, "gpus": gpus, "steps": args.steps, "skip": skip,
+                   **throughput(run_dir(root, strategy, gpus) / "metrics.jsonl", skip)}
+            base = base or row["audio_s_per_s"]
+            row["speedup"] = row["audio_s_per_s"] / base
+            row["efficiency"] = row["speedup"] / gpus
+            row["wall_s"] = wall[strategy, gpus] or None
+            rows.append({**row, **env})
+    out = Path(args.out or REPO / "bench" / "results" / f"ddp_scaling_{env['gpu'].replace(' ', '_')}.jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    print(f"\n{'strategy':<9}{'GPUs':>5}{'audio-s/s':>11}{'step ms':>9}{'audio-s/step':>14}{'peak GiB':>10}"
+          f"{'speed-up':>10}{'efficiency':>12}")
+    for r in rows:
+        print(f"{r['strategy']:<9}{r['gpus']:>5}{r['audio_s_per_s']:>11.0f}{r['step_ms']:>9.0f}"
+              f"{r['audio_s_per_step']:>14.1f}{r['peak_gib'] or float('nan'):>10.1f}{r['speedup']:>9.2f}x"
+              f"{r['efficiency']:>11.0%}")
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

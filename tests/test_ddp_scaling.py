@@ -1,0 +1,52 @@
+"""bench/ddp_scaling.py on CPU: its command lines are the seed's with only the four documented changes, and the
+throughput it reports is audio over wall time after the skipped steps. The runs themselves need several GPUs."""
+import json
+import shlex
+
+import pytest
+
+from bench import ddp_scaling
+from tests.seed_commands import SEED_COMMANDS
+
+
+def test_commands_are_the_seeds_with_only_the_documented_changes(tmp_path):
+    for strategy in ddp_scaling.STRATEGIES:
+        seed = shlex.split(next(a for t, s, _, a in SEED_COMMANDS if (t, s) == ("asr", strategy)))
+        for gpus in (1, 2):
+            argv = ddp_scaling.run_argv(strategy, gpus, 7, tmp_path)
+            script = argv.index(next(w for w in argv if w.endswith((".py",))))
+            launcher, ours = argv[:script], argv[script + 1:]
+            assert ("accelerate.commands.launch" in launcher) == (gpus > 1)
+            if gpus > 1:
+                assert launcher[launcher.index("--num_processes") + 1] == "2"
+            assert len(ours) == len(seed)
+            changed = {i for i, (a, b) in enumerate(zip(seed, ours)) if a != b}
+            flags = {seed[i].split("=")[0] if "=" in seed[i] else seed[i - 1] for i in changed}
+            expected = {"--model-dir", "--data-dir", "--max_steps", "--hparams"}
+            assert flags == (expected | {"--teacher_path"} if strategy == "target" else expected)
+            hparams = next(w for w in ours if w.startswith("--hparams=")).split("=", 1)[1]
+            seed_hparams = next(w for w in seed if w.startswith("--hparams=")).split("=", 1)[1]
+            assert hparams == f"{seed_hparams},asr_model_name={tmp_path / 'models' / 'large'}"
+            assert f"--model-dir={tmp_path / 'runs' / f'{strategy}_{gpus}gpu'}" in ours
+    target = ddp_scaling.run_argv("target", 2, 7, tmp_path)
+    assert target[target.index("--teacher_path") + 1] == str(tmp_path / "runs" / "std_1gpu" / "model.ckpt-7")
+
+
+def test_set_flag_names_a_missing_flag():
+    assert ddp_scaling.set_flag(["--a=1", "--b", "2"], "--b", "3") == ["--a=1", "--b", "3"]
+    with pytest.raises(ValueError, match="--c is not in"):
+        ddp_scaling.set_flag(["--a=1"], "--c", "3")
+
+
+def test_throughput_is_audio_over_time_after_the_skipped_steps(tmp_path):
+    rows = [{"step": 1, "loss": 9.0, "audio_s": 100.0, "audio_s_per_s": 1.0},  # autotuning: skipped
+            {"step": 2, "loss": 5.0, "audio_s": 100.0, "audio_s_per_s": 100.0},  # 1 s
+            {"step": 2, "dev/wer": 0.5},
+            {"step": 3, "loss": 4.0, "audio_s": 300.0, "audio_s_per_s": 100.0, "peak_gib": 3.0}]  # 3 s
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = ddp_scaling.throughput(tmp_path / "metrics.jsonl", skip=1)
+    assert result["audio_s_per_s"] == pytest.approx(100.0) and result["measured_steps"] == 2
+    assert result["step_ms"] == pytest.approx(2000.0) and result["peak_gib"] == 3.0
+    assert (result["first_loss"], result["last_loss"]) == (9.0, 4.0)
+    with pytest.raises(SystemExit, match="no training step after step 3"):
+        ddp_scaling.throughput(tmp_path / "metrics.jsonl", skip=3)
