@@ -91,7 +91,8 @@ def train(strategy: str, gpus: int, steps: int, root: Path, log: Path) -> float:
     if (run_dir(root, strategy, gpus) / f"model.ckpt-{steps}").is_dir():
         return 0.0
     argv = run_argv(strategy, gpus, steps, root)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1",
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1",
            "CUDA_VISIBLE_DEVICES": ",".join(map(str, range(gpus)))}
     print(f"$ {shlex.join(argv)}\n  (log: {log})", flush=True)
     tic = time.time()
