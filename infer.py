@@ -92,6 +92,7 @@ def main():
                    "device_name": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         logger.info("%s: %s", out_dir / "metrics.json", json.dumps(metrics))
+    accelerator.end_training()  # several processes: leave the process group cleanly
 
 
 if __name__ == "__main__":

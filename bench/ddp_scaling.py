@@ -16,7 +16,9 @@ is the audio of all ranks over the wall time of the steps after the first ``--sk
 choices and the allocator settle there), from the runs' metrics.jsonl; scaling efficiency is
 throughput(N) / (N x throughput(1)). Runs go one at a time, each alone on the machine.
 
-Results: a table on stdout and one JSON object per run in bench/results/ddp_scaling_<gpu>.jsonl.
+Results: a table on stdout and one JSON object per run in bench/results/ddp_scaling_<gpu>.jsonl, with the
+machine and library versions that ``<root>/env.json`` recorded when the runs started. ``--report`` recomputes
+them from the runs' metrics.jsonl alone, e.g. after copying a cut-short set of runs back from the GPU machine.
 """
 import argparse
 import json
@@ -26,7 +28,6 @@ import shlex
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,9 +64,10 @@ def run_argv(strategy: str, gpus: int, steps: int, root: Path, teacher_steps: in
     if strategy == "target":
         argv = set_flag(argv, "--teacher_path", str(run_dir(root, "std", 1) / f"model.ckpt-{teacher_steps or steps}"))
     launcher = [sys.executable]
-    if gpus > 1:
+    if gpus > 1:  # the launcher's own --mixed_precision only silences its warning: the script's flag decides
+        precision = argv[argv.index("--mixed_precision") + 1]
         launcher += ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(gpus),
-                     "--num_machines", "1", "--dynamo_backend", "no"]
+                     "--num_machines", "1", "--mixed_precision", precision, "--dynamo_backend", "no"]
     return [*launcher, str(REPO / script), *argv]
 
 
@@ -86,32 +88,31 @@ def prepare(root: Path, talks: int) -> None:
         save_preset("large", root / "models" / "large")
 
 
-def train(strategy: str, gpus: int, steps: int, root: Path, log: Path, teacher_steps: int | None = None) -> float:
-    """One run (skipped when its last checkpoint exists); its wall seconds (0 when skipped)."""
-    if (run_dir(root, strategy, gpus) / f"model.ckpt-{steps}").is_dir():
-        return 0.0
+def train(strategy: str, gpus: int, steps: int, root: Path, log: Path, teacher_steps: int | None = None) -> None:
+    """One run, skipped when its last checkpoint exists (the seed's checkpoint interval is longer than a run)."""
+    if (run_dir(root, strategy, gpus) / f"model.ckpt-{steps}").is_file():
+        return
     argv = run_argv(strategy, gpus, steps, root, teacher_steps)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1",
            "CUDA_VISIBLE_DEVICES": ",".join(map(str, range(gpus)))}
     print(f"$ {shlex.join(argv)}\n  (log: {log})", flush=True)
-    tic = time.time()
-    with open(log, "w") as f:
+    with open(log, "a") as f:
         result = subprocess.run(argv, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
     if result.returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
         raise SystemExit(f"error: {strategy} on {gpus} GPU(s) failed (exit {result.returncode}); end of {log}:\n{tail}")
-    return time.time() - tic
 
 
 def throughput(metrics_path: Path, skip: int) -> dict:
-    """Audio-seconds per wall second over the training steps after the first ``skip``, with the step time."""
+    """Audio-seconds per wall second over the training steps after the first ``skip`` (``steps``: the last step
+    the run reached), with the median step time, peak memory and the loss at the start and end."""
     rows = [json.loads(line) for line in metrics_path.read_text().splitlines()]
     steps = [r for r in rows if "audio_s" in r and r["step"] > skip]
     if not steps:
         raise SystemExit(f"error: {metrics_path} has no training step after step {skip}")
     seconds = [r["audio_s"] / r["audio_s_per_s"] for r in steps]
-    return {"measured_steps": len(steps), "audio_s_per_s": sum(r["audio_s"] for r in steps) / sum(seconds),
+    return {"steps": steps[-1]["step"], "measured_steps": len(steps), "audio_s_per_s": sum(r["audio_s"] for r in steps) / sum(seconds),
             "step_ms": 1000 * statistics.median(seconds), "audio_s_per_step": statistics.mean(r["audio_s"] for r in steps),
             "peak_gib": max((r["peak_gib"] for r in steps if "peak_gib" in r), default=None),
             "first_loss": rows[0].get("loss"),
@@ -134,6 +135,29 @@ def environment() -> dict:
             "transformers": transformers.__version__, "accelerate": accelerate.__version__, "mamba_ssm": mamba}
 
 
+def report(root: Path, gpu_counts: list[int], skip: int) -> list[dict]:
+    """One row per run found under ``root``: throughput, speed-up and efficiency against the run on one GPU,
+    and the machine the runs were made on (``<root>/env.json``, written when they started)."""
+    env_path = root / "env.json"
+    if not env_path.is_file():
+        raise SystemExit(f"error: {env_path} is missing: it is written when the runs start (without --report)")
+    env = json.loads(env_path.read_text())
+    rows = []
+    for strategy in STRATEGIES:
+        base = None
+        for gpus in sorted(gpu_counts):
+            metrics = run_dir(root, strategy, gpus) / "metrics.jsonl"
+            if not metrics.is_file():
+                print(f"no run {metrics.parent.name}: left out", file=sys.stderr)
+                continue
+            row = {"strategy": strategy, "gpus": gpus, "skip": skip, **throughput(metrics, skip)}
+            base = base or (row["audio_s_per_s"] if gpus == 1 else None)
+            row["speedup"] = row["audio_s_per_s"] / base if base else None
+            row["efficiency"] = row["speedup"] / gpus if base else None
+            rows.append({**row, **env})
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpus", type=int, nargs="+", default=[1, 2], help="GPU counts to run (1 must be one)")
@@ -143,46 +167,43 @@ def main(argv=None):
                         "(default: a quarter of --steps)")
     parser.add_argument("--talks", type=int, default=150, help="synthetic training talks (10 segments each)")
     parser.add_argument("--root", default="output/ddp_scaling")
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: the table and JSONL from the runs already under --root")
     parser.add_argument("--out", default=None, help="results JSONL (default bench/results/ddp_scaling_<gpu>.jsonl)")
     args = parser.parse_args(argv)
-    import torch
-
     if 1 not in args.gpus:
         parser.error("--gpus must include 1: efficiency is measured against one GPU")
-    if max(args.gpus) > torch.cuda.device_count():
-        parser.error(f"--gpus {max(args.gpus)} but this machine has {torch.cuda.device_count()} GPU(s)")
     skip = args.steps // 4 if args.skip is None else args.skip
     root = Path(args.root).resolve()
-    (root / "logs").mkdir(parents=True, exist_ok=True)
 
-    # 1. data and model
-    prepare(root, args.talks)
-    # 2. the runs, one at a time (Std on 1 GPU first: it is Target guided's teacher)
-    steps = {"std": args.steps, "target": args.target_steps or args.steps}
-    wall = {(s, n): train(s, n, steps[s], root, root / "logs" / f"{s}_{n}gpu.log", args.steps)
-            for s in STRATEGIES for n in sorted(args.gpus)}
+    if not args.report:
+        import torch
+
+        if max(args.gpus) > torch.cuda.device_count():
+            parser.error(f"--gpus {max(args.gpus)} but this machine has {torch.cuda.device_count()} GPU(s)")
+        (root / "logs").mkdir(parents=True, exist_ok=True)
+        (root / "env.json").write_text(json.dumps(environment(), indent=1) + "\n")
+        # 1. data and model
+        prepare(root, args.talks)
+        # 2. the runs, one at a time (Std on 1 GPU first: it is Target guided's teacher)
+        steps = {"std": args.steps, "target": args.target_steps or args.steps}
+        for strategy in STRATEGIES:
+            for gpus in sorted(args.gpus):
+                train(strategy, gpus, steps[strategy], root, root / "logs" / f"{strategy}_{gpus}gpu.log", args.steps)
+
     # 3. throughput and efficiency
-    env = environment()
-    rows = []
-    for strategy in STRATEGIES:
-        base = None
-        for gpus in sorted(args.gpus):
-            row = {"strategy": strategy, "gpus": gpus, "steps": steps[strategy], "skip": skip,
-                   **throughput(run_dir(root, strategy, gpus) / "metrics.jsonl", skip)}
-            base = base or row["audio_s_per_s"]
-            row["speedup"] = row["audio_s_per_s"] / base
-            row["efficiency"] = row["speedup"] / gpus
-            row["wall_s"] = wall[strategy, gpus] or None
-            rows.append({**row, **env})
-    out = Path(args.out or REPO / "bench" / "results" / f"ddp_scaling_{env['gpu'].replace(' ', '_')}.jsonl")
+    rows = report(root, args.gpus, skip)
+    if not rows:
+        raise SystemExit(f"error: no runs under {root / 'runs'}")
+    out = Path(args.out or REPO / "bench" / "results" / f"ddp_scaling_{rows[0]['gpu'].replace(' ', '_')}.jsonl")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    print(f"\n{'strategy':<9}{'GPUs':>5}{'audio-s/s':>11}{'step ms':>9}{'audio-s/step':>14}{'peak GiB':>10}"
-          f"{'speed-up':>10}{'efficiency':>12}")
+    print(f"\n{'strategy':<9}{'GPUs':>5}{'steps':>7}{'audio-s/s':>11}{'step ms':>9}{'audio-s/step':>14}"
+          f"{'peak GiB':>10}{'speed-up':>10}{'efficiency':>12}")
     for r in rows:
-        print(f"{r['strategy']:<9}{r['gpus']:>5}{r['audio_s_per_s']:>11.0f}{r['step_ms']:>9.0f}"
-              f"{r['audio_s_per_step']:>14.1f}{r['peak_gib'] or float('nan'):>10.1f}{r['speedup']:>9.2f}x"
-              f"{r['efficiency']:>11.0%}")
+        print(f"{r['strategy']:<9}{r['gpus']:>5}{r['steps']:>7}{r['audio_s_per_s']:>11.0f}{r['step_ms']:>9.0f}"
+              f"{r['audio_s_per_step']:>14.1f}{r['peak_gib'] or float('nan'):>10.1f}"
+              f"{r['speedup'] or float('nan'):>9.2f}x{r['efficiency'] or float('nan'):>11.0%}")
     print(f"\nwrote {out}")
 
 

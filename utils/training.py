@@ -460,6 +460,7 @@ class Trainer:
             self.eval_and_save()
         self.feeder.close()
         self.metrics.close()
+        self.accelerator.end_training()  # several processes: leave the process group cleanly (NCCL warns otherwise)
 
 
 def build_trainer(args, start: RunStart, accelerator, model, **trainer_kwargs) -> Trainer:
