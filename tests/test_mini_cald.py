@@ -51,6 +51,7 @@ def test_run_hparams_per_strategy(tmp_path):
     assert (sid["classifier_num_targets"], sid["ctc_weight"], sid["alpha_layer_distill_loss"]) == ("7", "0", "30")
     assert sid["asr_model_name"] == str(tmp_path / "models" / "w2v2_asr")
     assert hparams("ic", "std")["data_format"] == "nltLa"
+    assert hparams("asr", "target")["hidden_dropout"] == "0.0" and "hidden_dropout" not in hparams("ic", "std")
 
 
 class FakeRecipe(mini_cald.Recipe):
