@@ -403,6 +403,21 @@ def test_feeder_resume_yields_the_same_batches(tmp_path):
             other.load_state_dict(state)
 
 
+def test_feeder_batches_do_not_depend_on_the_number_of_workers(tmp_path):
+    make_corpus(tmp_path, n=40)
+    hparams = hp("data_warmup_steps=4")
+    utts = data.load_corpus(tmp_path, "meta.train.txt", hparams)
+    tokenizer = data.build_tokenizer(tmp_path / "vocab.json")
+    runs = {}
+    for workers in (1, 4):
+        with data.BatchFeeder(utts, hparams, tokenizer, seed=3, prefetch=3, workers=workers) as feeder:
+            runs[workers] = [feeder.next(step) for step in range(25)]  # over the warm-up's end and an epoch's
+        assert _prefetch_threads() == 0
+    for one, four in zip(runs[1], runs[4]):
+        assert _names(one) == _names(four)
+        assert torch.equal(one["input_values"], four["input_values"]) and torch.equal(one["labels"], four["labels"])
+
+
 def test_feeder_propagates_load_errors(tmp_path):
     make_corpus(tmp_path, n=8)
     utts = data.load_corpus(tmp_path, "meta.train.txt", hp())
@@ -461,7 +476,7 @@ def test_eval_encodes_unseen_characters_as_unk(tmp_path, caplog):
 
 
 def _prefetch_threads():
-    return sum(t.name == "cald-data-prefetch" and t.is_alive() for t in threading.enumerate())
+    return sum(t.name.startswith("cald-data") and t.is_alive() for t in threading.enumerate())
 
 
 # ------------------------------------------------------------------------------------------------------------

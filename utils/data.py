@@ -42,6 +42,7 @@ splits locally from ``<manual>/wav/idXXXXX/<video>/<n>.wav`` and the official ``
 ``DatasetDict`` with ``save_to_disk`` in ``<manual>/superb_si-<fingerprint>``, rebuilt when iden_split.txt changes.
 SI utterances have ``text == ""`` and ``labels == (speaker_index,)``.
 """
+import collections
 import dataclasses
 import hashlib
 import json
@@ -51,8 +52,9 @@ import queue
 import re
 import shutil
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import soundfile
@@ -535,24 +537,40 @@ def shard(batches: list, rank: int, world_size: int, trim: bool = True) -> list:
 
 
 class _Prefetcher:
-    """Runs ``produce`` (an iterator) in a daemon thread, ``depth`` items ahead; ``get`` re-raises its error."""
+    """Runs ``prepare`` over the items of ``plans`` (an iterator) in ``workers`` daemon threads, handing the
+    results over in the plans' order, up to ``depth`` items ahead; ``get`` re-raises an error of either.
+
+    Threads suffice: reading audio (libsndfile) and the numpy normalisation release the GIL for most of their
+    time, so ``workers`` threads build up to ``workers`` batches at once."""
 
     _END = object()
 
-    def __init__(self, produce: Iterator, depth: int):
+    def __init__(self, plans: Iterator, prepare: Callable, depth: int, workers: int = 1):
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(produce,), daemon=True, name="cald-data-prefetch")
+        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="cald-data-worker")
+        self._workers = max(1, workers)
+        self._thread = threading.Thread(target=self._run, args=(plans, prepare), daemon=True,
+                                        name="cald-data-prefetch")
         self._thread.start()
 
-    def _run(self, produce):
+    def _run(self, plans, prepare):
+        building: collections.deque[Future] = collections.deque()  # in order, at most `workers` at once
         try:
-            for item in produce:
-                if not self._put((True, item)):
+            for plan in plans:
+                building.append(self._pool.submit(prepare, plan))
+                if len(building) == self._workers and not self._put((True, building.popleft().result())):
+                    return
+            while building:
+                if not self._put((True, building.popleft().result())):
                     return
             self._put((True, self._END))
         except BaseException as err:  # handed to the consumer, which raises it with its traceback
             self._put((False, err))
+        finally:
+            for future in building:
+                future.cancel()
+            self._pool.shutdown(wait=False)
 
     def _put(self, message) -> bool:
         while not self._stop.is_set():
@@ -581,6 +599,7 @@ class _Prefetcher:
                 break
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
+            self._pool.shutdown(wait=True, cancel_futures=True)  # a worker finishes the batch it is building
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -600,12 +619,14 @@ class BatchFeeder:
     decreasing. The warm-up decision uses the step at which a batch is consumed: a batch the prefetcher built
     under the other decision is rebuilt, so the output never depends on thread timing. ``state_dict()`` holds the
     epoch and the batches the trainer consumed (not those prefetched); a new feeder given ``load_state_dict``
-    yields exactly the batches the uninterrupted one would have. ``close()`` stops the daemon thread (it also
-    dies with the process); a feeder is a context manager.
+    yields exactly the batches the uninterrupted one would have. ``workers`` threads build batches at once (the
+    order and content never depend on their number); ``close()`` stops them (they also die with the process); a
+    feeder is a context manager.
     """
 
     def __init__(self, utts: Sequence[Utterance], hparams, tokenizer, feature_extractor=None,
-                 seed: Optional[int] = None, rank: int = 0, world_size: int = 1, prefetch: int = 8):
+                 seed: Optional[int] = None, rank: int = 0, world_size: int = 1, prefetch: int = 8,
+                 workers: int = 2):
         if not utts:
             raise ValueError("BatchFeeder: no utterances")
         self.utts = list(utts)
@@ -613,7 +634,7 @@ class BatchFeeder:
         self.tokenizer = tokenizer
         self.feature_extractor = feature_extractor or build_feature_extractor(hparams)
         self.seed = hparams.seed if seed is None else seed
-        self.rank, self.world_size, self.prefetch = rank, world_size, prefetch
+        self.rank, self.world_size, self.prefetch, self.workers = rank, world_size, prefetch, workers
         self.has_transcripts = any(u.text for u in self.utts)
         if self.has_transcripts:
             check_transcripts(self.utts, tokenizer)
@@ -706,17 +727,20 @@ class BatchFeeder:
             return None
         return collate(kept, self.tokenizer, self.feature_extractor, self.hparams)
 
-    def _produce(self, epoch: int, index: int):
-        """(epoch, index, warm, utterances, batch dict or None) from the given position on, endlessly."""
+    def _prepare_plan(self, plan: tuple) -> tuple:
+        """(epoch, index, warm, utterances) -> the same with the batch dict (or None) appended."""
+        return (*plan, self._prepare(plan[3], plan[2]))
+
+    def _plans(self, epoch: int, index: int):
+        """(epoch, index, warm, utterances) from the given position on, endlessly."""
         while True:
             batches = self.epoch_batches(epoch)
             if not batches:
                 raise ValueError(f"epoch {epoch}: fewer batches than world_size={self.world_size}")
-            logger.info("rank %d: epoch %d packed into %d batches (prefetch from batch %d)", self.rank, epoch,
-                        len(batches), index)
+            logger.debug("rank %d: epoch %d packed into %d batches (prefetch from batch %d)", self.rank, epoch,
+                         len(batches), index)
             for i in range(index, len(batches)):
-                warm = self._warm(self._step)
-                yield epoch, i, warm, batches[i], self._prepare(batches[i], warm)
+                yield epoch, i, self._warm(self._step), batches[i]
             epoch, index = epoch + 1, 0
 
     # -- iteration ---------------------------------------------------------------------------------------
@@ -725,7 +749,8 @@ class BatchFeeder:
 
     def __next__(self) -> dict:
         if self._prefetcher is None:
-            self._prefetcher = _Prefetcher(self._produce(self._epoch, self._index), self.prefetch)
+            self._prefetcher = _Prefetcher(self._plans(self._epoch, self._index), self._prepare_plan, self.prefetch,
+                                           self.workers)
         warm = self._warm(self._step)
         if not warm and self._step >= self.hparams.data_warmup_steps > 0 and not self._warmup_reported:
             self._warmup_reported = True

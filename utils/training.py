@@ -54,6 +54,13 @@ def add_data_flags(parser: argparse.ArgumentParser, eval_split: str) -> None:
     add("--mixed_precision", choices=("no", "fp16", "bf16"), default="no", help="autocast precision (accelerate)")
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_arg_parser(description: str, distill: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
@@ -64,6 +71,9 @@ def build_arg_parser(description: str, distill: bool = False) -> argparse.Argume
         help="training meta file (default <data-dir>/meta.train.txt; 'train' with --use_hf_dataset)")
     add("--use_tf32", action="store_true", help="allow TF32 matmuls on Ampere+ GPUs (no-op on CPU)")
     add("--accumulation_steps", type=int, default=1, help="micro-batches per optimiser step")
+    add("--data_workers", type=positive_int, default=2,
+        help="threads building training batches (reading audio, normalising) per process; the batches are the "
+             "same for any number (default 2)")
     add("--max_steps", type=int, default=90000, help="optimiser steps to train to")
     add("--checkpoint_interval", type=int, default=5000, help="save model.ckpt-<step> every this many steps")
     add("--eval_interval", type=int, default=2000, help="evaluate on dev (and save) every this many steps")
@@ -471,7 +481,7 @@ def build_trainer(args, start: RunStart, accelerator, model, **trainer_kwargs) -
     train_utts = load_corpus(args.data_dir, train_split, hparams, args.use_hf_dataset)
     dev_utts = load_corpus(args.data_dir, dev_split, hparams, args.use_hf_dataset)
     feeder = BatchFeeder(train_utts, hparams, tokenizer, rank=accelerator.process_index,
-                         world_size=accelerator.num_processes)
+                         world_size=accelerator.num_processes, workers=args.data_workers)
     if hparams.ctc_weight == 0 and not trainer_kwargs.get("extra_weights", {}).get("logits_distill_loss"):
         model.lm_head.requires_grad_(False)  # no loss reaches the CTC head: keep it out of the optimiser
     optimizer = make_optimizer(model, hparams)
