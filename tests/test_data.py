@@ -460,7 +460,7 @@ def test_eval_batches(tmp_path):
     assert len(data.plan_eval_batches(utts, hp("max_eval_batches=3"), max_batches=0)) == len(plan)
     batches = data.eval_batches(utts, hparams, tokenizer, prefetch=1)
     next(batches)
-    assert _prefetch_threads() == 1
+    assert _prefetch_threads() >= 2  # the prefetcher and its workers (started as work comes)
     batches.close()  # what a `break` out of the loop does (when the generator is dropped)
     assert _prefetch_threads() == 0
 

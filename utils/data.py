@@ -818,16 +818,17 @@ def plan_eval_batches(utts: Sequence[Utterance], hparams, rank: int = 0, world_s
 
 
 def eval_batches(utts: Sequence[Utterance], hparams, tokenizer, feature_extractor=None, rank: int = 0,
-                 world_size: int = 1, max_batches: Optional[int] = None, prefetch: int = 4) -> Iterator[dict]:
-    """Collated ``plan_eval_batches`` in order, loaded by a background thread; no data warm-up filter; characters
-    outside the vocab encode as ``[UNK]`` (logged once). The thread stops when the generator is exhausted or
-    closed (a ``break`` out of the loop closes it once the generator is dropped)."""
+                 world_size: int = 1, max_batches: Optional[int] = None, prefetch: int = 4,
+                 workers: int = 2) -> Iterator[dict]:
+    """Collated ``plan_eval_batches`` in order, built by ``workers`` background threads; no data warm-up filter;
+    characters outside the vocab encode as ``[UNK]`` (logged once). The threads stop when the generator is
+    exhausted or closed (a ``break`` out of the loop closes it once the generator is dropped)."""
     feature_extractor = feature_extractor or build_feature_extractor(hparams)
     if any(u.text for u in utts):
         check_transcripts(utts, tokenizer, strict=False)
     plan = plan_eval_batches(utts, hparams, rank, world_size, max_batches)
-    prefetcher = _Prefetcher((collate(b, tokenizer, feature_extractor, hparams, strict_vocab=False) for b in plan),
-                             prefetch)
+    prefetcher = _Prefetcher(iter(plan), lambda b: collate(b, tokenizer, feature_extractor, hparams, strict_vocab=False),
+                             prefetch, workers)
     try:
         while True:
             try:
