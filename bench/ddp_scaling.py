@@ -112,8 +112,10 @@ def throughput(metrics_path: Path, skip: int) -> dict:
     if not steps:
         raise SystemExit(f"error: {metrics_path} has no training step after step {skip}")
     seconds = [r["audio_s"] / r["audio_s_per_s"] for r in steps]
-    return {"steps": steps[-1]["step"], "measured_steps": len(steps), "audio_s_per_s": sum(r["audio_s"] for r in steps) / sum(seconds),
-            "step_ms": 1000 * statistics.median(seconds), "audio_s_per_step": statistics.mean(r["audio_s"] for r in steps),
+    return {"steps": steps[-1]["step"], "measured_steps": len(steps),
+            "audio_s_per_s": sum(r["audio_s"] for r in steps) / sum(seconds),
+            "step_ms": 1000 * statistics.median(seconds),
+            "audio_s_per_step": statistics.mean(r["audio_s"] for r in steps),
             "peak_gib": max((r["peak_gib"] for r in steps if "peak_gib" in r), default=None),
             "first_loss": rows[0].get("loss"),
             "last_loss": steps[-1]["loss"]}

@@ -44,6 +44,7 @@ SI utterances have ``text == ""`` and ``labels == (speaker_index,)``.
 """
 import collections
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -827,8 +828,9 @@ def eval_batches(utts: Sequence[Utterance], hparams, tokenizer, feature_extracto
     if any(u.text for u in utts):
         check_transcripts(utts, tokenizer, strict=False)
     plan = plan_eval_batches(utts, hparams, rank, world_size, max_batches)
-    prefetcher = _Prefetcher(iter(plan), lambda b: collate(b, tokenizer, feature_extractor, hparams, strict_vocab=False),
-                             prefetch, workers)
+    build = functools.partial(collate, tokenizer=tokenizer, feature_extractor=feature_extractor, hparams=hparams,
+                              strict_vocab=False)
+    prefetcher = _Prefetcher(iter(plan), build, prefetch, workers)
     try:
         while True:
             try:
