@@ -72,3 +72,10 @@ def test_report_gives_efficiency_against_one_gpu_and_the_recorded_machine(tmp_pa
     assert rows["std", 2]["speedup"] == pytest.approx(1.6) and rows["std", 2]["efficiency"] == pytest.approx(0.8)
     assert rows["std", 2]["gpu"] == "Some GPU" and rows["std", 2]["measured_steps"] == 6
     assert rows["target", 2]["efficiency"] is None
+
+
+def test_the_committed_results_regenerate_from_their_runs(tmp_path):
+    results = ddp_scaling.REPO / "bench" / "results"
+    out = tmp_path / "rows.jsonl"
+    ddp_scaling.main(["--report", "--root", str(results / "ddp_scaling_run"), "--skip", "25", "--out", str(out)])
+    assert out.read_text() == (results / "ddp_scaling_NVIDIA_H100_80GB_HBM3.jsonl").read_text()
