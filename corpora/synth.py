@@ -256,12 +256,14 @@ def set_level(x: np.ndarray, dbfs: float) -> np.ndarray:
 
 
 def add_noise(x: np.ndarray, rng: np.random.Generator, snr_db: float, colour: str = "white") -> np.ndarray:
-    noise = rng.standard_normal(len(x))
-    if colour == "pink":  # 1/f power: shape white noise in the frequency domain
-        spectrum = np.fft.rfft(noise)
+    if colour == "pink":  # 1/f power: shape white noise in the frequency domain, at a power-of-two FFT length
+        n_fft = 1 << max(len(x) - 1, 1).bit_length()  # (a talk's own length can be a slow, prime-rich size)
+        spectrum = np.fft.rfft(rng.standard_normal(n_fft))
         spectrum[0] = 0
         spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))
-        noise = np.fft.irfft(spectrum, len(noise))
+        noise = np.fft.irfft(spectrum, n_fft)[:len(x)]
+    else:
+        noise = rng.standard_normal(len(x))
     speech = x[np.abs(x) > 0.1 * np.abs(x).max()] if np.any(x) else x
     return x + noise * (_rms(speech) / _rms(noise) / 10 ** (snr_db / 20))
 
