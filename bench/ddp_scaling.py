@@ -32,7 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.seed_commands import SEED_COMMANDS  # noqa: E402
+from tests.seed_commands import SEED_COMMANDS, hparams_string  # noqa: E402
 
 STRATEGIES = ("std", "target")
 
@@ -59,8 +59,7 @@ def run_argv(strategy: str, gpus: int, steps: int, root: Path, teacher_steps: in
     argv = set_flag(argv, "--model-dir", str(run_dir(root, strategy, gpus)))
     argv = set_flag(argv, "--data-dir", str(root / "data"))
     argv = set_flag(argv, "--max_steps", str(steps))
-    hparams = next(w for w in argv if w.startswith("--hparams=")).split("=", 1)[1]
-    argv = set_flag(argv, "--hparams", f"{hparams},asr_model_name={root / 'models' / 'large'}")
+    argv = set_flag(argv, "--hparams", f"{hparams_string(' '.join(argv))},asr_model_name={root / 'models' / 'large'}")
     if strategy == "target":
         argv = set_flag(argv, "--teacher_path", str(run_dir(root, "std", 1) / f"model.ckpt-{teacher_steps or steps}"))
     launcher = [sys.executable]

@@ -538,8 +538,9 @@ def shard(batches: list, rank: int, world_size: int, trim: bool = True) -> list:
 
 
 class _Prefetcher:
-    """Runs ``prepare`` over the items of ``plans`` (an iterator) in ``workers`` daemon threads, handing the
-    results over in the plans' order, up to ``depth`` items ahead; ``get`` re-raises an error of either.
+    """Runs ``prepare`` over the items of ``plans`` (an iterator) in a pool of ``workers`` threads fed by a daemon
+    thread, handing the results over in the plans' order, up to ``depth`` items ahead; ``get`` re-raises an error
+    of either.
 
     Threads suffice: reading audio (libsndfile) and the numpy normalisation release the GIL for most of their
     time, so ``workers`` threads build up to ``workers`` batches at once."""
@@ -549,8 +550,8 @@ class _Prefetcher:
     def __init__(self, plans: Iterator, prepare: Callable, depth: int, workers: int = 1):
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="cald-data-worker")
         self._workers = max(1, workers)
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="cald-data-worker")
         self._thread = threading.Thread(target=self._run, args=(plans, prepare), daemon=True,
                                         name="cald-data-prefetch")
         self._thread.start()
