@@ -5,6 +5,7 @@ Usage:
     python scripts/mini_cald.py --tasks asr --budget 480     # start no stage after 480 s; rerun to go on
     python scripts/mini_cald.py --profile smoke --root /tmp/mc   # tiny sizes, a few steps: the recipe on CPU
     python scripts/mini_cald.py --jobs 4 --budget 480 --pack results.tgz   # a remote GPU: bring back the results
+    python scripts/mini_cald.py --jobs 8 --no-test_alone     # sooner; inference throughput measured with neighbours
     python scripts/mini_cald_report.py --root output/mini_cald --out results   # table, JSON and plots
 
 For each task (asr: TED-LIUM 3 layout, ic: SLURP, sid: VoxCeleb1) the stages are
@@ -16,16 +17,17 @@ For each task (asr: TED-LIUM 3 layout, ic: SLURP, sid: VoxCeleb1) the stages are
     std        train.py, attention (the teacher)                      -- as the seed's Std command
     unguided   train.py, asr_use_mamba=True                           -- Unguided
     target     train_distill.py from the teacher's best checkpoint    -- Target guided
-    hybrid     Target's checkpoint at the paper's switch point, resumed with alpha_layer_distill_loss=0 (--restore_from)
+    hybrid     Target's checkpoint at the paper's switch point, resumed with alpha_layer_distill_loss=0 (--restore_from);
+               it starts as soon as Target has written that checkpoint
     waypoint   train_distill.py --use_teacher_snapshots over std's run dir
     target_attn_init  Target guided with asr_mamba_init=attention
-    test_*     infer.py on the test split, each run at its best dev checkpoint, alone on the machine
+    test_*     infer.py on the test split, each run at its best dev checkpoint, alone on its GPU (--no-test_alone:
+               alongside the other stages)
 
 Each is resumable: a finished one is skipped (a run at its max_steps, an evaluation of the right checkpoint), an
 interrupted run resumes from its latest checkpoint. Every run trains for the same number of steps; Hybrid shares
 Target's first steps. With --jobs N, up to N independent stages run at once, spread over the visible GPUs (a run
-of this size leaves most of a GPU idle), so training throughput is measured with neighbours; a test stage runs
-alone on its GPU. Wall seconds per stage
+of this size leaves most of a GPU idle), so training throughput is measured with neighbours. Wall seconds per stage
 go to ``<root>/timings.json`` and, with the invocation that ran them, to ``stages.jsonl``; the machine, libraries
 and settings of each invocation to ``info.json``; logs to ``logs/``.
 
@@ -208,11 +210,28 @@ class Stage:
     name: str  # corpus | prep | pretrained | <strategy> | test_<strategy>
     needs: tuple[str, ...]  # keys of the stages that must finish first
     command: Callable[[], list[str] | None]
-    exclusive: bool = False  # runs alone: infer.py's throughput is measured without neighbours
+    exclusive: bool = False  # runs alone on its GPU: infer.py's throughput is measured without neighbours
+    waits_for: Callable[[], Path] | None = None  # and a file that must exist (written atomically by another stage)
+
+    def ready(self, done: set) -> bool:
+        return all(need in done for need in self.needs) and (self.waits_for is None or self.waits_for().is_file())
 
     @property
     def key(self) -> str:
         return f"{self.task}/{self.name}"
+
+
+# stages that others wait for start first when more are ready than --jobs allows, tests last
+GATING = ("corpus", "prep", "pretrained", "std", "export", "target")
+
+
+def start_order(stage: Stage) -> int:
+    return 0 if stage.name in GATING else 2 if stage.name.startswith("test_") else 1
+
+
+def describe_wait(stage: Stage) -> str:
+    waits = [*stage.needs, *([str(stage.waits_for())] if stage.waits_for else [])]
+    return f"{stage.key} (needs {', '.join(waits)})"
 
 
 class Recipe:
@@ -221,11 +240,12 @@ class Recipe:
     the GPUs (each stage sees one: the least busy)."""
 
     def __init__(self, layout: Layout, profile_name: str, python: str, mixed_precision: str, invocation: int = 0,
-                 gpus: tuple[str, ...] = ()):
+                 gpus: tuple[str, ...] = (), test_alone: bool = True):
         self.layout, self.profile_name, self.profile = layout, profile_name, PROFILES[profile_name]
         self.python, self.mixed_precision = python, mixed_precision
         self.invocation = invocation  # index into info.json's invocations: which machine ran what
         self.gpus = gpus  # CUDA_VISIBLE_DEVICES values the stages are spread over; () runs them all on one device
+        self.test_alone = test_alone  # test stages exclusive (clean infer throughput) or alongside training
         self.timings_path = layout.root / "timings.json"
 
     # -- the stages ----------------------------------------------------------------------------------------
@@ -252,12 +272,15 @@ class Recipe:
             stages.append(Stage(task, "pretrained", (), self.random_model_command))
         start = (f"{task}/prep", "asr/pretrained" if task == "asr" else "asr/export")
         for strategy in STRATEGIES:
-            needs = {"std": start, "unguided": start, "hybrid": (f"{task}/target",)}.get(strategy, (f"{task}/std",))
-            stages.append(Stage(task, strategy, needs, lambda s=strategy: self.train_command(task, s)))
+            needs = {"std": start, "unguided": start}.get(strategy, (f"{task}/std",))
+            # Hybrid starts as soon as Target has written its checkpoint at the switch point
+            waits_for = (lambda: self.hybrid_start(task)) if strategy == "hybrid" else None
+            stages.append(Stage(task, strategy, needs, lambda s=strategy: self.train_command(task, s),
+                                waits_for=waits_for))
         if task == "asr":
             stages.append(Stage(task, "export", ("asr/std",), self.export_command))
-        stages += [Stage(task, f"test_{s}", (f"{task}/{s}",), lambda s=s: self.test_command(task, s), exclusive=True)
-                   for s in STRATEGIES]
+        stages += [Stage(task, f"test_{s}", (f"{task}/{s}",), lambda s=s: self.test_command(task, s),
+                         exclusive=self.test_alone) for s in STRATEGIES]
         return stages
 
     def synthesise_command(self, task: str) -> list[str] | None:
@@ -323,9 +346,14 @@ class Recipe:
         if strategy == "waypoint":
             argv += ["--teacher_path", str(self.layout.run(task, "std")), "--use_teacher_snapshots"]
         if strategy == "hybrid":  # a new dir from Target's checkpoint at the switch: it continues exactly as Target
-            switch = round(HYBRID_SWITCH[task] * steps / interval) * interval  # would have, with alpha_layer 0
-            argv += ["--restore_from", str(self.layout.run(task, "target") / f"model.ckpt-{switch}")]
+            argv += ["--restore_from", str(self.hybrid_start(task))]  # would have, with alpha_layer_distill_loss 0
         return argv
+
+    def hybrid_start(self, task: str) -> Path:
+        """Target's checkpoint at the paper's switch point (rounded to an evaluation step), where Hybrid starts."""
+        steps, interval = self.profile.steps[task], self.profile.eval_interval[task]
+        switch = round(HYBRID_SWITCH[task] * steps / interval) * interval
+        return self.layout.run(task, "target") / f"model.ckpt-{switch}"
 
     def test_command(self, task: str, strategy: str) -> list[str] | None:
         checkpoint = self.best_checkpoint(task, strategy)
@@ -350,7 +378,7 @@ class Recipe:
         try:
             while pending or running:
                 out_of_time = budget is not None and time.time() - start > budget
-                ready = [stage for stage in pending if all(need in done for need in stage.needs)]
+                ready = sorted((stage for stage in pending if stage.ready(done)), key=start_order)
                 shared = [stage for stage in ready if not stage.exclusive]
                 # stages that share a device first; an exclusive one when no other can start, on an idle device
                 for stage in [] if out_of_time else shared or ready:
@@ -364,8 +392,8 @@ class Recipe:
                         continue
                     running[stage.key] = self.launch(stage, argv, env, device)
                 if pending and not running and not ready and not out_of_time:
-                    raise StageFailed("stages wait on others that are not in the recipe: " + ", ".join(
-                        f"{stage.key} (needs {', '.join(stage.needs)})" for stage in pending))
+                    raise StageFailed("stages wait on others that are not in the recipe, or on files that no "
+                                      "stage wrote: " + ", ".join(map(describe_wait, pending)))
                 if out_of_time and not running:
                     logger.warning("budget of %.0f s spent: %d stages not started (first: %s); rerun to go on",
                                    budget, len(pending), pending[0].key)
@@ -453,7 +481,7 @@ def visible_gpus() -> tuple[str, ...]:
     return tuple(listed or map(str, range(torch.cuda.device_count())))[:torch.cuda.device_count()]
 
 
-def write_info(layout: Layout, profile_name: str, jobs: int, gpus: tuple[str, ...]) -> int:
+def write_info(layout: Layout, profile_name: str, jobs: int, gpus: tuple[str, ...], test_alone: bool) -> int:
     """Add this invocation's machine, libraries and settings to info.json (one entry per invocation); its index."""
     import torch
     import transformers
@@ -473,7 +501,7 @@ def write_info(layout: Layout, profile_name: str, jobs: int, gpus: tuple[str, ..
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu",
         "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
         "mamba_ssm": mamba_version, "settings": dataclasses.asdict(PROFILES[profile_name]), "jobs": jobs,
-        "gpus": len(gpus),
+        "gpus": len(gpus), "test_alone": test_alone,
     })
     path.write_text(json.dumps(info, indent=1) + "\n")
     return len(info["invocations"]) - 1
@@ -485,6 +513,10 @@ def main(argv=None):
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--profile", choices=sorted(PROFILES), default="gpu")
     parser.add_argument("--jobs", type=int, default=1, help="stages run at once (default 1)")
+    parser.add_argument("--test_alone", action=argparse.BooleanOptionalAction, default=True,
+                        help="run each test stage alone on its GPU, so that infer.py's real-time factor is measured "
+                             "without neighbours (default); --no-test_alone runs them alongside training: the "
+                             "recipe ends minutes sooner, the inference throughput is measured with neighbours")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds after which no new stage starts (running ones finish); rerun to go on")
     parser.add_argument("--mixed_precision", default=None, choices=("no", "bf16", "fp16"),
@@ -504,9 +536,9 @@ def main(argv=None):
         Recipe(layout, args.profile, args.python, "no").synthesise(args.synthesise)
         return
     gpus = visible_gpus()
-    invocation = write_info(layout, args.profile, args.jobs, gpus)
+    invocation = write_info(layout, args.profile, args.jobs, gpus, args.test_alone)
     mixed_precision = args.mixed_precision or ("bf16" if gpus else "no")
-    recipe = Recipe(layout, args.profile, args.python, mixed_precision, invocation, gpus)
+    recipe = Recipe(layout, args.profile, args.python, mixed_precision, invocation, gpus, args.test_alone)
     tic = time.time()
     try:
         finished = recipe.run(args.tasks, jobs=args.jobs, budget=args.budget)

@@ -319,7 +319,8 @@ def describe_invocation(inv: dict) -> str:
         steps = ", ".join(f"{task} {n}" for task, n in settings["steps"].items())
         line += f"; preset {settings['preset']}, steps {steps}"
     if inv.get("jobs"):
-        line += f"; {inv['jobs']} stage(s) at once (training throughput measured alongside the others)"
+        line += f"; {inv['jobs']} stage(s) at once (training throughput measured alongside the others"
+        line += "; test stages too)" if inv.get("test_alone") is False else ")"
     return line
 
 

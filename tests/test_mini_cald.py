@@ -26,9 +26,16 @@ def test_stage_graph_brings_in_what_a_task_builds_on(tmp_path):
     for i, stage in enumerate(stages):  # every need comes earlier
         assert set(stage.needs) <= set(keys[:i]), stage.key
     by_key = {s.key: s for s in stages}
-    assert by_key["sid/hybrid"].needs == ("sid/target",)
+    hybrid = by_key["sid/hybrid"]  # the teacher, and Target's checkpoint at the switch point (step 2 of 4)
+    assert hybrid.needs == ("sid/std",) and hybrid.waits_for() == tmp_path / "runs/sid/target/model.ckpt-2"
+    assert not hybrid.ready({"sid/std"})
+    hybrid.waits_for().parent.mkdir(parents=True)
+    hybrid.waits_for().touch()
+    assert hybrid.ready({"sid/std"}) and not hybrid.ready(set())
     assert by_key["asr/export"].needs == ("asr/std",) and by_key["sid/std"].needs == ("sid/prep", "asr/export")
     assert all(s.exclusive == s.name.startswith("test_") for s in stages)
+    shared_tests = mini_cald.Recipe(mini_cald.Layout(tmp_path), "smoke", sys.executable, "no", test_alone=False)
+    assert not any(s.exclusive for s in shared_tests.stages(["sid"]))
 
 
 def test_run_hparams_per_strategy(tmp_path):
@@ -60,9 +67,11 @@ class FakeRecipe(mini_cald.Recipe):
     def __init__(self, root: Path, graph: dict, gpus: tuple[str, ...] = ()):
         super().__init__(mini_cald.Layout(root), "smoke", sys.executable, "no", gpus=gpus)
         self.graph, self.trace = graph, root / "trace.txt"
+        self.waits = {}  # stage name -> waits_for
 
     def stages(self, tasks):
-        return [mini_cald.Stage("t", name, needs, lambda c=code, n=name: self.command(n, c), exclusive=excl)
+        return [mini_cald.Stage("t", name, needs, lambda c=code, n=name: self.command(n, c), exclusive=excl,
+                                waits_for=self.waits.get(name))
                 for name, (needs, code, excl) in self.graph.items()]
 
     def command(self, name: str, code: str):
@@ -121,6 +130,34 @@ def test_scheduler_failure_stops_the_others_and_names_the_log(tmp_path):
 def test_scheduler_names_a_stage_waiting_on_a_missing_one(tmp_path):
     fake = FakeRecipe(tmp_path, {"a": ((), "pass", False), "b": (("t/nowhere",), "pass", False)})
     with pytest.raises(mini_cald.StageFailed, match=r"t/b \(needs t/nowhere\)"):
+        fake.run(["t"], jobs=2)
+
+
+def test_scheduler_starts_a_stage_when_the_file_it_waits_for_appears(tmp_path):
+    """As Hybrid starts from Target's checkpoint at the switch while Target goes on."""
+    mark = tmp_path / "ckpt"
+    fake = FakeRecipe(tmp_path, {
+        "long": ((), f"time.sleep(0.5); open({str(mark)!r}, 'w').close(); time.sleep(1.5)", False),
+        "then": ((), "pass", False),
+    })
+    fake.waits["then"] = lambda: mark
+    assert fake.run(["t"], jobs=2)
+    ev = fake.events()
+    assert ev["long", "start"] + 0.5 <= ev["then", "start"] < ev["long", "end"]
+
+
+def test_scheduler_starts_stages_that_others_wait_for_first(tmp_path):
+    fake = FakeRecipe(tmp_path, {"test_std": ((), "pass", False), "waypoint": ((), "pass", False),
+                                 "std": ((), "pass", False)})
+    assert fake.run(["t"], jobs=1)
+    ev = fake.events()
+    assert ev["std", "end"] <= ev["waypoint", "start"] and ev["waypoint", "end"] <= ev["test_std", "start"]
+
+
+def test_scheduler_names_a_file_no_stage_wrote(tmp_path):
+    fake = FakeRecipe(tmp_path, {"a": ((), "pass", False), "b": (("t/a",), "pass", False)})
+    fake.waits["b"] = lambda: tmp_path / "model.ckpt-2"
+    with pytest.raises(mini_cald.StageFailed, match=r"t/b \(needs t/a, .*model.ckpt-2\)"):
         fake.run(["t"], jobs=2)
 
 
