@@ -59,9 +59,12 @@ def build_asr_model(hparams, pretrained: bool = True, init_state_dict: dict | No
     attn = attention_implementation(hparams.asr_use_flash_attn)
     try:
         if pretrained:
-            model = Wav2Vec2ForCTC.from_pretrained(
-                hparams.asr_model_name, ignore_mismatched_sizes=True, attn_implementation=attn, **overrides
+            model, loading = Wav2Vec2ForCTC.from_pretrained(
+                hparams.asr_model_name, ignore_mismatched_sizes=True, attn_implementation=attn,
+                output_loading_info=True, **overrides
             )
+            initialise_missing_mask_embedding(model, loading["missing_keys"])
+            check_finite(model, hparams.asr_model_name)
         else:
             config = Wav2Vec2Config.from_pretrained(hparams.asr_model_name, **overrides)
             model = Wav2Vec2ForCTC._from_config(config, attn_implementation=attn)
@@ -101,6 +104,30 @@ def build_asr_model(hparams, pretrained: bool = True, init_state_dict: dict | No
     else:
         logger.info("parameters: %.2fM", params_attention / 1e6)
     return model
+
+
+MASK_EMBEDDING = "wav2vec2.masked_spec_embed"
+
+
+@torch.no_grad()
+def initialise_missing_mask_embedding(model: Wav2Vec2ForCTC, missing_keys) -> None:
+    """SpecAugment's mask embedding, when the checkpoint has none, drawn as Wav2Vec2Model.__init__ does (U[0, 1)).
+
+    A model saved with mask_time_prob=0 has no ``masked_spec_embed``; loaded with mask_time_prob > 0 it gets a new
+    one, which transformers before 5.24 leaves uninitialised (``_init_weights`` has no case for it): NaN in the
+    masked frames, NaN gradients at every step.
+    """
+    if MASK_EMBEDDING in missing_keys:
+        model.get_parameter(MASK_EMBEDDING).uniform_()
+        logger.info("%s not in the checkpoint: initialised U[0, 1)", MASK_EMBEDDING)
+
+
+def check_finite(model: nn.Module, source: str) -> None:
+    """Every loaded weight is finite; else an error naming them (and where they came from)."""
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise ValueError(f"{source}: non-finite values in {len(bad)} parameter(s) after loading: "
+                         f"{', '.join(bad[:8])}{' ...' if len(bad) > 8 else ''}")
 
 
 def verify_surgery(before: dict, after: dict) -> None:

@@ -47,3 +47,37 @@ def test_a_bimamba2_checkpoint_is_refused(tiny_model_dir, tmp_path):
         export_hf_model.export(checkpoint, tmp_path / "exported")
     with pytest.raises(SystemExit, match="only attention checkpoints"):
         export_hf_model.main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "exported")])
+
+
+def test_export_without_mask_embedding_loads_with_specaugment_on(tiny_model_dir, tmp_path, monkeypatch):
+    """mini-CALD's first GPU run: the ASR teacher trains with mask_time_prob=0 (no ``masked_spec_embed`` in its
+    export); IC and SID load it with mask_time_prob=0.1, and transformers 5.17 left the new embedding
+    uninitialised: NaN gradients at every step. Simulated here by an _init_weights that leaves NaN in it."""
+    from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Model, Wav2Vec2PreTrainedModel
+
+    checkpoint = run_dir_with_checkpoint(tmp_path / "run", f"asr_model_name={tiny_model_dir},mask_time_prob=0")
+    out = export_hf_model.export(checkpoint, tmp_path / "exported")
+    assert "wav2vec2.masked_spec_embed" not in load_file(out / "model.safetensors")
+    init_weights = Wav2Vec2PreTrainedModel._init_weights
+
+    def init_weights_of_transformers_5_17(self, module):
+        init_weights(self, module)
+        if isinstance(module, Wav2Vec2Model) and hasattr(module, "masked_spec_embed"):
+            module.masked_spec_embed.data.fill_(float("nan"))  # what uninitialised memory may hold
+
+    monkeypatch.setattr(Wav2Vec2PreTrainedModel, "_init_weights", init_weights_of_transformers_5_17)
+    model = build_asr_model(create_hparams(f"asr_model_name={out},mask_time_prob=0.1"))
+    embedding = model.wav2vec2.masked_spec_embed
+    assert torch.isfinite(embedding).all() and 0 <= embedding.min() and embedding.max() < 1
+
+
+def test_non_finite_pretrained_weights_are_an_error_naming_them(tiny_model_dir, tmp_path):
+    from transformers import Wav2Vec2ForCTC
+
+    model = Wav2Vec2ForCTC.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.wav2vec2.encoder.layers[1].feed_forward.output_dense.weight[0, 0] = float("inf")
+    model.save_pretrained(tmp_path / "broken")
+    with pytest.raises(ValueError, match=r"broken: non-finite values in 1 parameter\(s\).*"
+                                         r"encoder\.layers\.1\.feed_forward\.output_dense\.weight"):
+        build_asr_model(create_hparams(f"asr_model_name={tmp_path / 'broken'}"))

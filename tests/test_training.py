@@ -172,3 +172,14 @@ def test_resumed_run_repeats_the_uninterrupted_losses(corpus, tiny_model_dir, tm
     # --restore_from into a new dir on the same data continues the same way (Hybrid from a Target checkpoint)
     run(tmp_path / "restored", 4, "--restore_from", str(tmp_path / "straight" / "model.ckpt-2"))
     assert losses(tmp_path / "restored") == {k: v for k, v in losses(tmp_path / "straight").items() if k > 2}
+
+
+def test_a_run_whose_gradients_are_never_finite_stops_with_an_error(corpus, tiny_model_dir, tmp_path):
+    """A skipped step does not advance: without a limit such a run would loop for ever (mini-CALD's first IC run)."""
+    trainer = build(tmp_path / "run", corpus, tiny_model_dir, "batch_size=2", max_steps=3)
+    with torch.no_grad():
+        trainer.asr_model.lm_head.weight[0, 0] = float("nan")
+    with pytest.raises(RuntimeError, match=rf"{training.MAX_NONFINITE_IN_A_ROW} batches in a row gave a "
+                                           rf"non-finite gradient norm at step 0"):
+        trainer.fit()
+    trainer.feeder.close()

@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 MAX_FAILURES, FAILURE_WINDOW = 10, 20  # this many failed steps within this many steps stop the run
+# this many steps in a row with a non-finite gradient norm stop the run (a skipped step does not count as one)
+MAX_NONFINITE_IN_A_ROW = 50
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -450,6 +452,7 @@ class Trainer:
         bar = tqdm(total=args.max_steps, initial=self.step, desc=self.run_dir.name,
                    disable=not self.accelerator.is_main_process, dynamic_ncols=True)
         self.model.train()
+        nonfinite_in_a_row = 0
         while self.step < args.max_steps:
             if self.on_step_start is not None:
                 self.on_step_start(self.step)
@@ -458,8 +461,16 @@ class Trainer:
             except (RuntimeError, ValueError) as error:
                 self._record_failure(error)
                 continue
-            if logged is None:
+            if logged is None:  # non-finite gradient norm: skipped, the step does not advance
+                nonfinite_in_a_row += 1
+                if nonfinite_in_a_row == MAX_NONFINITE_IN_A_ROW:
+                    raise RuntimeError(
+                        f"{MAX_NONFINITE_IN_A_ROW} batches in a row gave a non-finite gradient norm at step "
+                        f"{self.step}: the loss or the weights are not finite (the weights of "
+                        f"{self.hparams.asr_model_name} or of the checkpoint this run starts from, max_lr, "
+                        f"mixed precision?)")
                 continue
+            nonfinite_in_a_row = 0
             self.metrics.log(self.step, logged)
             bar.update(1)
             bar.set_postfix(loss=f"{logged['loss']:.3f}", lr=f"{logged['lr']:.2e}")
