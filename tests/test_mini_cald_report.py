@@ -188,3 +188,13 @@ def test_differences_to_std_carry_a_paired_bootstrap_interval(tmp_path):
     write_preds(tmp_path / "ic.jsonl", ic)
     assert report.utterance_scores("ic", tmp_path / "ic.jsonl") == {"a": (0.0, 1.0), "b": (1.0, 1.0)}  # intent
     assert report.utterance_scores("sid", tmp_path / "ic.jsonl") == {"a": (1.0, 2.0), "b": (2.0, 2.0)}  # heads
+
+
+def test_the_committed_results_regenerate_from_the_committed_run(tmp_path):
+    """results/mini_cald.{md,json} are what the report makes of results/mini_cald_run/ (and the discussion)."""
+    results = Path(__file__).resolve().parents[1] / "results"
+    out = tmp_path / "results"
+    report.main(["--root", str(results / "mini_cald_run"), "--out", str(out), "--discussion",
+                 str(results / "mini_cald_discussion.md")])
+    for name in ("mini_cald.md", "mini_cald.json"):
+        assert (out / name).read_text() == (results / name).read_text(), name
