@@ -6,6 +6,7 @@ Usage:
     python scripts/mini_cald.py --profile smoke --root /tmp/mc   # tiny sizes, a few steps: the recipe on CPU
     python scripts/mini_cald.py --jobs 4 --budget 480 --pack results.tgz   # a remote GPU: bring back the results
     python scripts/mini_cald.py --jobs 8 --no-test_alone     # sooner; inference throughput measured with neighbours
+    python scripts/mini_cald.py --jobs 8 --keep_going        # a failed stage stops only what builds on it
     python scripts/mini_cald_report.py --root output/mini_cald --out results   # table, JSON and plots
 
 For each task (asr: TED-LIUM 3 layout, ic: SLURP, sid: VoxCeleb1) the stages are
@@ -25,7 +26,8 @@ For each task (asr: TED-LIUM 3 layout, ic: SLURP, sid: VoxCeleb1) the stages are
                alongside the other stages)
 
 Each is resumable: a finished one is skipped (a run at its max_steps, an evaluation of the right checkpoint), an
-interrupted run resumes from its latest checkpoint. Every run trains for the same number of steps; Hybrid shares
+interrupted run resumes from its latest checkpoint. A failed stage stops the others; with --keep_going the stages
+that do not build on it run on, and the failures are named at the end. Every run trains for the same number of steps; Hybrid shares
 Target's first steps. With --jobs N, up to N independent stages run at once, spread over the visible GPUs (a run
 of this size leaves most of a GPU idle), so training throughput is measured with neighbours. Wall seconds per stage
 go to ``<root>/timings.json`` and, with the invocation that ran them, to ``stages.jsonl``; the machine, libraries
@@ -229,6 +231,19 @@ def start_order(stage: Stage) -> int:
     return 0 if stage.name in GATING else 2 if stage.name.startswith("test_") else 1
 
 
+def drop_dependents(pending: list[Stage], failed) -> list[str]:
+    """Remove from ``pending`` the stages that need a failed one, directly or through others; their keys."""
+    dropped, lost = [], set(failed)
+    while True:
+        doomed = [stage for stage in pending if lost & set(stage.needs)]
+        if not doomed:
+            return dropped
+        for stage in doomed:
+            pending.remove(stage)
+            lost.add(stage.key)
+            dropped.append(stage.key)
+
+
 def describe_wait(stage: Stage) -> str:
     waits = [*stage.needs, *([str(stage.waits_for())] if stage.waits_for else [])]
     return f"{stage.key} (needs {', '.join(waits)})"
@@ -367,14 +382,27 @@ class Recipe:
                 self.mixed_precision, "--hparams", "asr_use_flash_attn=False"]
 
     # -- running them --------------------------------------------------------------------------------------
-    def run(self, tasks, jobs: int = 1, budget: float | None = None) -> bool:
-        """Run the stages; False when the budget ran out first. Raises StageFailed (the others are stopped)."""
+    def run(self, tasks, jobs: int = 1, budget: float | None = None, keep_going: bool = False) -> bool:
+        """Run the stages; False when the budget ran out first. A failed stage raises StageFailed and stops the
+        others; with ``keep_going`` only the stages that build on it are dropped, the rest run on, and
+        StageFailed names every failure at the end."""
         start = time.time()
         pending, done, running = self.stages(tasks), set(), {}  # running: key -> (stage, Popen, log, tic, device)
+        failures = {}  # key -> what went wrong
         env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), "HF_HUB_OFFLINE": "1",
                "TOKENIZERS_PARALLELISM": "false",
                "TRITON_CACHE_AUTOTUNING": os.environ.get("TRITON_CACHE_AUTOTUNING", "1")}  # autotune once, not per stage
+
+        def fail(key: str, message: str) -> None:
+            if not keep_going:
+                raise StageFailed(message)
+            logger.error("%s", message)
+            failures[key] = message
+            dropped = drop_dependents(pending, failures)
+            if dropped:
+                logger.error("not started, they build on %s: %s", key, ", ".join(dropped))
+
         try:
             while pending or running:
                 out_of_time = budget is not None and time.time() - start > budget
@@ -386,18 +414,28 @@ class Recipe:
                     if len(running) >= jobs or device is None:
                         continue
                     pending.remove(stage)
-                    argv = stage.command()
+                    try:
+                        argv = stage.command()
+                    except StageFailed as error:
+                        fail(stage.key, f"{stage.key}: {error}")
+                        continue
                     if argv is None:
                         done.add(stage.key)
                         continue
                     running[stage.key] = self.launch(stage, argv, env, device)
                 if pending and not running and not ready and not out_of_time:
+                    if failures:  # e.g. Hybrid waiting for the checkpoint of a Target that failed
+                        failures.update({stage.key: f"{describe_wait(stage)}: never ready after the failures"
+                                         for stage in pending})
+                        break
                     raise StageFailed("stages wait on others that are not in the recipe, or on files that no "
                                       "stage wrote: " + ", ".join(map(describe_wait, pending)))
                 if out_of_time and not running:
                     logger.warning("budget of %.0f s spent: %d stages not started (first: %s); rerun to go on",
                                    budget, len(pending), pending[0].key)
-                    return False
+                    if not failures:
+                        return False
+                    break
                 for key, (stage, process, log_path, tic, running_device) in list(running.items()):
                     if process.poll() is None:
                         continue
@@ -405,8 +443,9 @@ class Recipe:
                     self.record(key, time.time() - tic, running_device)
                     if process.returncode != 0:
                         tail = "".join(log_path.read_text().splitlines(keepends=True)[-40:])
-                        raise StageFailed(f"{key} failed (exit {process.returncode}) after {time.time() - tic:.0f} "
-                                          f"s; the end of {log_path}:\n{tail}")
+                        fail(key, f"{key} failed (exit {process.returncode}) after {time.time() - tic:.0f} s; the "
+                                  f"end of {log_path}:\n{tail}")
+                        continue
                     logger.info("%s: done in %.0f s", key, time.time() - tic)
                     done.add(key)
                 time.sleep(0.2)
@@ -415,6 +454,9 @@ class Recipe:
                 process.terminate()
                 process.wait()
                 self.record(stage.key, time.time() - tic, device)
+        if failures:
+            raise StageFailed(f"{len(failures)} stage(s) failed ({', '.join(failures)}); every other stage "
+                              "finished:\n\n" + "\n\n".join(failures.values()))
         return True
 
     def idle_enough_device(self, stage: Stage, running) -> int | None:
@@ -517,6 +559,9 @@ def main(argv=None):
                         help="run each test stage alone on its GPU, so that infer.py's real-time factor is measured "
                              "without neighbours (default); --no-test_alone runs them alongside training: the "
                              "recipe ends minutes sooner, the inference throughput is measured with neighbours")
+    parser.add_argument("--keep_going", action="store_true",
+                        help="after a failed stage, run every stage that does not build on it (as make -k), then "
+                             "name the failures; default: a failure stops the recipe")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds after which no new stage starts (running ones finish); rerun to go on")
     parser.add_argument("--mixed_precision", default=None, choices=("no", "bf16", "fp16"),
@@ -541,7 +586,7 @@ def main(argv=None):
     recipe = Recipe(layout, args.profile, args.python, mixed_precision, invocation, gpus, args.test_alone)
     tic = time.time()
     try:
-        finished = recipe.run(args.tasks, jobs=args.jobs, budget=args.budget)
+        finished = recipe.run(args.tasks, jobs=args.jobs, budget=args.budget, keep_going=args.keep_going)
     except StageFailed as error:
         sys.exit(f"error: {error}")
     finally:

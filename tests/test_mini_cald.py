@@ -127,6 +127,24 @@ def test_scheduler_failure_stops_the_others_and_names_the_log(tmp_path):
     assert "t/slow" in json.loads((tmp_path / "timings.json").read_text())  # its time is still recorded
 
 
+def test_scheduler_keep_going_runs_everything_that_does_not_build_on_a_failure(tmp_path):
+    fake = FakeRecipe(tmp_path, {
+        "bad": ((), "sys.exit(3)", False),
+        "after": (("t/bad",), "pass", False),
+        "after_after": (("t/after",), "pass", False),
+        "slow": ((), "time.sleep(1)", False),
+        "other": (("t/slow",), "pass", False),
+        "hybrid": ((), "pass", False),  # waits for a file that only the failed stage would have written
+    })
+    fake.waits["hybrid"] = lambda: tmp_path / "never"
+    with pytest.raises(mini_cald.StageFailed, match=r"(?s)2 stage\(s\) failed \(t/bad, t/hybrid\).*"
+                                                    r"t/bad failed \(exit 3\).*t/hybrid \(needs .*never\)"):
+        fake.run(["t"], jobs=2, keep_going=True)
+    ev = fake.events()
+    assert ("other", "end") in ev and ("slow", "end") in ev
+    assert not any(name in ("after", "after_after", "hybrid") for name, _ in ev)
+
+
 def test_scheduler_names_a_stage_waiting_on_a_missing_one(tmp_path):
     fake = FakeRecipe(tmp_path, {"a": ((), "pass", False), "b": (("t/nowhere",), "pass", False)})
     with pytest.raises(mini_cald.StageFailed, match=r"t/b \(needs t/nowhere\)"):
