@@ -183,3 +183,14 @@ def test_a_run_whose_gradients_are_never_finite_stops_with_an_error(corpus, tiny
                                            rf"non-finite gradient norm at step 0"):
         trainer.fit()
     trainer.feeder.close()
+
+
+@pytest.mark.gpu
+def test_fp16_overflowing_steps_lower_the_loss_scale_and_the_run_goes_on(corpus, tiny_model_dir, tmp_path):
+    """Under fp16 a step with inf gradients is skipped by the grad scaler too, which then halves its scale; a run
+    that started with an absurd scale reaches its max_steps."""
+    trainer = build(tmp_path / "run", corpus, tiny_model_dir, "batch_size=2", max_steps=2, mixed_precision="fp16")
+    scaler = trainer.accelerator.scaler
+    scaler.update(new_scale=2.0 ** 127)  # every gradient overflows until the scale has come down
+    trainer.fit()
+    assert trainer.step == 2 and scaler.get_scale() < 2.0 ** 127

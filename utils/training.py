@@ -397,6 +397,8 @@ class Trainer:
         grad_norm = acc.clip_grad_norm_(self.model.parameters(), hp.max_grad_norm)
         if not torch.isfinite(grad_norm):
             logger.warning("step %d: non-finite gradient norm %s, step skipped", self.step, grad_norm.item())
+            if acc.scaler is not None:  # fp16: the scaler skips the update itself, lowers its scale and resets
+                self.optimizer.step()  # (without this, the next step's unscale_ would raise)
             self.optimizer.zero_grad(set_to_none=True)
             return None
         lr = self.scheduler.get_last_lr()[0]
