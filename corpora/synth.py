@@ -17,14 +17,19 @@ Python API (explicit counts, for tests)::
 The engine is libespeak-ng driven in-process through ctypes (from the ``espeakng-loader`` wheel, else a system
 libespeak-ng), falling back to an ``espeak-ng`` binary on PATH. espeak-ng speaks at 22050 Hz; a windowed-sinc
 polyphase resampler (numpy) brings it to 16 kHz. Output is a function of the seed alone: every random choice comes
-from one ``numpy`` generator, and each corpus gets a fresh private copy of the library, because espeak-ng keeps
-synthesis state (e.g. its pitch flutter phase) in static variables across utterances, even across re-initialising.
+from ``numpy`` generators seeded from it, and each corpus (TED-LIUM: each group of TALKS_PER_ENGINE talks, spoken
+in parallel with ``workers``) gets a fresh private copy of the library, because espeak-ng keeps synthesis state
+(e.g. its pitch flutter phase) in static variables across utterances, even across re-initialising.
 """
 import argparse
+import concurrent.futures
+import contextlib
 import ctypes
 import ctypes.util
 import json
+import functools
 import logging
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -572,8 +577,8 @@ def _fresh_dir(path: Path, force: bool) -> None:
     path.mkdir(parents=True, exist_ok=True)
 
 
-def _write_info(out_dir: Path, corpus: str, engine: Espeak, **params) -> None:
-    info = {"corpus": corpus, "synthetic": True, "engine": engine.backend, **params}
+def _write_info(out_dir: Path, corpus: str, engine: str, **params) -> None:
+    info = {"corpus": corpus, "synthetic": True, "engine": engine, **params}
     (out_dir / "synth.json").write_text(json.dumps(info, indent=1) + "\n")
 
 
@@ -585,60 +590,109 @@ def _summary(corpus: str, out_dir: Path, files: int, samples: int, tic: float, d
     return summary
 
 
+TALKS_PER_ENGINE = 16  # TED-LIUM talks one fresh espeak-ng engine speaks, in order (see synth_tedlium)
+
+
+@dataclass(frozen=True)
+class TalkPlan:
+    """What synth_tedlium decides for a talk before it is spoken; the rest comes from the talk's own generator."""
+
+    split: str
+    name: str
+    voice: Voice
+    level: float  # dBFS of its speech
+    snr: float  # dB of its pink noise
+    segments: int
+    first_sentence: int  # index of its first sentence in the corpus (tedlium_sentence's special tokens)
+    seed: np.random.SeedSequence
+
+
 def synth_tedlium(out_dir, talks=(3, 1, 1), segments_per_talk=(3, 5), text="rich", ignore_prob=0.15,
                   snr_db=(25, 40), voices: dict | None = None, seed: int = 0, force: bool = False,
-                  backend: str = "auto", progress: bool = True) -> dict:
+                  backend: str = "auto", progress: bool = True, workers: int = 1) -> dict:
     """TED-LIUM 3 legacy layout: ``<out>/legacy/{train,dev,test}/{sph,stm}/<talk>.{sph,stm}``.
 
     talks: talks per split (train, dev, test); segments_per_talk: inclusive range of scored segments per talk;
     text: "rich" (open words plus numbers, symbols, contractions and <unk>), "closed" (DEMO_WORDS only) or
     "common" (COMMON_WORDS with the odd number, contraction and <unk>); ignore_prob: chance of a music/noise
     ``ignore_time_segment_in_scoring`` stretch before each segment; voices: kwargs of ``random_voice``.
+
+    workers: processes speaking the talks. The talks are planned first (one generator), then spoken in groups of
+    TALKS_PER_ENGINE by a fresh engine each, every talk from its own generator: the corpus is the same for any
+    number of workers. They are spawned, so a script calling this with workers > 1 needs the usual
+    ``if __name__ == "__main__":`` guard.
     """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     tic, out_dir = time.time(), Path(out_dir)
     rng = np.random.default_rng(seed)
-    engine = Espeak(backend)
-    speak = Speaker(engine)
+    engine_backend = Espeak(backend).backend  # fail here, before any process starts, if there is no espeak-ng
     _fresh_dir(out_dir / "legacy", force)
     names = talk_names(rng, sum(talks))
-    grid = int(0.01 * SR)  # stm times have two decimals: every boundary sits on a 10 ms grid
-    n_files = n_samples = n_segments = n_ignore = sentence_index = 0
     splits = [split for split, count in zip(("train", "dev", "test"), talks) for _ in range(count)]
-    jobs = list(zip(splits, names))
-    for split, talk in tqdm(jobs, desc="synth tedlium", unit="talk", disable=not progress):
-        (out_dir / "legacy" / split / "sph").mkdir(parents=True, exist_ok=True)
-        (out_dir / "legacy" / split / "stm").mkdir(parents=True, exist_ok=True)
-        voice = random_voice(rng, **(voices or {}))
-        level, snr = rng.uniform(-28, -20), rng.uniform(*snr_db)
+    plans, first_sentence = [], 0
+    for split, name, talk_seed in zip(splits, names, np.random.SeedSequence(seed).spawn(len(names))):
+        segments = int(rng.integers(segments_per_talk[0], segments_per_talk[1] + 1))
+        plans.append(TalkPlan(split, name, random_voice(rng, **(voices or {})), rng.uniform(-28, -20),
+                              rng.uniform(*snr_db), segments, first_sentence, talk_seed))
+        first_sentence += segments
+    for split in ("train", "dev", "test"):
+        for kind in ("sph", "stm"):
+            (out_dir / "legacy" / split / kind).mkdir(parents=True, exist_ok=True)
+    groups = [plans[i:i + TALKS_PER_ENGINE] for i in range(0, len(plans), TALKS_PER_ENGINE)]
+    speak_group = functools.partial(_speak_talks, out_dir=out_dir, text=text, ignore_prob=ignore_prob,
+                                    backend=backend)
+    n_samples = n_ignore = 0
+    with tqdm(total=len(plans), desc="synth tedlium", unit="talk", disable=not progress) as bar:
+        with _pool(workers, len(groups)) as pool:
+            spoken = pool.map(speak_group, groups) if pool else map(speak_group, groups)
+            for group, (samples, ignored) in zip(groups, spoken):
+                n_samples, n_ignore = n_samples + samples, n_ignore + ignored
+                bar.update(len(group))
+    _write_info(out_dir, "tedlium", engine_backend, talks=list(talks), segments_per_talk=list(segments_per_talk),
+                text=text, seed=seed)
+    return _summary("tedlium", out_dir, 2 * len(plans), n_samples, tic,
+                    f" ({len(plans)} talks, {first_sentence} segments + {n_ignore} ignored stretches)")
+
+
+def _pool(workers: int, tasks: int):
+    """A process pool for min(workers, tasks) > 1 (spawned: no fork of a threaded parent), else nothing."""
+    if min(workers, tasks) == 1:
+        return contextlib.nullcontext()
+    return concurrent.futures.ProcessPoolExecutor(min(workers, tasks), mp_context=multiprocessing.get_context("spawn"))
+
+
+def _speak_talks(plans: list[TalkPlan], out_dir: Path, text: str, ignore_prob: float, backend: str):
+    """Speak and write a group of talks with one fresh engine; (samples written, ignored stretches)."""
+    speak = Speaker(Espeak(backend))
+    grid = int(0.01 * SR)  # stm times have two decimals: every boundary sits on a 10 ms grid
+    n_samples = n_ignore = 0
+    for plan in plans:
+        rng = np.random.default_rng(plan.seed)
         pieces, lines = [pad_to_grid(silence(rng.uniform(0.3, 1.0)), grid)], []
         cursor = len(pieces[0])
-        label = f"<o,f0,{voice.gender}>"
-        for _ in range(int(rng.integers(segments_per_talk[0], segments_per_talk[1] + 1))):
+        label = f"<o,f0,{plan.voice.gender}>"
+        for sentence in range(plan.first_sentence, plan.first_sentence + plan.segments):
             if rng.random() < ignore_prob:
-                stretch = pad_to_grid(set_level(music_or_noise(rng, rng.uniform(0.5, 2.0)), level - 6), grid)
-                lines.append(f"{talk} 1 inter_segment_gap {cursor / SR:.2f} {(cursor + len(stretch)) / SR:.2f} "
+                stretch = pad_to_grid(set_level(music_or_noise(rng, rng.uniform(0.5, 2.0)), plan.level - 6), grid)
+                lines.append(f"{plan.name} 1 inter_segment_gap {cursor / SR:.2f} {(cursor + len(stretch)) / SR:.2f} "
                              f"<o,,unknown> ignore_time_segment_in_scoring")
                 pieces.append(stretch)
                 cursor += len(stretch)
                 n_ignore += 1
-            written, spoken = tedlium_sentence(rng, text, sentence_index)
-            sentence_index += 1
-            audio = pad_to_grid(set_level(speak(spoken, voice, rng), level), grid)
-            lines.append(f"{talk} 1 {talk} {cursor / SR:.2f} {(cursor + len(audio)) / SR:.2f} {label} {written}")
+            written, spoken = tedlium_sentence(rng, text, sentence)
+            audio = pad_to_grid(set_level(speak(spoken, plan.voice, rng), plan.level), grid)
+            lines.append(f"{plan.name} 1 {plan.name} {cursor / SR:.2f} {(cursor + len(audio)) / SR:.2f} {label} "
+                         f"{written}")
             gap = pad_to_grid(silence(rng.uniform(0.2, 0.8)), grid)
             pieces += [audio, gap]
             cursor += len(audio) + len(gap)
-            n_segments += 1
-        audio = add_noise(np.concatenate(pieces), rng, snr, colour="pink")
-        sf.write(str(out_dir / "legacy" / split / "sph" / f"{talk}.sph"), to_int16(audio), SR, format="NIST",
-                 subtype="PCM_16")
-        (out_dir / "legacy" / split / "stm" / f"{talk}.stm").write_text("\n".join(lines) + "\n")
-        n_files += 2
+        audio = add_noise(np.concatenate(pieces), rng, plan.snr, colour="pink")
+        split_dir = out_dir / "legacy" / plan.split
+        sf.write(str(split_dir / "sph" / f"{plan.name}.sph"), to_int16(audio), SR, format="NIST", subtype="PCM_16")
+        (split_dir / "stm" / f"{plan.name}.stm").write_text("\n".join(lines) + "\n")
         n_samples += len(audio)
-    _write_info(out_dir, "tedlium", engine, talks=list(talks), segments_per_talk=list(segments_per_talk), text=text,
-                seed=seed)
-    return _summary("tedlium", out_dir, n_files, n_samples, tic,
-                    f" ({sum(talks)} talks, {n_segments} segments + {n_ignore} ignored stretches)")
+    return n_samples, n_ignore
 
 
 def _slurp_file_name(rng, used: set, headset: bool, negative_prob: float) -> tuple[str, str]:
@@ -716,7 +770,7 @@ def synth_slurp(out_dir, utterances=(8, 3, 3), synthetic=4, speakers_per_utteran
             bar.update()
         (jsonl_dir / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     bar.close()
-    _write_info(out_dir, "slurp", engine, utterances=list(utterances), synthetic=synthetic, seed=seed)
+    _write_info(out_dir, "slurp", engine.backend, utterances=list(utterances), synthetic=synthetic, seed=seed)
     return _summary("slurp", out_dir, n_files, n_samples, tic,
                     f" ({sum(utterances)} real + {synthetic} synthetic records, {len(in_train)} intents)")
 
@@ -766,7 +820,7 @@ def synth_voxceleb1(out_dir, speakers=4, videos_per_speaker=(2, 2), utterances_p
             split = 3 if rank < n_held else 2 if rank < 2 * n_held else 1
             split_lines.append((relpaths[i], split))
     (out_dir / "iden_split.txt").write_text("".join(f"{split} {path}\n" for path, split in sorted(split_lines)))
-    _write_info(out_dir, "voxceleb1", engine, speakers=speakers, videos_per_speaker=list(videos_per_speaker),
+    _write_info(out_dir, "voxceleb1", engine.backend, speakers=speakers, videos_per_speaker=list(videos_per_speaker),
                 utterances_per_video=list(utterances_per_video), seed=seed)
     return _summary("voxceleb1", out_dir, n_files, n_samples, tic, f" ({speakers} speakers)")
 
@@ -805,11 +859,16 @@ def main(argv=None):
     parser.add_argument("--force", action="store_true", help="replace an existing synthetic corpus at --out")
     parser.add_argument("--backend", choices=("auto", "library", "binary"), default="auto",
                         help="espeak-ng in-process library or the espeak-ng binary")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="tedlium: processes speaking the talks (the corpus is the same for any number)")
     args = parser.parse_args(argv)
+    if args.workers < 1 or (args.workers != 1 and args.corpus != "tedlium"):
+        parser.error(f"--workers {args.workers}: a number of at least 1, and only tedlium takes one")
     setup_logging()
+    extra = {"workers": args.workers} if args.corpus == "tedlium" else {}
     try:
         SYNTH[args.corpus](args.out or DEFAULT_OUT[args.corpus], seed=args.seed, force=args.force,
-                           backend=args.backend, **PROFILES[args.corpus][args.size])
+                           backend=args.backend, **PROFILES[args.corpus][args.size], **extra)
     except CorpusError as err:
         sys.exit(f"error: {err}")
 

@@ -307,8 +307,10 @@ class Recipe:
     def synthesise(self, task: str) -> None:
         from corpora import synth
 
+        parallel = {"workers": os.cpu_count() or 1} if task == "asr" else {}  # the corpus the first stages wait for
         {"asr": synth.synth_tedlium, "ic": synth.synth_slurp, "sid": synth.synth_voxceleb1}[task](
-            self.layout.raw(task), seed=TASKS.index(task), force=True, progress=False, **self.profile.corpus[task])
+            self.layout.raw(task), seed=TASKS.index(task), force=True, progress=False, **self.profile.corpus[task],
+            **parallel)
 
     def prep_command(self, task: str) -> list[str] | None:
         raw, out = self.layout.raw(task), self.layout.data_dir(task)
