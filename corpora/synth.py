@@ -619,8 +619,7 @@ def synth_tedlium(out_dir, talks=(3, 1, 1), segments_per_talk=(3, 5), text="rich
 
     workers: processes speaking the talks. The talks are planned first (one generator), then spoken in groups of
     TALKS_PER_ENGINE by a fresh engine each, every talk from its own generator: the corpus is the same for any
-    number of workers. They are spawned, so a script calling this with workers > 1 needs the usual
-    ``if __name__ == "__main__":`` guard.
+    number of workers.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -656,10 +655,13 @@ def synth_tedlium(out_dir, talks=(3, 1, 1), segments_per_talk=(3, 5), text="rich
 
 
 def _pool(workers: int, tasks: int):
-    """A process pool for min(workers, tasks) > 1 (spawned: no fork of a threaded parent), else nothing."""
+    """A process pool for min(workers, tasks) > 1, else nothing. Forked where the platform can: a spawned worker
+    re-imports the caller's main module, which a script without a __main__ guard or ``python -`` cannot survive
+    (the workers run numpy and espeak-ng only, nothing that a fork of a threaded parent would break)."""
     if min(workers, tasks) == 1:
         return contextlib.nullcontext()
-    return concurrent.futures.ProcessPoolExecutor(min(workers, tasks), mp_context=multiprocessing.get_context("spawn"))
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return concurrent.futures.ProcessPoolExecutor(min(workers, tasks), mp_context=multiprocessing.get_context(method))
 
 
 def _speak_talks(plans: list[TalkPlan], out_dir: Path, text: str, ignore_prob: float, backend: str):

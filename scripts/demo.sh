@@ -92,12 +92,12 @@ if [ -f "$RAW/synth.json" ]; then
   skip "$RAW"
 else
   $PY - "$RAW" "$TALKS" "$SEGMENTS" <<'EOF'
-import ast, sys
+import ast, os, sys
 from corpora.synth import PROFILES, synth_tedlium
 # the demo profile (closed vocabulary, its voices, little noise) with more talks: more voices, fewer segments each
 profile = {**PROFILES["tedlium"]["demo"], "talks": ast.literal_eval(sys.argv[2]),
            "segments_per_talk": ast.literal_eval(sys.argv[3])}
-synth_tedlium(sys.argv[1], seed=0, force=True, progress=False, **profile)
+synth_tedlium(sys.argv[1], seed=0, force=True, progress=False, workers=os.cpu_count() or 1, **profile)
 EOF
 fi
 if [ -f "$DATA/vocab.json" ] && [ -f "$DATA/meta.train.txt" ] && [ -f "$DATA/meta.dev.txt" ] && [ -f "$DATA/meta.test.txt" ]; then

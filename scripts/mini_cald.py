@@ -18,8 +18,8 @@ For each task (asr: TED-LIUM 3 layout, ic: SLURP, sid: VoxCeleb1) the stages are
     std        train.py, attention (the teacher)                      -- as the seed's Std command
     unguided   train.py, asr_use_mamba=True                           -- Unguided
     target     train_distill.py from the teacher's best checkpoint    -- Target guided
-    hybrid     Target's checkpoint at the paper's switch point, resumed with alpha_layer_distill_loss=0 (--restore_from);
-               it starts as soon as Target has written that checkpoint
+    hybrid     Target's checkpoint at the paper's switch point, resumed with alpha_layer_distill_loss=0
+               (--restore_from); it starts as soon as Target has written that checkpoint
     waypoint   train_distill.py --use_teacher_snapshots over std's run dir
     target_attn_init  Target guided with asr_mamba_init=attention
     test_*     infer.py on the test split, each run at its best dev checkpoint, alone on its GPU (--no-test_alone:
@@ -27,11 +27,12 @@ For each task (asr: TED-LIUM 3 layout, ic: SLURP, sid: VoxCeleb1) the stages are
 
 Each is resumable: a finished one is skipped (a run at its max_steps, an evaluation of the right checkpoint), an
 interrupted run resumes from its latest checkpoint. A failed stage stops the others; with --keep_going the stages
-that do not build on it run on, and the failures are named at the end. Every run trains for the same number of steps; Hybrid shares
-Target's first steps. With --jobs N, up to N independent stages run at once, spread over the visible GPUs (a run
-of this size leaves most of a GPU idle), so training throughput is measured with neighbours. Wall seconds per stage
-go to ``<root>/timings.json`` and, with the invocation that ran them, to ``stages.jsonl``; the machine, libraries
-and settings of each invocation to ``info.json``; logs to ``logs/``.
+that do not build on it run on, and the failures are named at the end. Every run trains for the same number of
+steps; Hybrid shares Target's first steps. With --jobs N, up to N independent stages run at once, spread over the
+visible GPUs (a run of this size leaves most of a GPU idle), so training throughput is measured with neighbours;
+the stages that others wait for start first. Wall seconds per stage go to ``<root>/timings.json`` and, with the
+invocation that ran them, to ``stages.jsonl``; the machine, libraries and settings of each invocation to
+``info.json``; logs to ``logs/``.
 
 No self-supervised checkpoint exists offline, so "pretrained" means: for asr a randomly initialised Wav2Vec2
 (``models/presets.py demo``: Std, Unguided and Waypoint train from scratch, front end included), for ic and sid
