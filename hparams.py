@@ -37,7 +37,7 @@ class HParams:
     mamba_d_conv: int = 4  # causal depthwise conv width
     mamba_headdim: int = 64  # P; hidden size * expand must divide by it
     mamba_expand: int = 1  # inner width = expand * hidden size
-    mamba_chunk_size: int = 256  # SSD chunk length
+    mamba_chunk_size: int = 256  # SSD chunk length of mamba_ssm's Triton scan (the torch backend chunks at 64)
     mamba_recompute: bool = False  # activation checkpointing of each BiMamba2 mixer: less memory, more compute
     hidden_dropout: float = 0.2
     activation_dropout: float = 0.2

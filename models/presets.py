@@ -4,6 +4,7 @@ No hub is reachable in tests, CI or the demo, so ``asr_model_name`` points at a 
 
     python -m models.presets tiny --out output/models/tiny     # 2 layers, hidden 32: unit tests
     python -m models.presets demo --out output/models/demo     # 4 layers, hidden 192: the CPU demo
+    python -m models.presets base --out output/models/base     # wav2vec2-base's encoder size: CPU benchmark
     python -m models.presets large --out output/models/large   # wav2vec2-large-lv60's shape: GPU benchmarks
 
 ``from_pretrained(dir)`` then works exactly as with ``facebook/wav2vec2-large-lv60``. The front end mirrors
@@ -31,6 +32,10 @@ PRESETS = {
         hidden_size=192, num_hidden_layers=4, num_attention_heads=4, intermediate_size=768,
         conv_dim=(128, 128, 128, 128), conv_kernel=(10, 4, 4, 4), conv_stride=(5, 4, 4, 4),  # 320x
         num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=16,
+    ),
+    "base": dict(  # wav2vec2-base's 12 x 768 encoder, with large-lv60's front end (as every preset's norms)
+        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+        num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16, **_LARGE_CNN,
     ),
     "large": dict(
         hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,

@@ -1,12 +1,12 @@
 """bench/speed.py's and bench/profile_step.py's eager steps on CPU with a tiny model, teacher and student (the
-timings themselves need a GPU: ``python bench/speed.py``)."""
+timings themselves need a GPU: ``python bench/speed.py``); bench/cpu_speed.py's measurement at the tiny preset."""
 import warnings
 
 import pytest
 import torch
 import transformers
 
-from bench import profile_step, speed
+from bench import cpu_speed, profile_step, speed
 from models.mamba_utils import substitute_layer
 from models.presets import preset_config
 
@@ -34,3 +34,15 @@ def test_eager_train_and_infer_steps_run(student):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             profile_step.make_step(model, mode, 2, 0.5, "cpu")()
+
+
+def test_cpu_speed_measures_both_models_on_the_torch_backend():
+    from models.mamba_utils import BiMamba2Wrapper
+
+    shape = dict(headdim=16, d_state=16, chunk_size=16)
+    student = cpu_speed.build("student", "tiny", shape)
+    wrappers = [m for m in student.modules() if isinstance(m, BiMamba2Wrapper)]
+    assert len(wrappers) == 2 and all(w.fused and w.fw_mamba.backend == "torch" for w in wrappers)
+    assert not any(isinstance(m, BiMamba2Wrapper) for m in cpu_speed.build("teacher", "tiny").modules())
+    row = cpu_speed.measure("student", 0.5, repeats=1, preset="tiny", mamba_shape=shape)
+    assert row["model"] == "student" and row["seconds"] == 0.5 and 0 < row["cnn_ms"] and 0 < row["ms"]

@@ -17,19 +17,20 @@ MAMBA_SSM_KEYS = {"in_proj.weight", "conv1d.weight", "conv1d.bias", "dt_bias", "
                   "out_proj.weight"}
 
 
-def scan_inputs(seqlen, batch=2, nheads=4, headdim=8, d_state=16, seed=0):
+def scan_inputs(seqlen, batch=2, nheads=4, headdim=8, d_state=16, seed=0, ngroups=1):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, seqlen, nheads, headdim, generator=g)
     dt = torch.randn(batch, seqlen, nheads, generator=g)
     A = -torch.rand(nheads, generator=g) * 8 - 0.5
-    B = torch.randn(batch, seqlen, 1, d_state, generator=g)
-    C = torch.randn(batch, seqlen, 1, d_state, generator=g)
+    B = torch.randn(batch, seqlen, ngroups, d_state, generator=g)
+    C = torch.randn(batch, seqlen, ngroups, d_state, generator=g)
     return x, dt, A, B, C, torch.randn(nheads, generator=g), torch.randn(nheads, generator=g)
 
 
+@pytest.mark.parametrize("ngroups", [1, 2])  # 2: the fused bidirectional path, one group per direction
 @pytest.mark.parametrize("seqlen", [1, 7, CHUNK - 1, CHUNK + 1, 3 * CHUNK + 5])
-def test_chunked_ssd_matches_sequential_reference(seqlen):
-    x, dt, A, B, C, D, dt_bias = scan_inputs(seqlen)
+def test_chunked_ssd_matches_sequential_reference(seqlen, ngroups):
+    x, dt, A, B, C, D, dt_bias = scan_inputs(seqlen, ngroups=ngroups)
     leaves = [t.requires_grad_() for t in (x, dt, B, C, D, dt_bias)]
     outs, grads = [], []
     for scan in (ssd_chunked, ssd_ref):
