@@ -6,7 +6,8 @@ no bias): ``in_proj.weight``, ``conv1d.weight``, ``conv1d.bias``, ``dt_bias``, `
 is pluggable:
 
 - ``ssd_chunked``: the chunked state-space-duality algorithm of the Mamba2 paper (Dao & Gu 2024, listing 1) in
-  PyTorch einsums, fp32; runs anywhere, no per-time-step loop.
+  PyTorch einsums, fp32, with the states passed from chunk to chunk as mamba_ssm's kernels do; runs anywhere, no
+  per-time-step loop (the torch backend runs it at TORCH_CHUNK_SIZE).
 - ``ssd_ref``: the sequential recurrence, one time step at a time; slow and obviously right, the specification
   the other two are tested against.
 - ``mamba_ssm``'s Triton ``mamba_chunk_scan_combined`` on CUDA when installed (``backend="triton"``). The causal
