@@ -26,8 +26,8 @@ import concurrent.futures
 import contextlib
 import ctypes
 import ctypes.util
-import json
 import functools
+import json
 import logging
 import multiprocessing
 import os
