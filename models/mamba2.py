@@ -47,13 +47,18 @@ def resolve_backend(backend: str, device: torch.device | None = None) -> str:
     return backend
 
 
-def _discretise(x, dt, A, B, C, dt_bias, dt_softplus):
-    """ssd_ref's prologue: fp32, softplus(dt + dt_bias), groups broadcast to heads."""
-    x, dt, B, C = x.float(), dt.float(), B.float(), C.float()
+def _step_sizes(dt, dt_bias, dt_softplus):
+    """fp32 softplus(dt + dt_bias) (batch, seqlen, nheads), as mamba_ssm's kernels take dt."""
+    dt = dt.float()
     if dt_bias is not None:
-        dt = dt + dt_bias.float()  # (batch, seqlen, nheads)
-    if dt_softplus:
-        dt = F.softplus(dt)
+        dt = dt + dt_bias.float()
+    return F.softplus(dt) if dt_softplus else dt
+
+
+def _discretise(x, dt, A, B, C, dt_bias, dt_softplus):
+    """ssd_ref's prologue: fp32, the step sizes, groups broadcast to heads."""
+    x, B, C = x.float(), B.float(), C.float()
+    dt = _step_sizes(dt, dt_bias, dt_softplus)  # (batch, seqlen, nheads)
     nheads = x.shape[2]
     B = repeat(B, "b l g n -> b l (g r) n", r=nheads // B.shape[2])  # (batch, seqlen, nheads, d_state)
     C = repeat(C, "b l g n -> b l (g r) n", r=nheads // C.shape[2])
@@ -100,11 +105,8 @@ def ssd_chunked(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=Fa
     """
     dtype = x.dtype
     with torch.autocast(device_type=x.device.type, enabled=False):
-        x, dt, A = x.float(), dt.float(), A.float()
-        if dt_bias is not None:
-            dt = dt + dt_bias.float()  # (batch, seqlen, nheads)
-        if dt_softplus:
-            dt = F.softplus(dt)
+        x, A = x.float(), A.float()
+        dt = _step_sizes(dt, dt_bias, dt_softplus)  # (batch, seqlen, nheads)
         seqlen, ngroups = x.shape[1], B.shape[2]
         chunk_size = min(chunk_size, seqlen)  # never pad past one chunk's worth
         pad = (-seqlen) % chunk_size  # zero dt past the end: no decay and no input, outputs cut off below
