@@ -5,8 +5,8 @@ Usage:
     python bench/cpu_speed.py --seconds 10 --threads 4 --repeats 5 --out bench/results/cpu.jsonl
 
 The CPU path must not be pathological (the chunked SSD of models/mamba2.py, no per-time-step loop): this measures
-it. Random weights from the ``base`` preset (no download); the student is every attention swapped for a fused
-BiMamba2 on the PyTorch backend with the hparams' default shape. One no-grad forward of one utterance, fp32, after
+it. Random weights from the ``base`` preset (no download), built as bench/speed.py builds its models; the student
+is every attention swapped for a fused BiMamba2 on the PyTorch backend with the hparams' default shape. One no-grad forward of one utterance, fp32, after
 a warm-up pass; the fastest of --repeats. The CNN front end, which both models share, is timed on its own too.
 One JSON line per model and length on stdout (and appended to --out).
 """
@@ -22,25 +22,13 @@ import torch
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hparams import HParams  # noqa: E402
-from models.mamba_utils import substitute_layer  # noqa: E402
-from models.presets import preset_config  # noqa: E402
-
-SR = 16000
+from bench.speed import SR, build as build_model  # noqa: E402
 
 
-DEFAULTS = HParams()
-MAMBA_SHAPE = dict(d_state=DEFAULTS.mamba_d_state, headdim=DEFAULTS.mamba_headdim, chunk_size=DEFAULTS.mamba_chunk_size)
-
-
-def build(model_name: str, preset: str = "base", mamba_shape: dict = MAMBA_SHAPE) -> transformers.Wav2Vec2ForCTC:
-    """The teacher (SDPA attention) or the student (BiMamba2, torch backend), eval mode, random weights."""
-    config = preset_config(preset, vocab_size=32, mask_time_prob=0.0)
-    config._attn_implementation = "sdpa"
-    model = transformers.Wav2Vec2ForCTC(config).eval()
-    if model_name == "student":
-        substitute_layer(model.wav2vec2.encoder, config, backend="torch", **mamba_shape)
-    return model
+def build(model_name: str, preset: str = "base", **shape) -> transformers.Wav2Vec2ForCTC:
+    """The teacher (SDPA attention) or the student (fused BiMamba2, torch backend), eval mode, random weights, as
+    bench/speed.py builds them (shape: substitute_layer's; its defaults are the hparams' defaults)."""
+    return build_model(model_name, "cpu", spec_augment=False, preset=preset, backend="torch", **shape).eval()
 
 
 @torch.no_grad()
@@ -54,10 +42,9 @@ def fastest_ms(run, repeats: int) -> float:
     return 1000 * min(times)
 
 
-def measure(model_name: str, seconds: float, repeats: int, preset: str = "base",
-            mamba_shape: dict = MAMBA_SHAPE) -> dict:
+def measure(model_name: str, seconds: float, repeats: int, preset: str = "base", **shape) -> dict:
     torch.manual_seed(0)
-    model = build(model_name, preset, mamba_shape)
+    model = build(model_name, preset, **shape)
     x = torch.randn(1, int(seconds * SR))  # (1, samples)
     return {"model": model_name, "preset": preset, "seconds": seconds,
             "ms": fastest_ms(lambda: model(x), repeats),

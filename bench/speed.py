@@ -45,14 +45,16 @@ DEFAULT_SHAPES = ["train:16x10", "train:8x20", "train:4x60", "train:1x600",
 CNN_CHUNK_FRAMES = 15000
 
 
-def build(model_name: str, device, spec_augment: bool = True) -> torch.nn.Module:
-    config = preset_config("large", vocab_size=32, mask_time_prob=0.05 if spec_augment else 0.0, layerdrop=0.0)
+def build(model_name: str, device, spec_augment: bool = True, preset: str = "large", **mixer) -> torch.nn.Module:
+    """The teacher or a student of ``--models`` at a preset's size, random weights; mixer: substitute_layer's
+    shape and backend for the students (its defaults, the hparams' defaults, when not given)."""
+    config = preset_config(preset, vocab_size=32, mask_time_prob=0.05 if spec_augment else 0.0, layerdrop=0.0)
     config._attn_implementation = attention_implementation(True)
     model = transformers.Wav2Vec2ForCTC(config)
     model.freeze_feature_encoder()
     if model_name != "teacher":
         substitute_layer(model.wav2vec2.encoder, config, fused=model_name != "student_separate",
-                         recompute=model_name == "student_recompute")
+                         recompute=model_name == "student_recompute", **mixer)
     return model.to(device)
 
 

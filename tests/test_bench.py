@@ -40,9 +40,9 @@ def test_cpu_speed_measures_both_models_on_the_torch_backend():
     from models.mamba_utils import BiMamba2Wrapper
 
     shape = dict(headdim=16, d_state=16, chunk_size=16)
-    student = cpu_speed.build("student", "tiny", shape)
+    student = cpu_speed.build("student", "tiny", **shape)
     wrappers = [m for m in student.modules() if isinstance(m, BiMamba2Wrapper)]
     assert len(wrappers) == 2 and all(w.fused and w.fw_mamba.backend == "torch" for w in wrappers)
     assert not any(isinstance(m, BiMamba2Wrapper) for m in cpu_speed.build("teacher", "tiny").modules())
-    row = cpu_speed.measure("student", 0.5, repeats=1, preset="tiny", mamba_shape=shape)
+    row = cpu_speed.measure("student", 0.5, repeats=1, preset="tiny", **shape)
     assert row["model"] == "student" and row["seconds"] == 0.5 and 0 < row["cnn_ms"] and 0 < row["ms"]
