@@ -15,7 +15,8 @@ For each task (asr: TED-LIUM 3 layout, ic: SLURP, sid: VoxCeleb1) the stages are
     prep       the real prep script reads it (corpora/tedlium.py, slurp.py; voxceleb1.py checks the tree)
     pretrained asr only: a random Wav2Vec2 dir, the asr runs' asr_model_name (models/presets.py)
     export     asr only, for ic and sid: the asr teacher as a Hugging Face model dir, their asr_model_name
-    std        train.py, attention (the teacher)                      -- as the seed's Std command
+    std        train.py, attention (the teacher)                      -- as the seed's Std command; a teacher
+               whose best dev metric misses the profile's teacher_bound fails the stage (it has not learnt)
     unguided   train.py, asr_use_mamba=True                           -- Unguided
     target     train_distill.py from the teacher's best checkpoint    -- Target guided
     hybrid     Target's checkpoint at the paper's switch point, resumed with alpha_layer_distill_loss=0
@@ -78,6 +79,9 @@ class Profile:
     batch: str  # hparams
     mamba: str  # Mamba2 shape for the demo preset's hidden size 192
     preset: str = "demo"
+    # task -> the worst best-dev SELECT_METRIC a Std run may end with (a WER ceiling, an accuracy floor): a teacher
+    # that has not learnt fails its stage, instead of every strategy distilling from it or being compared with it
+    teacher_bound: dict = dataclasses.field(default_factory=dict)
 
 
 PROFILES = {
@@ -95,6 +99,8 @@ PROFILES = {
         eval_interval={"asr": 200, "ic": 100, "sid": 100},
         batch="batch_size=32,batch_frame_limit=3.5e6,batch_quad_frame_limit=1e13",
         mamba="mamba_headdim=64,mamba_d_state=64,mamba_chunk_size=64",
+        # healthy runs: asr dev WER 0.08-0.13; a diverged teacher ends at WER 1.0 (every word deleted)
+        teacher_bound={"asr": 0.5, "ic": 0.2, "sid": 0.1},
     ),
     # CPU check of the whole recipe (tests/test_mini_cald.py): tiny corpora, a few steps, the tiny preset.
     "smoke": Profile(
@@ -169,14 +175,16 @@ def run_hparams(task: str, strategy: str, profile: Profile, layout: Layout, num_
     """--hparams of one run.
 
     Runs from a random "pretrained" model (asr Std, Unguided and Waypoint) train the front end too, at a high
-    rate after a short warm-up; runs from a trained encoder (the distilled asr students, everything of ic and sid)
-    keep the front end frozen at a lower rate. No data warm-up. ic and sid keep the seed's dropout and SpecAugment
+    rate after a 400-step warm-up. With 100 steps, one of three gpu-profile teachers (H200, bf16) diverged near
+    the peak rate (step ~260) and ended at dev WER 1.0, the others at 12.0% and 12.9%; with 400, a run on the
+    same corpus as the diverged one reached 8.0%. Runs from a trained encoder (the distilled asr students,
+    everything of ic and sid) keep the front end frozen at a lower rate. No data warm-up. ic and sid keep the seed's dropout and SpecAugment
     (hparams.py defaults): without them the first run's ic teacher fitted its training set (loss 0.005) at 78% dev
     intent accuracy. asr, trained from random weights in few steps, goes without them.
     """
     steps = profile.steps[task]
     from_random = task == "asr" and strategy in ("std", "unguided", "waypoint")
-    schedule = ("max_lr=5e-3,warmup_steps=100,freeze_feature_encoder=False" if from_random else
+    schedule = ("max_lr=5e-3,warmup_steps=400,freeze_feature_encoder=False" if from_random else
                 "max_lr=2e-3,warmup_steps=50,freeze_feature_encoder=True")
     parts = [
         f"asr_model_name={layout.pretrained(task)}", profile.batch, task_hparams(task, num_speakers), schedule,
@@ -215,6 +223,7 @@ class Stage:
     command: Callable[[], list[str] | None]
     exclusive: bool = False  # runs alone on its GPU: infer.py's throughput is measured without neighbours
     waits_for: Callable[[], Path] | None = None  # and a file that must exist (written atomically by another stage)
+    check: Callable[[], None] | None = None  # run once the stage is done (or found done); raises StageFailed
 
     def ready(self, done: set) -> bool:
         return all(need in done for need in self.needs) and (self.waits_for is None or self.waits_for().is_file())
@@ -291,8 +300,9 @@ class Recipe:
             needs = {"std": start, "unguided": start}.get(strategy, (f"{task}/std",))
             # Hybrid starts as soon as Target has written its checkpoint at the switch point
             waits_for = (lambda: self.hybrid_start(task)) if strategy == "hybrid" else None
+            check = (lambda: self.check_teacher(task)) if strategy == "std" else None
             stages.append(Stage(task, strategy, needs, lambda s=strategy: self.train_command(task, s),
-                                waits_for=waits_for))
+                                waits_for=waits_for, check=check))
         if task == "asr":
             stages.append(Stage(task, "export", ("asr/std",), self.export_command))
         stages += [Stage(task, f"test_{s}", (f"{task}/{s}",), lambda s=s: self.test_command(task, s),
@@ -339,14 +349,31 @@ class Recipe:
 
         return len({path.split("/")[0] for _, path in read_iden_split(self.layout.raw("sid"))})
 
-    def best_checkpoint(self, task: str, strategy: str) -> Path:
-        """The run's checkpoint with the best dev SELECT_METRIC (its best_metrics.json)."""
-        run_dir = self.layout.run(task, strategy)
-        path = run_dir / "best_metrics.json"
+    def best(self, task: str, strategy: str) -> tuple[float, int]:
+        """The run's best dev SELECT_METRIC and its step (its best_metrics.json)."""
+        path = self.layout.run(task, strategy) / "best_metrics.json"
         best = json.loads(path.read_text()).get(SELECT_METRIC[task]) if path.is_file() else None
         if best is None:
             raise StageFailed(f"no best {SELECT_METRIC[task]} in {path}: the run has not been evaluated on dev")
-        return run_dir / f"model.ckpt-{best[1]}"
+        return best[0], best[1]
+
+    def best_checkpoint(self, task: str, strategy: str) -> Path:
+        """The run's checkpoint with the best dev SELECT_METRIC."""
+        return self.layout.run(task, strategy) / f"model.ckpt-{self.best(task, strategy)[1]}"
+
+    def check_teacher(self, task: str) -> None:
+        """Std's best dev SELECT_METRIC within the profile's teacher_bound, or StageFailed naming both."""
+        bound = self.profile.teacher_bound.get(task)
+        if bound is None:
+            return
+        metric, path = SELECT_METRIC[task], self.layout.run(task, "std") / "best_metrics.json"
+        value, step = self.best(task, "std")
+        if value > bound if metric == "wer" else value < bound:
+            relation = "above the ceiling" if metric == "wer" else "below the floor"
+            raise StageFailed(
+                f"the teacher has not learnt: best dev {metric} {value:.3f} (step {step}, {path}) is {relation} of "
+                f"{bound} (teacher_bound of the {self.profile_name} profile); every other strategy of {task} builds "
+                f"on it. Its log: {self.layout.root / 'logs' / f'{task}_std.log'}; delete {path.parent} to retrain")
 
     def train_command(self, task: str, strategy: str) -> list[str] | None:
         steps, interval = self.profile.steps[task], self.profile.eval_interval[task]
@@ -406,6 +433,15 @@ class Recipe:
             if dropped:
                 logger.error("not started, they build on %s: %s", key, ", ".join(dropped))
 
+        def finish(stage: Stage) -> None:
+            try:
+                if stage.check is not None:
+                    stage.check()
+            except StageFailed as error:
+                fail(stage.key, f"{stage.key}: {error}")
+                return
+            done.add(stage.key)
+
         try:
             while pending or running:
                 out_of_time = budget is not None and time.time() - start > budget
@@ -423,7 +459,7 @@ class Recipe:
                         fail(stage.key, f"{stage.key}: {error}")
                         continue
                     if argv is None:
-                        done.add(stage.key)
+                        finish(stage)
                         continue
                     running[stage.key] = self.launch(stage, argv, env, device)
                 if pending and not running and not ready and not out_of_time:
@@ -450,7 +486,7 @@ class Recipe:
                                   f"end of {log_path}:\n{tail}")
                         continue
                     logger.info("%s: done in %.0f s", key, time.time() - tic)
-                    done.add(key)
+                    finish(stage)
                 time.sleep(0.2)
         finally:
             for stage, process, _, tic, device in running.values():  # a failure or Ctrl-C: stop the others

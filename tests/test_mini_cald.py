@@ -68,13 +68,16 @@ class FakeRecipe(mini_cald.Recipe):
         super().__init__(mini_cald.Layout(root), "smoke", sys.executable, "no", gpus=gpus)
         self.graph, self.trace = graph, root / "trace.txt"
         self.waits = {}  # stage name -> waits_for
+        self.checks = {}  # stage name -> check
 
     def stages(self, tasks):
         return [mini_cald.Stage("t", name, needs, lambda c=code, n=name: self.command(n, c), exclusive=excl,
-                                waits_for=self.waits.get(name))
+                                waits_for=self.waits.get(name), check=self.checks.get(name))
                 for name, (needs, code, excl) in self.graph.items()]
 
-    def command(self, name: str, code: str):
+    def command(self, name: str, code: str | None):
+        if code is None:  # found done, as a finished run on a rerun
+            return None
         return ["-c", f"import os, time, sys\nopen({str(self.trace)!r}, 'a').write('{name} start %f %s\\n' % "
                       f"(time.time(), os.environ.get('CUDA_VISIBLE_DEVICES', '-')))\n"
                       f"{code}\nopen({str(self.trace)!r}, 'a').write('{name} end %f\\n' % time.time())"]
@@ -218,3 +221,35 @@ def test_smoke_recipe_end_to_end_then_report(tmp_path):
         assert (0 <= row["wer"]) if row["task"] == "asr" else (0 <= row["accuracy"] <= 1)
     with pytest.raises(SystemExit, match="holds a 'smoke' recipe"):
         mini_cald.main(["--profile", "gpu", "--root", str(root)])
+
+
+def test_a_teacher_that_has_not_learnt_fails_its_stage_and_what_builds_on_it_is_dropped(tmp_path):
+    """The gpu profile's teacher_bound: a diverged asr Std (best dev WER 1.0) fails asr/std even when found done
+    (a rerun), --keep_going drops the strategies built on it; a learnt one passes."""
+    gpu = mini_cald.Recipe(mini_cald.Layout(tmp_path), "gpu", sys.executable, "no")
+    best = tmp_path / "runs" / "asr" / "std" / "best_metrics.json"
+    best.parent.mkdir(parents=True)
+    best.write_text(json.dumps({"wer": [1.0, 400], "cer": [0.69, 200]}))
+    with pytest.raises(mini_cald.StageFailed, match=r"best dev wer 1.000 \(step 400.*above the ceiling of 0.5"):
+        gpu.check_teacher("asr")
+    best.write_text(json.dumps({"wer": [0.12, 1800]}))
+    gpu.check_teacher("asr")
+    sid = tmp_path / "runs" / "sid" / "std" / "best_metrics.json"
+    sid.parent.mkdir(parents=True)
+    sid.write_text(json.dumps({"clf_acc": [0.03, 500]}))
+    with pytest.raises(mini_cald.StageFailed, match=r"clf_acc 0.030 .*below the floor of 0.1"):
+        gpu.check_teacher("sid")
+
+    fake = FakeRecipe(tmp_path / "fake", {"std": ((), "pass", False), "target": (("t/std",), "pass", False),
+                                          "other": ((), "pass", False)})
+    fake.checks["std"] = lambda: gpu.check_teacher("sid")
+    with pytest.raises(mini_cald.StageFailed, match=r"(?s)1 stage\(s\) failed \(t/std\).*has not learnt"):
+        fake.run(["t"], jobs=1, keep_going=True)
+    assert {name for name, _ in fake.events()} == {"std", "other"}
+    fake.graph["std"] = ((), None, False)  # a rerun finds std done and checks it again
+    with pytest.raises(mini_cald.StageFailed, match=r"(?s)1 stage\(s\) failed \(t/std\).*has not learnt"):
+        fake.run(["t"], jobs=1, keep_going=True)
+    assert ("target", "start") not in fake.events()
+    sid.write_text(json.dumps({"clf_acc": [0.5, 900]}))
+    assert fake.run(["t"], jobs=1)
+    assert ("target", "end") in fake.events()
