@@ -16,7 +16,8 @@ Execution (``--execution``, field ``execution``): ``eager`` runs the modules as 
 replays the same work as CUDA graphs (no launch overhead): inference captured whole, training with the model's
 forward and backward graphed by torch.cuda.make_graphed_callables and the CTC loss and AdamW step eager around
 them. Graph capture needs a static program, so the cuda_graph models run without SpecAugment (mask_time_prob=0,
-its mask is drawn on the host); both models get the same treatment. ``teacher_mode`` says which teacher a row
+its mask is drawn on the host), and the teacher's SDPA gets no attention mask, as eagerly on these unpadded
+batches (``graph_safe_attention``); both models get the same treatment. ``teacher_mode`` says which teacher a row
 belongs with: ``eager`` (the teacher as users run it) or ``same`` (the teacher under the student's treatment).
 ``vs_teacher`` is the speed-up over the eager teacher at that shape, ``vs_teacher_same`` over the teacher with
 the row's own execution.
@@ -31,6 +32,8 @@ from pathlib import Path
 
 import torch
 import transformers
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.build import attention_implementation, chunked_feature_encoder  # noqa: E402
@@ -43,6 +46,12 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}
 DEFAULT_SHAPES = ["train:16x10", "train:8x20", "train:4x60", "train:1x600",
                   "infer:16x10", "infer:8x20", "infer:4x60", "infer:1x600", "infer:1x1800", "infer:1x3600"]
 CNN_CHUNK_FRAMES = 15000
+# SDPA without transformers' attention-mask preparation, for unpadded batches only (the cuda_graph path's). While
+# a CUDA graph is captured, transformers (5.17 at least) takes itself to be tracing and builds the full
+# (batch, 1, frames, frames) mask of an all-valid batch: SDPA then loses its flash kernel (the captured teacher
+# ran 2x slower than eager and ran out of memory at 4x60 s). A registered implementation gets no mask at all.
+UNMASKED_SDPA = "sdpa_unmasked"
+AttentionInterface.register(UNMASKED_SDPA, sdpa_attention_forward)
 
 
 def build(model_name: str, device, spec_augment: bool = True, preset: str = "large", **mixer) -> torch.nn.Module:
@@ -106,6 +115,12 @@ def infer_step(model, x):
         ctc_logits(model, x)
 
 
+def graph_safe_attention(model) -> None:
+    """Let ``model``'s SDPA attention be captured as it runs eagerly on an unpadded batch: with no mask."""
+    if model.config._attn_implementation == "sdpa":
+        model.set_attn_implementation(UNMASKED_SDPA)
+
+
 def graphed_train_step(model, optimizer, x, labels):
     """A training step whose forward and backward replay CUDA graphs captured for this very input."""
     autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)  # noqa: E731
@@ -167,6 +182,8 @@ def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: f
     """One JSON row per shape ("mode:BATCHxSECONDS") for one model; an out-of-memory shape gets None values."""
     torch.manual_seed(0)
     model = build(model_name, device, spec_augment=execution == "eager")
+    if execution == "cuda_graph":
+        graph_safe_attention(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
     rows = []
     for shape in shapes:

@@ -46,3 +46,29 @@ def test_cpu_speed_measures_both_models_on_the_torch_backend():
     assert not any(isinstance(m, BiMamba2Wrapper) for m in cpu_speed.build("teacher", "tiny").modules())
     row = cpu_speed.measure("student", 0.5, repeats=1, preset="tiny", **shape)
     assert row["model"] == "student" and row["seconds"] == 0.5 and 0 < row["cnn_ms"] and 0 < row["ms"]
+
+
+def test_graph_safe_attention_captures_sdpa_without_a_mask(monkeypatch):
+    """While a CUDA graph is captured, transformers (5.17) builds the full mask of an unpadded batch, and SDPA loses
+    its flash kernel; the bench's cuda_graph teacher calls SDPA with no mask and computes the same logits. The
+    capture is simulated on CPU: transformers asks torch.cuda whether a stream is capturing."""
+    import transformers.utils.import_utils as import_utils
+
+    torch.manual_seed(0)
+    config = preset_config("tiny", vocab_size=32)
+    config._attn_implementation = "sdpa"
+    model = transformers.Wav2Vec2ForCTC(config).eval()
+    x = torch.randn(2, 16000)
+    with torch.no_grad():
+        eager = speed.ctc_logits(model, x)
+
+    masks, sdpa = [], torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda *args, **kwargs: masks.append(kwargs.get("attn_mask")) or sdpa(*args, **kwargs))
+    monkeypatch.setattr(import_utils, "is_cuda_stream_capturing", lambda: True)
+    speed.graph_safe_attention(model)
+    assert model.config._attn_implementation == speed.UNMASKED_SDPA
+    with torch.no_grad():
+        captured = speed.ctc_logits(model, x)
+    assert len(masks) == config.num_hidden_layers and all(mask is None for mask in masks)
+    torch.testing.assert_close(captured, eager)

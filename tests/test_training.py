@@ -191,6 +191,7 @@ def test_fp16_overflowing_steps_lower_the_loss_scale_and_the_run_goes_on(corpus,
     that started with an absurd scale reaches its max_steps."""
     trainer = build(tmp_path / "run", corpus, tiny_model_dir, "batch_size=2", max_steps=2, mixed_precision="fp16")
     scaler = trainer.accelerator.scaler
+    scaler.scale(torch.ones((), device="cuda"))  # the scaler creates its scale tensor on first use
     scaler.update(new_scale=2.0 ** 127)  # every gradient overflows until the scale has come down
     trainer.fit()
     assert trainer.step == 2 and scaler.get_scale() < 2.0 ** 127
