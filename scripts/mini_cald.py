@@ -99,8 +99,9 @@ PROFILES = {
         eval_interval={"asr": 200, "ic": 100, "sid": 100},
         batch="batch_size=32,batch_frame_limit=3.5e6,batch_quad_frame_limit=1e13",
         mamba="mamba_headdim=64,mamba_d_state=64,mamba_chunk_size=64",
-        # healthy runs: asr dev WER 0.08-0.13; a diverged teacher ends at WER 1.0 (every word deleted)
-        teacher_bound={"asr": 0.5, "ic": 0.2, "sid": 0.1},
+        # asr: healthy teachers ended at dev WER 0.08-0.13, a diverged one at 1.0 (every word deleted); ic and sid
+        # (no healthy gpu run yet): about 6x and 5x chance (60 intents, 100 speakers)
+        teacher_bound={"asr": 0.5, "ic": 0.1, "sid": 0.05},
     ),
     # CPU check of the whole recipe (tests/test_mini_cald.py): tiny corpora, a few steps, the tiny preset.
     "smoke": Profile(
