@@ -1,6 +1,9 @@
 """Where a training or inference step of the student (or teacher) spends its GPU time: torch.profiler's table.
 
 Usage (GPU):  python bench/profile_step.py --model student --mode train --batch 16 --seconds 10 [--rows 30]
+
+Rows are sorted by the GPU time spent in each operator itself, not in the operators it calls (self CUDA), so the
+column adds up to the total under the table. ``--device cpu --preset demo`` runs the script itself on a CPU.
 """
 import argparse
 import sys
@@ -22,23 +25,32 @@ def make_step(model, mode: str, batch: int, seconds: float, device):
     return lambda: infer_step(model.eval(), x)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="student", choices=("teacher", "student", "student_separate", "student_recompute"))
+    parser.add_argument("--model", default="student",
+                        choices=("teacher", "student", "student_separate", "student_recompute"))
     parser.add_argument("--mode", default="train", choices=("train", "infer"))
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rows", type=int, default=30)
-    args = parser.parse_args()
-    step = make_step(build(args.model, torch.device("cuda")), args.mode, args.batch, args.seconds, torch.device("cuda"))
+    parser.add_argument("--preset", default="large", help="models/presets.py size (default large)")
+    parser.add_argument("--device", default="cuda", help="cuda, or cpu to try the script itself")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    step = make_step(build(args.model, device, preset=args.preset), args.mode, args.batch, args.seconds, device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     for _ in range(3):
         step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    sync()
+    with profile(activities=activities) as prof:
         for _ in range(3):
             step()
-        torch.cuda.synchronize()
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.rows, max_name_column_width=70))
+        sync()
+    sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort_by, row_limit=args.rows, max_name_column_width=70)
+    print(table)
+    return table
 
 
 if __name__ == "__main__":

@@ -72,3 +72,11 @@ def test_graph_safe_attention_captures_sdpa_without_a_mask(monkeypatch):
         captured = speed.ctc_logits(model, x)
     assert len(masks) == config.num_hidden_layers and all(mask is None for mask in masks)
     torch.testing.assert_close(captured, eager)
+
+
+def test_profile_step_prints_the_table_of_a_training_step_on_cpu():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # autocast("cuda") on a CPU-only machine
+        table = profile_step.main(["--device", "cpu", "--preset", "demo", "--batch", "2", "--seconds", "0.5",
+                                   "--rows", "5"])
+    assert "Self CPU" in table and "aten::mm" in table  # the projections, by the time spent in them
