@@ -80,3 +80,8 @@ def test_profile_step_prints_the_table_of_a_training_step_on_cpu():
         table = profile_step.main(["--device", "cpu", "--preset", "demo", "--batch", "2", "--seconds", "0.5",
                                    "--rows", "5"])
     assert "Self CPU" in table and "aten::mm" in table  # the projections, by the time spent in them
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        table = profile_step.main(["--device", "cpu", "--preset", "demo", "--batch", "2", "--seconds", "0.5",
+                                   "--rows", "5", "--by_shape"])
+    assert "Input Shapes" in table
