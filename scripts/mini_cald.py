@@ -180,9 +180,10 @@ def run_hparams(task: str, strategy: str, profile: Profile, layout: Layout, num_
     rate after a 400-step warm-up. With 100 steps, one of three gpu-profile teachers (H200, bf16) diverged near
     the peak rate (step ~260) and ended at dev WER 1.0, the others at 12.0% and 12.9%; with 400, a run on the
     same corpus as the diverged one reached 8.0%. Runs from a trained encoder (the distilled asr students,
-    everything of ic and sid) keep the front end frozen at a lower rate. No data warm-up. ic and sid keep the seed's dropout and SpecAugment
-    (hparams.py defaults): without them the first run's ic teacher fitted its training set (loss 0.005) at 78% dev
-    intent accuracy. asr, trained from random weights in few steps, goes without them.
+    everything of ic and sid) keep the front end frozen at a lower rate. No data warm-up. ic and sid keep the
+    seed's dropout and SpecAugment (hparams.py defaults): without them the first run's ic teacher fitted its
+    training set (loss 0.005) at 78% dev intent accuracy. asr, trained from random weights in few steps, goes
+    without them.
     """
     steps = profile.steps[task]
     from_random = task == "asr" and strategy in ("std", "unguided", "waypoint")
