@@ -30,8 +30,10 @@ def workspace(tmp_path_factory, tiny_model_dir):
     return root
 
 
-def train(workspace, tiny_model_dir, run: str, processes: int, accumulation: int, max_steps: int) -> str:
-    script = [str(REPO / "train.py"), "--model-dir", str(workspace / run), "--data-dir", str(workspace / "data"),
+def train(workspace, tiny_model_dir, run: str, processes: int, accumulation: int, max_steps: int,
+          wrapper: Path | None = None) -> str:
+    """stderr of train.py (run by ``wrapper`` when given) in ``processes`` processes."""
+    script = [*([str(wrapper)] if wrapper else []), str(REPO / "train.py"), "--model-dir", str(workspace / run), "--data-dir", str(workspace / "data"),
               "--max_steps", str(max_steps), "--accumulation_steps", str(accumulation), "--checkpoint_interval", "2",
               "--eval_interval", "100", "--hparams",
               f"asr_model_name={tiny_model_dir},{TINY_MAMBA},{DETERMINISTIC},batch_size=2,warmup_steps=1"]
@@ -41,7 +43,7 @@ def train(workspace, tiny_model_dir, run: str, processes: int, accumulation: int
     result = subprocess.run([*(launcher if processes > 1 else [sys.executable]), *script], env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
-    return result.stderr
+    return result.stdout + result.stderr
 
 
 def losses(run_dir: Path) -> dict:
@@ -68,3 +70,26 @@ def test_a_two_process_run_resumes_in_one_process(workspace, tiny_model_dir):
     log = train(workspace, tiny_model_dir, "switch", processes=1, accumulation=2, max_steps=4)
     assert "restored" in log and "feeder state of 2 ranks resumed on 1" in log
     assert sorted(losses(workspace / "switch")) == [1, 2, 3, 4]
+
+
+COUNT_DDP_AT_EXIT = """import gc, runpy, sys
+import accelerate, torch
+leave = accelerate.Accelerator.end_training
+def end_training(self):
+    live = sum(isinstance(o, torch.nn.parallel.DistributedDataParallel) for o in gc.get_objects())
+    print(f"rank {self.process_index}: {live} DDP wrappers alive when the process group is left", flush=True)
+    return leave(self)
+accelerate.Accelerator.end_training = end_training
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_the_ddp_wrapper_is_freed_before_the_process_group_is_left(workspace, tiny_model_dir, tmp_path):
+    """Else DDP's Reducer outlives the group and destroys it holding the GIL, which can deadlock with a gloo
+    thread at exit (Trainer.leave_process_group); here the count of live wrappers at end_training."""
+    wrapper = tmp_path / "count_ddp_at_exit.py"
+    wrapper.write_text(COUNT_DDP_AT_EXIT)
+    log = train(workspace, tiny_model_dir, "exit", processes=2, accumulation=1, max_steps=1, wrapper=wrapper)
+    assert sorted(line for line in log.splitlines() if "DDP wrappers alive" in line) == [
+        f"rank {rank}: 0 DDP wrappers alive when the process group is left" for rank in (0, 1)]

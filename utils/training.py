@@ -12,6 +12,7 @@ by multiplying each loss by the number of processes.
 import argparse
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import time
@@ -483,7 +484,20 @@ class Trainer:
             self.eval_and_save()
         self.feeder.close()
         self.metrics.close()
-        self.accelerator.end_training()  # several processes: leave the process group cleanly (NCCL warns otherwise)
+        self.leave_process_group()
+
+    def leave_process_group(self) -> None:
+        """Free the DDP wrapper, then leave the process group (NCCL warns when a process exits without).
+
+        In this order because DDP's Reducer holds the group. Freed after the group has been destroyed, the Reducer
+        is its last owner, and its destructor runs ProcessGroupGloo's, which joins gloo's threads holding the GIL.
+        A gloo thread still releasing a barrier's tensor then waits for the GIL: the process hangs at exit (seen
+        once in tests/test_distributed.py; pytorch/pytorch#56297). Freed first, the Reducer leaves the group to
+        end_training, whose destructor releases the GIL."""
+        self.model = self.accelerator.unwrap_model(self.model)
+        self.accelerator.free_memory()  # accelerate's own references to the wrapper, the optimiser, ...
+        gc.collect()  # and any reference cycle through the wrapper
+        self.accelerator.end_training()
 
 
 def build_trainer(args, start: RunStart, accelerator, model, **trainer_kwargs) -> Trainer:
