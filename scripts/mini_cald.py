@@ -366,13 +366,16 @@ class Recipe:
 
     def check_teacher(self, task: str) -> None:
         """Std's best dev SELECT_METRIC within the profile's teacher_bound, or StageFailed naming both."""
+        from utils.checkpoint import metric_direction
+
         bound = self.profile.teacher_bound.get(task)
         if bound is None:
             return
         metric, path = SELECT_METRIC[task], self.layout.run(task, "std") / "best_metrics.json"
         value, step = self.best(task, "std")
-        if value > bound if metric == "wer" else value < bound:
-            relation = "above the ceiling" if metric == "wer" else "below the floor"
+        lower_is_better = metric_direction(metric) == "min"
+        if value > bound if lower_is_better else value < bound:
+            relation = "above the ceiling" if lower_is_better else "below the floor"
             raise StageFailed(
                 f"the teacher has not learnt: best dev {metric} {value:.3f} (step {step}, {path}) is {relation} of "
                 f"{bound} (teacher_bound of the {self.profile_name} profile); every other strategy of {task} builds "
