@@ -7,8 +7,8 @@ Usage:
 The CPU path must not be pathological (the chunked SSD of models/mamba2.py, no per-time-step loop): this measures
 it. Random weights from the ``base`` preset (no download), built as bench/speed.py builds its models; the student
 is every attention swapped for a fused BiMamba2 on the PyTorch backend with the hparams' default shape. One no-grad
-forward of one utterance, fp32, after a warm-up pass; the fastest of --repeats. The CNN front end, which both models share, is timed on its own too.
-One JSON line per model and length on stdout (and appended to --out).
+forward of one utterance, fp32, after a warm-up pass; the fastest of --repeats. The CNN front end, which both
+models share, is timed on its own too. One JSON line per model and length on stdout (and appended to --out).
 """
 import argparse
 import json
