@@ -10,9 +10,10 @@ is pluggable:
   per-time-step loop (the torch backend runs it at TORCH_CHUNK_SIZE).
 - ``ssd_ref``: the sequential recurrence, one time step at a time; slow and obviously right, the specification
   the other two are tested against.
-- ``mamba_ssm``'s Triton ``mamba_chunk_scan_combined`` on CUDA when installed (``backend="triton"``). The causal
-  conv1d runs through PyTorch's ``nn.Conv1d`` unless ``causal_conv1d`` is installed, so the GPU path needs
-  nothing that takes long to compile.
+- ``mamba_ssm``'s Triton ``mamba_chunk_scan_combined`` on CUDA when installed (``backend="triton"``). Its causal
+  conv1d is ``causal_conv1d``'s kernel when installed, else this repository's Triton kernel
+  (models/conv_triton.py), so the GPU path needs nothing that takes long to compile; the other backends run it
+  through ``nn.functional.conv1d``.
 
 All three share the signature of ``mamba_chunk_scan_combined``:
     y = scan(x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, dt_softplus=True)
@@ -168,16 +169,27 @@ def _causal_conv1d_fn():
     return causal_conv1d_fn
 
 
-def causal_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Depthwise causal conv + SiLU: x (batch, channels, seqlen), weight (channels, 1, width) -> same shape as x.
+def causal_conv_silu_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Depthwise causal conv + SiLU through nn.functional.conv1d: x (batch, seqlen, channels), weight (channels, 1,
+    width) -> like x. Width - 1 frames of left context (padding both sides, keep the first seqlen outputs)."""
+    seqlen, width = x.shape[1], weight.shape[-1]
+    x = x.transpose(1, 2)  # (batch, channels, seqlen), conv1d's layout
+    return F.silu(F.conv1d(x, weight, bias, padding=width - 1, groups=x.shape[1])[..., :seqlen]).transpose(1, 2)
 
-    causal_conv1d's kernel on CUDA when installed, else nn.functional.conv1d with width - 1 frames of left
-    context (padding both sides, keep the first seqlen outputs)."""
-    conv_fn = _causal_conv1d_fn() if x.is_cuda else None
-    if conv_fn is not None:
-        return conv_fn(x, rearrange(weight, "d 1 w -> d w"), bias, activation="silu")
-    seqlen, width = x.shape[-1], weight.shape[-1]
-    return F.silu(F.conv1d(x, weight, bias, padding=width - 1, groups=x.shape[1])[..., :seqlen])
+
+def causal_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, backend: str) -> torch.Tensor:
+    """Depthwise causal conv + SiLU: x (batch, seqlen, channels), weight (channels, 1, width) -> like x.
+
+    On the triton backend: causal_conv1d's kernel when installed, else models/conv_triton.py's, both reading the
+    channels-last activations in place; on the others ``causal_conv_silu_ref``."""
+    if backend != "triton":
+        return causal_conv_silu_ref(x, weight, bias)
+    conv_fn = _causal_conv1d_fn()
+    if conv_fn is not None:  # channels-last input: (batch, channels, seqlen) with channel stride 1
+        return conv_fn(x.transpose(1, 2), rearrange(weight, "d 1 w -> d w"), bias, activation="silu").transpose(1, 2)
+    from models.conv_triton import causal_conv_silu_triton
+
+    return causal_conv_silu_triton(x, weight, bias)
 
 
 def gated_rms_norm(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -250,7 +262,7 @@ class Mamba2(nn.Module):
         backend = resolve_backend(backend or self.backend, u.device)
         zxbcdt = self.in_proj(u)  # (batch, seqlen, 2 * d_inner + 2 * d_state + nheads)
         z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.d_inner + 2 * self.d_state, self.nheads], dim=-1)
-        xBC = causal_conv_silu(xBC.transpose(1, 2), self.conv1d.weight, self.conv1d.bias).transpose(1, 2)
+        xBC = causal_conv_silu(xBC, self.conv1d.weight, self.conv1d.bias, backend)  # (batch, seqlen, conv_dim)
         x, B, C = torch.split(xBC, [self.d_inner, self.d_state, self.d_state], dim=-1)
         y = scan_fn(backend)(
             rearrange(x, "b l (h p) -> b l h p", p=self.headdim),

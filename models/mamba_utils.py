@@ -86,7 +86,7 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
     xBC = torch.cat([x_fw, x_bw, B_fw, B_bw, C_fw, C_bw], dim=-1)  # (batch, seqlen, 2 * conv_dim)
     conv_weight = _interleave(fw.conv1d.weight, bw.conv1d.weight, sizes[1:4])  # (2 * conv_dim, 1, d_conv)
     conv_bias = _interleave(fw.conv1d.bias, bw.conv1d.bias, sizes[1:4])
-    xBC = causal_conv_silu(xBC.transpose(1, 2), conv_weight, conv_bias).transpose(1, 2)
+    xBC = causal_conv_silu(xBC, conv_weight, conv_bias, backend)  # (batch, seqlen, 2 * conv_dim)
     x, B, C = torch.split(xBC, [2 * d_inner, 2 * d_state, 2 * d_state], dim=-1)
 
     y = scan_fn(backend)(

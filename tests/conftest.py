@@ -1,5 +1,15 @@
-"""Shared fixtures: a tiny local Wav2Vec2 checkpoint and hparams sized for it (hidden 32, 2 layers)."""
+"""Shared fixtures: a tiny local Wav2Vec2 checkpoint and hparams sized for it (hidden 32, 2 layers).
+
+Without CUDA, Triton kernels (models/conv_triton.py) run in Triton's CPU interpreter, on CPU tensors: the variable
+is read when a kernel is defined, so it is set here, before any test imports one.
+"""
+import os
+
 import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from hparams import create_hparams
 from models.presets import save_preset
@@ -8,8 +18,6 @@ TINY_MAMBA = "mamba_headdim=16,mamba_d_state=16,mamba_chunk_size=16"
 
 
 def pytest_collection_modifyitems(config, items):
-    import torch
-
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs CUDA")

@@ -8,7 +8,7 @@ import torch
 
 from bench import speed
 from models.build import build_asr_model, forward_model
-from models.mamba2 import Mamba2, ssd_chunked, ssd_ref
+from models.mamba2 import Mamba2, causal_conv_silu_ref, ssd_chunked, ssd_ref
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
@@ -47,6 +47,27 @@ def test_triton_scan_matches_the_reference(seqlen, dtype, tolerance):
     if seqlen <= 257:  # the sequential recurrence is the specification (both outputs rounded to the input dtype)
         reference = ssd_ref(x, dt, A, B, C, 256, D=D, dt_bias=dt_bias, dt_softplus=True)
         assert relative_error(y_torch, reference) < (1e-4 if dtype == torch.float32 else 1e-2)
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_triton_causal_conv_matches_the_reference(dtype, tolerance):
+    """models/conv_triton.py at the fused mixer's size (both directions' x, B, C of a large model: 2560 channels),
+    forward and gradients, against nn.functional.conv1d in fp32 on the same (rounded) inputs."""
+    from models.conv_triton import causal_conv_silu_triton
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(3, 1000, 2 * (1024 + 256), generator=g, device=CUDA).to(dtype).requires_grad_()
+    weight = (torch.randn(x.shape[-1], 1, 4, generator=g, device=CUDA) / 2).requires_grad_()
+    bias = torch.randn(x.shape[-1], generator=g, device=CUDA).requires_grad_()
+    dout = torch.randn(x.shape, generator=g, device=CUDA).to(dtype)
+    with torch.backends.cudnn.flags(allow_tf32=False):
+        reference = causal_conv_silu_ref(x.float(), weight, bias)
+        reference_grads = torch.autograd.grad(reference, [x, weight, bias], dout.float())
+    out = causal_conv_silu_triton(x, weight, bias)
+    assert out.dtype == dtype
+    assert relative_error(out, reference) < tolerance
+    for kernel, ref in zip(torch.autograd.grad(out, [x, weight, bias], dout), reference_grads):
+        assert relative_error(kernel, ref) < tolerance
 
 
 @pytest.mark.parametrize("autocast", [False, True])

@@ -8,7 +8,7 @@ from transformers import Wav2Vec2ForCTC
 from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Attention
 
 from models.build import build_asr_model, forward_model
-from models.mamba2 import Mamba2, resolve_backend, ssd_chunked, ssd_ref
+from models.mamba2 import Mamba2, causal_conv_silu_ref, resolve_backend, ssd_chunked, ssd_ref
 from models.mamba_utils import (BiMamba2Wrapper, bimamba2_fused, padded_reverse_index, replace_attention, reverse_padded,
                                 reverse_padded_ref, substitute_layer, valid_lengths)
 
@@ -103,6 +103,30 @@ def test_recomputed_mixer_gives_the_same_gradients():
         grads.append(torch.autograd.grad(out.square().sum(), [hidden, *wrapper.parameters()]))
     for plain, recomputed in zip(*grads):
         torch.testing.assert_close(plain, recomputed)
+
+
+@pytest.mark.parametrize("seqlen", [1, 3, 37, 70])
+@pytest.mark.parametrize("channels", [5, 200])
+def test_triton_causal_conv_matches_the_conv1d_reference(seqlen, channels):
+    """Forward and all three gradients, on a strided input (a slice of a wider activation, as the mixer's x, B, C
+    of in_proj's output): frames and channels past a block's edge, a sequence shorter than the kernel. Without
+    CUDA the kernels run in Triton's interpreter (tests/conftest.py)."""
+    from models.conv_triton import causal_conv_silu_triton
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    wide = torch.randn(2, seqlen, channels + 9, device=device)
+    x = wide[..., 4:4 + channels].requires_grad_()  # (batch, seqlen, channels), frame stride channels + 9
+    weight = torch.randn(channels, 1, 4, device=device, requires_grad=True)
+    bias = torch.randn(channels, device=device, requires_grad=True)
+    dout = torch.randn(2, seqlen, channels, device=device)
+    results = []
+    for conv in (causal_conv_silu_triton, causal_conv_silu_ref):
+        with torch.backends.cudnn.flags(allow_tf32=False):  # on a GPU: the reference in fp32, not TF32
+            out = conv(x, weight, bias)
+            results.append((out, *torch.autograd.grad(out, [x, weight, bias], dout)))
+    for triton_result, reference in zip(*results):
+        torch.testing.assert_close(triton_result, reference, rtol=1e-5, atol=1e-5)
 
 
 def test_padded_reverse_matches_reference_and_is_an_involution():
