@@ -38,7 +38,7 @@ def parse_args():
         help="a model.ckpt-<step> file, or a run dir (its latest checkpoint); hparams.json must lie beside it")
     add("--output-path", "--output_path", dest="output_path", required=True, help="directory for the results")
     training.add_data_flags(parser, eval_split="meta.test.txt; 'test' with --use_hf_dataset")
-    return parser.parse_args()
+    return training.parse_args(parser)
 
 
 def main():

@@ -18,7 +18,7 @@ logger = logging.getLogger("train")
 
 
 def main():
-    args = training.build_arg_parser(__doc__).parse_args()
+    args = training.parse_args(training.build_arg_parser(__doc__))
 
     # 1. hparams and run dir
     accelerator = training.make_accelerator(args)

@@ -62,7 +62,7 @@ class Teacher:
 
 
 def main():
-    args = training.build_arg_parser(__doc__, distill=True).parse_args()
+    args = training.parse_args(training.build_arg_parser(__doc__, distill=True))
 
     # 1. hparams and run dir
     accelerator = training.make_accelerator(args)

@@ -79,3 +79,18 @@ def test_saved_json_is_checked_as_strictly(tmp_path):
     (tmp_path / "hparams.json").write_text("{")
     with pytest.raises(ValueError, match="hparams.json"):
         create_hparams(json_path=tmp_path / "hparams.json")
+
+
+@pytest.mark.parametrize("distill", [False, True])
+def test_a_bad_hparams_flag_is_a_usage_error_before_the_run_dir_exists(tmp_path, capsys, distill):
+    """train.py / train_distill.py / infer.py check --hparams first: exit status 2 and one line naming the key."""
+    from utils import training
+
+    run_dir = tmp_path / "run"
+    argv = ["--model-dir", str(run_dir), "--data-dir", str(tmp_path), "--hparams=batch_size=24,batch_sise=24"]
+    argv += ["--teacher_path", str(tmp_path / "teacher")] if distill else []
+    with pytest.raises(SystemExit) as exit_info:
+        training.parse_args(training.build_arg_parser("test", distill=distill), argv)
+    assert exit_info.value.code == 2
+    assert "error: --hparams: unknown hparam 'batch_sise'; did you mean batch_size" in capsys.readouterr().err
+    assert not run_dir.exists()

@@ -64,6 +64,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def parse_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """``parser``'s arguments with ``--hparams`` checked on its own first: an unknown key or a bad value is a usage
+    error (one line naming the key, exit status 2) before anything is written."""
+    args = parser.parse_args(argv)
+    try:
+        create_hparams(args.hparams)
+    except (KeyError, ValueError) as err:
+        parser.error(f"--hparams: {err.args[0]}")
+    return args
+
+
 def build_arg_parser(description: str, distill: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
