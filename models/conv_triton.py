@@ -30,7 +30,7 @@ def _conv_silu_fwd(x_ptr, w_ptr, b_ptr, pre_ptr, out_ptr, seqlen, channels, stri
                    WIDTH: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)  # (BLOCK_T,)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,)
-    batch = tl.program_id(2)
+    batch = tl.program_id(2).to(tl.int64)  # int64 offsets: a batch may hold more than 2^31 elements
     c_ok = c < channels
     x_base = x_ptr + batch * stride_xb + c[None, :] * stride_xc
     acc = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32) + tl.load(b_ptr + c, mask=c_ok, other=0.0)[None, :]
@@ -61,7 +61,7 @@ def _conv_silu_bwd(x_ptr, w_ptr, pre_ptr, dout_ptr, dx_ptr, dw_rows_ptr, db_rows
                    WIDTH: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)  # (BLOCK_T,)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,)
-    batch = tl.program_id(2)
+    batch = tl.program_id(2).to(tl.int64)  # int64 offsets: a batch may hold more than 2^31 elements
     c_ok = c < channels
     base = batch * seqlen * channels + c[None, :]  # pre, dout and dx are contiguous
     x_base = x_ptr + batch * stride_xb + c[None, :] * stride_xc
