@@ -13,7 +13,6 @@ models share, is timed on its own too. One JSON line per model and length on std
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 import transformers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.speed import SR, build as build_model  # noqa: E402
+from bench.speed import SR, build as build_model, code_version  # noqa: E402
 
 
 def build(model_name: str, preset: str = "base", **shape) -> transformers.Wav2Vec2ForCTC:
@@ -49,19 +48,6 @@ def measure(model_name: str, seconds: float, repeats: int, preset: str = "base",
     return {"model": model_name, "preset": preset, "seconds": seconds,
             "ms": fastest_ms(lambda: model(x), repeats),
             "cnn_ms": fastest_ms(lambda: model.wav2vec2.feature_extractor(x), repeats)}
-
-
-def code_version() -> str | None:
-    """The commit measured, '+' when the tree has uncommitted changes; None outside a git checkout."""
-    repo = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("+" if dirty else "")
 
 
 def main():

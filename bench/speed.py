@@ -4,6 +4,7 @@ Usage (on a GPU machine, see README "Speed"):
     python bench/speed.py                      # every shape; table on stdout, bench/results/<gpu>.jsonl
     python bench/speed.py --shapes train:16x10 infer:1x3600 --models teacher student
     python bench/speed.py --execution eager cuda_graph     # also both models replayed as CUDA graphs
+    python bench/speed.py --code 0ea5d7e       # a copy of the tree without .git: name the commit it holds
 
 Random weights from the large preset's config (no download). bf16 autocast, CNN front end frozen as in training.
 A training step is forward + CTC loss + backward + AdamW step; inference is a no-grad forward with the front end
@@ -26,6 +27,7 @@ import argparse
 import json
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +37,8 @@ import transformers
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 from models.build import attention_implementation, chunked_feature_encoder  # noqa: E402
 from models.heads import ctc_loss_per_utterance  # noqa: E402
 from models.mamba_utils import substitute_layer  # noqa: E402
@@ -213,13 +216,25 @@ def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: f
                "audio_s_per_s": batch * seconds / (ms / 1000) if ms else None, "peak_gib": peak_gib,
                "tflops": flops / 1e12 if flops else None, "mfu": flops / (ms / 1000) / peak if ms and peak else None,
                "execution": execution, "teacher_mode": "eager" if execution == "eager" else "same",
-               "gpu": env["gpu"], "versions": env["versions"]}
+               "gpu": env["gpu"], "versions": env["versions"], "code": env["code"]}
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
 
 
-def environment() -> dict:
+def code_version(repo: Path = REPO) -> str | None:
+    """The commit measured, '+' when the tree has uncommitted changes; None outside a git checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+" if dirty else "")
+
+
+def environment(code: str | None) -> dict:
     versions = {"torch": torch.__version__, "transformers": transformers.__version__,
                 "python": platform.python_version(), "cuda": torch.version.cuda}
     for name in ("mamba_ssm", "triton", "flash_attn", "causal_conv1d"):
@@ -227,7 +242,7 @@ def environment() -> dict:
             versions[name] = __import__(name).__version__
         except ImportError:
             versions[name] = None
-    return {"gpu": torch.cuda.get_device_name(), "versions": versions}
+    return {"gpu": torch.cuda.get_device_name(), "versions": versions, "code": code}
 
 
 def main():
@@ -239,11 +254,14 @@ def main():
     parser.add_argument("--execution", nargs="+", choices=("eager", "cuda_graph"), default=["eager"],
                         help="eager modules, and/or the same work replayed as CUDA graphs (see above)")
     parser.add_argument("--out", default=None, help="JSON lines file (default bench/results/<gpu>.jsonl)")
+    parser.add_argument("--code", default=None,
+                        help="the commit measured, recorded in every row (default: git's HEAD, '+' for uncommitted "
+                             "changes); give it where the tree is a copy without .git, as on the device machine")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench/speed.py needs a CUDA GPU")
     device = torch.device("cuda")
-    env = environment()
+    env = environment(args.code or code_version())
     peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in env["gpu"]), None)
     out_path = Path(args.out or Path(__file__).parent / "results" / f"{env['gpu'].replace(' ', '_')}.jsonl")
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -85,3 +85,17 @@ def test_profile_step_prints_the_table_of_a_training_step_on_cpu():
         table = profile_step.main(["--device", "cpu", "--preset", "demo", "--batch", "2", "--seconds", "0.5",
                                    "--rows", "5", "--by_shape"])
     assert "Input Shapes" in table
+
+
+def test_code_version_names_the_commit_and_is_none_outside_a_checkout(tmp_path):
+    """Every bench row records the commit it measured (bench/results/*.jsonl); a copy without .git records None
+    unless bench/speed.py is given --code."""
+    import re
+    import subprocess
+
+    if subprocess.run(["git", "rev-parse", "HEAD"], cwd=speed.REPO, capture_output=True).returncode != 0:
+        pytest.skip("not a git checkout")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=speed.REPO, capture_output=True, text=True).stdout
+    version = speed.code_version()
+    assert re.fullmatch(r"[0-9a-f]{7,}\+?", version) and head.startswith(version.rstrip("+"))
+    assert speed.code_version(tmp_path) is None
