@@ -13,9 +13,11 @@ Backward, with g = dout * silu'(pre):
     dx[b, s, c]     = sum_k weight[c, k] * g[b, s + (width - 1) - k, c]            (g = 0 past the last frame)
     dweight[c, k]   = sum_{b, t} g[b, t, c] * x[b, t - (width - 1) + k, c]
     dbias[c]        = sum_{b, t} g[b, t, c]
-Each program of the backward kernel reduces its (frames, channels) tile for dweight and dbias into one row of a
-small fp32 buffer, summed afterwards by PyTorch: deterministic, no atomics. Accumulation is fp32 throughout; the
-outputs take x's dtype, dweight and dbias the parameters'.
+Only x is kept for backward (PyTorch's conv + SiLU keep the pre-activation too): the first backward kernel
+recomputes pre from the same taps that dweight needs, writes g (fp32, freed after the backward) and reduces its
+(frames, channels) tile for dweight and dbias into one row of a small fp32 buffer, summed afterwards by PyTorch
+(deterministic, no atomics); the second gathers dx from g. Accumulation is fp32 throughout; the outputs take x's
+dtype, dweight and dbias the parameters'.
 """
 import torch
 import triton
@@ -26,61 +28,71 @@ BLOCK_C = 128  # channels per program (contiguous in memory: coalesced loads)
 
 
 @triton.jit
-def _conv_silu_fwd(x_ptr, w_ptr, b_ptr, pre_ptr, out_ptr, seqlen, channels, stride_xb, stride_xt, stride_xc,
-                   WIDTH: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
-    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)  # (BLOCK_T,)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,)
-    batch = tl.program_id(2).to(tl.int64)  # int64 offsets: a batch may hold more than 2^31 elements
-    c_ok = c < channels
-    x_base = x_ptr + batch * stride_xb + c[None, :] * stride_xc
-    acc = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32) + tl.load(b_ptr + c, mask=c_ok, other=0.0)[None, :]
+def _pre_activation(x_base, w_ptr, b_ptr, t, c, c_ok, seqlen, stride_xt, WIDTH: tl.constexpr, BLOCK_T: tl.constexpr,
+                    BLOCK_C: tl.constexpr):
+    """pre (BLOCK_T, BLOCK_C) fp32 at frames t, channels c; x_base points at (batch, frame 0, channels c)."""
+    pre = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32) + tl.load(b_ptr + c, mask=c_ok, other=0.0)[None, :]
     for k in tl.static_range(WIDTH):
         src = t - (WIDTH - 1) + k  # the input frame tap k reads
         ok = (src >= 0) & (src < seqlen)
         x_k = tl.load(x_base + src[:, None] * stride_xt, mask=ok[:, None] & c_ok[None, :], other=0.0)
         w_k = tl.load(w_ptr + c * WIDTH + k, mask=c_ok, other=0.0)
-        acc += x_k.to(tl.float32) * w_k.to(tl.float32)[None, :]
-    offsets = batch * seqlen * channels + t[:, None] * channels + c[None, :]  # pre and out are contiguous
-    mask = (t < seqlen)[:, None] & c_ok[None, :]
-    tl.store(pre_ptr + offsets, acc.to(pre_ptr.dtype.element_ty), mask=mask)
-    tl.store(out_ptr + offsets, (acc * tl.sigmoid(acc)).to(out_ptr.dtype.element_ty), mask=mask)
+        pre += x_k.to(tl.float32) * w_k.to(tl.float32)[None, :]
+    return pre
 
 
 @triton.jit
-def _silu_grad(pre_ptr, dout_ptr, offsets, mask):
-    """g = dout * silu'(pre), 0 where masked; fp32."""
-    pre = tl.load(pre_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-    dout = tl.load(dout_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-    sig = tl.sigmoid(pre)
-    return dout * sig * (1.0 + pre * (1.0 - sig))
-
-
-@triton.jit
-def _conv_silu_bwd(x_ptr, w_ptr, pre_ptr, dout_ptr, dx_ptr, dw_rows_ptr, db_rows_ptr, seqlen, channels,
-                   stride_xb, stride_xt, stride_xc,
+def _conv_silu_fwd(x_ptr, w_ptr, b_ptr, out_ptr, seqlen, channels, stride_xb, stride_xt, stride_xc,
                    WIDTH: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)  # (BLOCK_T,)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,)
     batch = tl.program_id(2).to(tl.int64)  # int64 offsets: a batch may hold more than 2^31 elements
     c_ok = c < channels
-    base = batch * seqlen * channels + c[None, :]  # pre, dout and dx are contiguous
     x_base = x_ptr + batch * stride_xb + c[None, :] * stride_xc
-    row = batch * tl.num_programs(0) + tl.program_id(0)  # this tile's row of the dweight / dbias buffers
+    pre = _pre_activation(x_base, w_ptr, b_ptr, t, c, c_ok, seqlen, stride_xt, WIDTH, BLOCK_T, BLOCK_C)
+    offsets = batch * seqlen * channels + t[:, None] * channels + c[None, :]  # out is contiguous
+    tl.store(out_ptr + offsets, (pre * tl.sigmoid(pre)).to(out_ptr.dtype.element_ty),
+             mask=(t < seqlen)[:, None] & c_ok[None, :])
 
-    # dbias and dweight: this tile's frames t, each against the input frames its taps read
-    g = _silu_grad(pre_ptr, dout_ptr, base + t[:, None] * channels, (t < seqlen)[:, None] & c_ok[None, :])
+
+@triton.jit
+def _conv_silu_bwd_g(x_ptr, w_ptr, b_ptr, dout_ptr, g_ptr, dw_rows_ptr, db_rows_ptr, seqlen, channels,
+                     stride_xb, stride_xt, stride_xc,
+                     WIDTH: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """g = dout * silu'(pre) at this tile's frames, and the tile's dweight and dbias rows."""
+    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)  # (BLOCK_T,)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,)
+    batch = tl.program_id(2).to(tl.int64)
+    c_ok = c < channels
+    x_base = x_ptr + batch * stride_xb + c[None, :] * stride_xc
+    offsets = batch * seqlen * channels + t[:, None] * channels + c[None, :]  # dout and g are contiguous
+    mask = (t < seqlen)[:, None] & c_ok[None, :]
+    pre = _pre_activation(x_base, w_ptr, b_ptr, t, c, c_ok, seqlen, stride_xt, WIDTH, BLOCK_T, BLOCK_C)
+    sig = tl.sigmoid(pre)
+    g = tl.load(dout_ptr + offsets, mask=mask, other=0.0).to(tl.float32) * sig * (1.0 + pre * (1.0 - sig))
+    tl.store(g_ptr + offsets, g, mask=mask)
+    row = batch * tl.num_programs(0) + tl.program_id(0)  # this tile's row of the dweight / dbias buffers
     tl.store(db_rows_ptr + row * channels + c, tl.sum(g, axis=0), mask=c_ok)
-    for k in tl.static_range(WIDTH):
+    for k in tl.static_range(WIDTH):  # the taps _pre_activation read, again (cached)
         src = t - (WIDTH - 1) + k
         ok = (src >= 0) & (src < seqlen)
         x_k = tl.load(x_base + src[:, None] * stride_xt, mask=ok[:, None] & c_ok[None, :], other=0.0)
         tl.store(dw_rows_ptr + (row * WIDTH + k) * channels + c, tl.sum(g * x_k.to(tl.float32), axis=0), mask=c_ok)
 
-    # dx: frame s feeds the outputs s + (WIDTH - 1) - k through tap k
+
+@triton.jit
+def _conv_bwd_dx(g_ptr, w_ptr, dx_ptr, seqlen, channels,
+                 WIDTH: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """dx at this tile's frames s: frame s feeds the outputs s + (WIDTH - 1) - k through tap k."""
+    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)  # (BLOCK_T,)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,)
+    batch = tl.program_id(2).to(tl.int64)
+    c_ok = c < channels
+    base = batch * seqlen * channels + c[None, :]  # g and dx are contiguous
     dx = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
     for k in tl.static_range(WIDTH):
         dst = t + (WIDTH - 1) - k
-        g_k = _silu_grad(pre_ptr, dout_ptr, base + dst[:, None] * channels, (dst < seqlen)[:, None] & c_ok[None, :])
+        g_k = tl.load(g_ptr + base + dst[:, None] * channels, mask=(dst < seqlen)[:, None] & c_ok[None, :], other=0.0)
         w_k = tl.load(w_ptr + c * WIDTH + k, mask=c_ok, other=0.0)
         dx += g_k * w_k.to(tl.float32)[None, :]
     tl.store(dx_ptr + base + t[:, None] * channels, dx.to(dx_ptr.dtype.element_ty),
@@ -89,36 +101,36 @@ def _conv_silu_bwd(x_ptr, w_ptr, pre_ptr, dout_ptr, dx_ptr, dw_rows_ptr, db_rows
 
 class CausalConvSiLU(torch.autograd.Function):
     """x (batch, seqlen, channels) any strides, weight (channels, width), bias (channels,) -> (batch, seqlen,
-    channels) contiguous, x's dtype. Saves x and the pre-activation (as PyTorch's conv + SiLU would)."""
+    channels) contiguous, x's dtype. Saves x only."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
         batch, seqlen, channels = x.shape
         weight, bias = weight.contiguous(), bias.contiguous()
-        pre = torch.empty((batch, seqlen, channels), dtype=x.dtype, device=x.device)
-        out = torch.empty_like(pre)
+        out = torch.empty((batch, seqlen, channels), dtype=x.dtype, device=x.device)
         grid = (triton.cdiv(seqlen, BLOCK_T), triton.cdiv(channels, BLOCK_C), batch)
-        _conv_silu_fwd[grid](x, weight, bias, pre, out, seqlen, channels, *x.stride(),
+        _conv_silu_fwd[grid](x, weight, bias, out, seqlen, channels, *x.stride(),
                              WIDTH=weight.shape[1], BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
-        ctx.save_for_backward(x, weight, pre)
-        ctx.bias_dtype = bias.dtype
+        ctx.save_for_backward(x, weight, bias)
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        x, weight, pre = ctx.saved_tensors
+        x, weight, bias = ctx.saved_tensors
         batch, seqlen, channels = x.shape
         width = weight.shape[1]
         dout = dout.contiguous()
-        dx = torch.empty((batch, seqlen, channels), dtype=x.dtype, device=x.device)
         grid = (triton.cdiv(seqlen, BLOCK_T), triton.cdiv(channels, BLOCK_C), batch)
         rows = grid[0] * batch
+        g = torch.empty((batch, seqlen, channels), dtype=torch.float32, device=x.device)
         dw_rows = torch.empty((rows, width, channels), dtype=torch.float32, device=x.device)
         db_rows = torch.empty((rows, channels), dtype=torch.float32, device=x.device)
-        _conv_silu_bwd[grid](x, weight, pre, dout, dx, dw_rows, db_rows, seqlen, channels, *x.stride(),
-                             WIDTH=width, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
+        _conv_silu_bwd_g[grid](x, weight, bias, dout, g, dw_rows, db_rows, seqlen, channels, *x.stride(),
+                               WIDTH=width, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
+        dx = torch.empty((batch, seqlen, channels), dtype=x.dtype, device=x.device)
+        _conv_bwd_dx[grid](g, weight, dx, seqlen, channels, WIDTH=width, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
         dweight = dw_rows.sum(0).t().to(weight.dtype)  # (channels, width)
-        return dx, dweight, db_rows.sum(0).to(ctx.bias_dtype)
+        return dx, dweight, db_rows.sum(0).to(bias.dtype)
 
 
 def causal_conv_silu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
