@@ -20,6 +20,7 @@ All three share the signature of ``mamba_chunk_scan_combined``:
     x (batch, seqlen, nheads, headdim), dt (batch, seqlen, nheads), A (nheads,),
     B, C (batch, seqlen, ngroups, d_state), D (nheads,) -> y (batch, seqlen, nheads, headdim)
 """
+import functools
 import importlib.util
 import math
 
@@ -161,6 +162,7 @@ def scan_fn(backend: str):
     return {"torch": ssd_torch, "ref": ssd_ref}[backend]
 
 
+@functools.cache  # a failed import is not cached by Python: retried on every call, it cost ~50 us per layer
 def _causal_conv1d_fn():
     try:
         from causal_conv1d import causal_conv1d_fn
