@@ -27,14 +27,12 @@ logger = logging.getLogger(__name__)
 MAMBA_INITS = ("random", "attention")
 
 
-def valid_lengths(attention_mask: torch.Tensor | None, batch: int, seqlen: int, device) -> torch.Tensor:
+def valid_lengths(attention_mask: torch.Tensor) -> torch.Tensor:
     """Frames per sequence (batch,) from any mask form a Hugging Face encoder passes to its attention.
 
-    None (no padding); 2-D (batch, seqlen) with 1 = keep; 4-D (batch, 1, seqlen, seqlen) boolean (True = keep, SDPA)
-    or additive float (0 = keep, a large negative = masked, eager). Padding is always at the end.
+    2-D (batch, seqlen) with 1 = keep; 4-D (batch, 1, seqlen, seqlen) boolean (True = keep, SDPA) or additive
+    float (0 = keep, a large negative = masked, eager). Padding is always at the end.
     """
-    if attention_mask is None:
-        return torch.full((batch,), seqlen, dtype=torch.long, device=device)
     if attention_mask.dim() == 4:
         keys = attention_mask[:, 0, 0, :]  # the first query is always a valid frame: its row masks the keys
         keep = keys if keys.dtype == torch.bool else keys == 0
@@ -55,8 +53,11 @@ def padded_reverse_index(lengths: torch.Tensor, seqlen: int) -> torch.Tensor:
     return torch.where(t < lengths, lengths - 1 - t, t)  # (batch, seqlen)
 
 
-def reverse_padded(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """x (batch, seqlen, dim) gathered along time by ``padded_reverse_index``."""
+def reverse_padded(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """x (batch, seqlen, dim) gathered along time by ``padded_reverse_index``; index None (a batch without
+    padding): the whole sequence reversed, a flip (cheaper than the gather both ways, no index to read)."""
+    if index is None:
+        return x.flip(1)
     return torch.gather(x, 1, index[..., None].expand_as(x))
 
 
@@ -68,16 +69,21 @@ def reverse_padded_ref(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Tensor, backend: str) -> torch.Tensor:
+def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Tensor | None,
+                   backend: str) -> torch.Tensor:
     """fw(hidden) + reverse(bw(reverse(hidden))) with both directions in one pass of the conv, scan and norm.
 
     The directions' channels are laid side by side, [fw | bw], at run time (the checkpoint keeps mamba_ssm's
     two-module layout): one depthwise conv over both directions' channels, one SSD scan with the backward heads
     stacked after the forward ones (ngroups = 2: each direction keeps its own B and C), one gated norm with a
     group per direction. ``BiMamba2Wrapper.forward_separate`` is its reference.
-    hidden (batch, seqlen, d_model), index from ``padded_reverse_index`` -> (batch, seqlen, d_model)
+    hidden (batch, seqlen, d_model), index from ``padded_reverse_index`` (None: no padding) -> (batch, seqlen,
+    d_model)
     """
     d_inner, d_state, nheads = fw.d_inner, fw.d_state, fw.nheads
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type):  # one cast for both in_proj, and the reversal moves half the bytes
+        hidden = hidden.to(torch.get_autocast_dtype(device_type))
     sizes = [d_inner, d_inner, d_state, d_state, nheads]  # in_proj rows: z, x, B, C, dt
     z_fw, x_fw, B_fw, C_fw, dt_fw = torch.split(fw.in_proj(hidden), sizes, dim=-1)  # each (batch, seqlen, .)
     z_bw, x_bw, B_bw, C_bw, dt_bw = torch.split(bw.in_proj(reverse_padded(hidden, index)), sizes, dim=-1)
@@ -92,7 +98,7 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
     y = scan_fn(backend)(
         x.unflatten(-1, (2 * nheads, fw.headdim)),  # (batch, seqlen, 2 * nheads, headdim)
         torch.cat([dt_fw, dt_bw], dim=-1),  # (batch, seqlen, 2 * nheads)
-        torch.cat([-torch.exp(fw.A_log.float()), -torch.exp(bw.A_log.float())]),  # (2 * nheads,)
+        -torch.exp(torch.cat([fw.A_log, bw.A_log]).float()),  # (2 * nheads,)
         B.unflatten(-1, (2, d_state)),  # (batch, seqlen, ngroups=2, d_state)
         C.unflatten(-1, (2, d_state)),
         fw.chunk_size,
@@ -144,8 +150,11 @@ class BiMamba2Wrapper(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         batch, seqlen, _ = hidden_states.shape
-        lengths = valid_lengths(attention_mask, batch, seqlen, hidden_states.device)  # (batch,)
-        index = padded_reverse_index(lengths, seqlen)  # (batch, seqlen)
+        if attention_mask is None:  # no padding (Hugging Face passes None for an unpadded batch): nothing to mask
+            lengths = index = None
+        else:
+            lengths = valid_lengths(attention_mask)  # (batch,)
+            index = padded_reverse_index(lengths, seqlen)  # (batch, seqlen)
 
         if self.fused:
             backend = resolve_backend(self.fw_mamba.backend, hidden_states.device)
@@ -158,11 +167,12 @@ class BiMamba2Wrapper(nn.Module):
             out = mixer(hidden_states)
         if self.residual_inside:
             out = out + hidden_states
-        valid = torch.arange(seqlen, device=lengths.device)[None, :] < lengths[:, None]  # (batch, seqlen)
-        out = torch.where(valid[..., None], out, torch.zeros_like(out))  # padded frames are zero
+        if lengths is not None:  # padded frames are zero
+            padded = torch.arange(seqlen, device=lengths.device)[None, :] >= lengths[:, None]  # (batch, seqlen)
+            out = out.masked_fill(padded[..., None], 0.0)
         return out, None
 
-    def forward_separate(self, hidden_states: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def forward_separate(self, hidden_states: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         """The two directions one after the other, each through its own Mamba2 (the reference of the fused path)."""
         fw = self.fw_mamba(hidden_states)  # (batch, seqlen, d_model)
         bw = reverse_padded(self.bw_mamba(reverse_padded(hidden_states, index)), index)

@@ -120,14 +120,15 @@ def test_whole_model_triton_matches_torch(tiny_hparams):
 
 
 @pytest.mark.parametrize("autocast", [False, True])
-def test_fused_bidirectional_kernels_match_two_separate_mamba2(autocast):
+@pytest.mark.parametrize("padded", [False, True])  # unpadded: the reversal is a flip (index None)
+def test_fused_bidirectional_kernels_match_two_separate_mamba2(autocast, padded):
     from models.mamba_utils import BiMamba2Wrapper, bimamba2_fused, padded_reverse_index
 
     torch.manual_seed(0)
     wrapper = BiMamba2Wrapper(1024, backend="triton").to(CUDA)
     hidden = torch.randn(3, 600, 1024, device=CUDA, requires_grad=True)
-    lengths = torch.tensor([600, 417, 33], device=CUDA)
-    index = padded_reverse_index(lengths, 600)
+    lengths = torch.tensor([600, 417, 33] if padded else [600] * 3, device=CUDA)
+    index = padded_reverse_index(lengths, 600) if padded else None
     valid = (torch.arange(600, device=CUDA)[None, :] < lengths[:, None])[..., None]
     results = []
     for run in (lambda: bimamba2_fused(wrapper.fw_mamba, wrapper.bw_mamba, hidden, index, "triton"),

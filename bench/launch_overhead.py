@@ -1,0 +1,119 @@
+"""How long the host takes to issue one fused BiMamba2 layer and each of its parts, against the GPU's time for them.
+
+Usage (GPU):  python bench/launch_overhead.py [--cprofile]
+
+An eager step is launch-bound when the host needs longer to enqueue its kernels than the GPU to run them: then
+the GPU idles between kernels and a CUDA graph (bench/speed.py --execution cuda_graph) removes the gap. For each
+part at the large model's mixer size (d_model 1024, both directions: 32 heads of 64, d_state 128, 2560 conv
+channels), bf16, forward + backward, this prints the mean host time per call (perf_counter around 30 calls, no
+synchronisation inside) and the mean wall time per call (CUDA events around the same 30, waiting for the GPU).
+When the two agree the part is launch-bound. Shapes: 1 x 64 frames (GPU work negligible: host time alone) and
+16 x 500 (16 x 10 s of audio). ``--cprofile`` adds Python's profile of 20 layer calls (where the host time goes).
+"""
+import argparse
+import cProfile
+import pstats
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models.conv_triton import causal_conv_silu_triton  # noqa: E402
+from models.mamba_utils import BiMamba2Wrapper  # noqa: E402
+
+D_MODEL, HEADS, HEADDIM, D_STATE, CONV_CHANNELS = 1024, 32, 64, 128, 2560
+SHAPES = ((1, 64), (16, 500))
+
+
+def host_and_wall_ms(fn, repeats: int = 30, warmup: int = 5) -> tuple[float, float]:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    began = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    host = (time.perf_counter() - began) / repeats * 1e3
+    end.record()
+    end.synchronize()
+    return host, start.elapsed_time(end) / repeats
+
+
+def parts(layer: BiMamba2Wrapper, batch: int, frames: int) -> dict:
+    """name -> a no-argument forward + backward (or forward) of that part on fixed random inputs."""
+    from mamba_ssm.ops.triton.layernorm_gated import rmsnorm_fn
+    from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
+    cuda = torch.device("cuda")
+
+    def leaf(*shape, dtype=torch.bfloat16):
+        return torch.randn(*shape, device=cuda, dtype=dtype, requires_grad=True)
+
+    hidden = leaf(batch, frames, D_MODEL, dtype=torch.float32)
+    x, dt = leaf(batch, frames, HEADS, HEADDIM), leaf(batch, frames, HEADS)
+    B, C = leaf(batch, frames, 2, D_STATE), leaf(batch, frames, 2, D_STATE)
+    A = -torch.rand(HEADS, device=cuda) - 0.5
+    D, dt_bias = leaf(HEADS, dtype=torch.float32), leaf(HEADS, dtype=torch.float32)
+    conv_in = leaf(batch, frames, CONV_CHANNELS)
+    conv_weight, conv_bias = leaf(CONV_CHANNELS, 1, 4, dtype=torch.float32), leaf(CONV_CHANNELS, dtype=torch.float32)
+    y, z = leaf(batch, frames, 2 * D_MODEL), leaf(batch, frames, 2 * D_MODEL)
+    norm_weight = leaf(2 * D_MODEL, dtype=torch.float32)
+    in_proj = layer.fw_mamba.in_proj
+    autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
+
+    def layer_train():
+        with autocast():
+            out, _ = layer(hidden)
+        out.sum().backward()
+
+    def layer_infer():
+        with torch.no_grad(), autocast():
+            layer(hidden)
+
+    def in_proj_train():
+        with autocast():
+            out = in_proj(hidden)
+        out.sum().backward()
+
+    return {
+        "layer fwd+bwd": layer_train,
+        "layer fwd, no grad": layer_infer,
+        "SSD scan fwd+bwd": lambda: mamba_chunk_scan_combined(x, dt, A, B, C, 256, D=D, dt_bias=dt_bias,
+                                                              dt_softplus=True).sum().backward(),
+        "conv fwd+bwd": lambda: causal_conv_silu_triton(conv_in, conv_weight, conv_bias).sum().backward(),
+        "gated norm fwd+bwd": lambda: rmsnorm_fn(y, norm_weight, None, z=z, eps=1e-5, group_size=D_MODEL,
+                                                 norm_before_gate=False).sum().backward(),
+        "one in_proj fwd+bwd": in_proj_train,
+        "one add (floor)": lambda: y.detach() + 1,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cprofile", action="store_true", help="also profile 20 layer calls with cProfile")
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench/launch_overhead.py needs a CUDA GPU")
+    layer = BiMamba2Wrapper(D_MODEL, d_state=D_STATE, headdim=HEADDIM, chunk_size=256, backend="triton").cuda()
+    print(torch.cuda.get_device_name(), torch.__version__, flush=True)
+    print(f"{'shape':>9}  {'part':22s} {'host ms':>8} {'wall ms':>8}")
+    for batch, frames in SHAPES:
+        for name, fn in parts(layer, batch, frames).items():
+            host, wall = host_and_wall_ms(fn)
+            print(f"{batch:>3} x {frames:<3}  {name:22s} {host:8.3f} {wall:8.3f}", flush=True)
+    if args.cprofile:
+        layer_train = parts(layer, *SHAPES[0])["layer fwd+bwd"]
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(20):
+            layer_train()
+        torch.cuda.synchronize()
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()
