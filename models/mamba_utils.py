@@ -17,6 +17,7 @@ import functools
 import logging
 
 import torch
+import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
@@ -71,22 +72,24 @@ def reverse_padded_ref(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Tensor | None,
                    backend: str) -> torch.Tensor:
-    """fw(hidden) + reverse(bw(reverse(hidden))) with both directions in one pass of the conv, scan and norm.
+    """fw(hidden) + reverse(bw(reverse(hidden))) with both directions in one pass of each GEMM, conv, scan and norm.
 
     The directions' channels are laid side by side, [fw | bw], at run time (the checkpoint keeps mamba_ssm's
-    two-module layout): one depthwise conv over both directions' channels, one SSD scan with the backward heads
-    stacked after the forward ones (ngroups = 2: each direction keeps its own B and C), one gated norm with a
-    group per direction. ``BiMamba2Wrapper.forward_separate`` is its reference.
+    two-module layout): one in_proj GEMM for both directions, one depthwise conv over both directions' channels, one
+    SSD scan with the backward heads stacked after the forward ones (ngroups = 2: each direction keeps its own B and
+    C), one gated norm with a group per direction, one out_proj GEMM that also sums the two directions.
+    ``BiMamba2Wrapper.forward_separate`` is its reference.
     hidden (batch, seqlen, d_model), index from ``padded_reverse_index`` (None: no padding) -> (batch, seqlen,
     d_model)
     """
     d_inner, d_state, nheads = fw.d_inner, fw.d_state, fw.nheads
-    device_type = hidden.device.type
-    if torch.is_autocast_enabled(device_type):  # one cast for both in_proj, and the reversal moves half the bytes
-        hidden = hidden.to(torch.get_autocast_dtype(device_type))
     sizes = [d_inner, d_inner, d_state, d_state, nheads]  # in_proj rows: z, x, B, C, dt
-    z_fw, x_fw, B_fw, C_fw, dt_fw = torch.split(fw.in_proj(hidden), sizes, dim=-1)  # each (batch, seqlen, .)
-    z_bw, x_bw, B_bw, C_bw, dt_bw = torch.split(bw.in_proj(reverse_padded(hidden, index)), sizes, dim=-1)
+    # A projection acts on each frame alone, so reverse(bw.in_proj(hidden)) = bw.in_proj(reverse(hidden)): both
+    # directions project the unreversed input in one GEMM, and only the backward direction's outputs are reversed.
+    zxbcdt = F.linear(hidden, torch.cat([fw.in_proj.weight, bw.in_proj.weight]))  # (batch, seqlen, 2 * sum(sizes))
+    *fw_parts, bw_parts = torch.split(zxbcdt, sizes + [sum(sizes)], dim=-1)  # one split: one cat in backward
+    z_fw, x_fw, B_fw, C_fw, dt_fw = fw_parts  # each (batch, seqlen, .)
+    z_bw, x_bw, B_bw, C_bw, dt_bw = torch.split(reverse_padded(bw_parts, index), sizes, dim=-1)
 
     # conv channels [x_fw, x_bw, B_fw, B_bw, C_fw, C_bw]: after the conv, x, B and C of both directions are slices
     xBC = torch.cat([x_fw, x_bw, B_fw, B_bw, C_fw, C_bw], dim=-1)  # (batch, seqlen, 2 * conv_dim)
@@ -108,7 +111,10 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
     ).flatten(-2)  # (batch, seqlen, 2 * d_inner)
     z = torch.cat([z_fw, z_bw], dim=-1)  # (batch, seqlen, 2 * d_inner)
     y = grouped_gated_rms_norm(y, z, torch.cat([fw.norm.weight, bw.norm.weight]), fw.norm.eps, d_inner, backend)
-    return fw.out_proj(y[..., :d_inner]) + reverse_padded(bw.out_proj(y[..., d_inner:]), index)
+    # [y_fw | reversed y_bw] against [W_fw | W_bw]: one GEMM gives fw.out_proj(y_fw) + reverse(bw.out_proj(y_bw))
+    y_fw, y_bw = torch.split(y, [d_inner, d_inner], dim=-1)
+    y = torch.cat([y_fw, reverse_padded(y_bw, index)], dim=-1)  # (batch, seqlen, 2 * d_inner)
+    return F.linear(y, torch.cat([fw.out_proj.weight, bw.out_proj.weight], dim=1))
 
 
 def _interleave(fw_param: torch.Tensor, bw_param: torch.Tensor, sizes: list[int]) -> torch.Tensor:

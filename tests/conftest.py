@@ -17,6 +17,11 @@ from models.presets import save_preset
 TINY_MAMBA = "mamba_headdim=16,mamba_d_state=16,mamba_chunk_size=16"
 
 
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| over max |b|: a difference measured against the tensor's scale, not element by element."""
+    return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp(min=1e-6)).item()
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

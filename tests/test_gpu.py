@@ -10,13 +10,10 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Attention
 from bench import speed
 from models.build import build_asr_model, forward_model
 from models.mamba2 import Mamba2, causal_conv_silu_ref, ssd_chunked, ssd_ref
+from tests.conftest import relative_error
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
-
-
-def relative_error(a, b):
-    return ((a.float() - b.float()).abs().max() / b.float().abs().max().clamp(min=1e-6)).item()
 
 
 def scan_inputs(seqlen, batch=2, nheads=16, headdim=64, d_state=128, dtype=torch.float32):

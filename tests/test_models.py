@@ -11,6 +11,7 @@ from models.build import build_asr_model, forward_model
 from models.mamba2 import Mamba2, causal_conv_silu_ref, resolve_backend, ssd_chunked, ssd_ref
 from models.mamba_utils import (BiMamba2Wrapper, bimamba2_fused, padded_reverse_index, replace_attention, reverse_padded,
                                 reverse_padded_ref, substitute_layer, valid_lengths)
+from tests.conftest import relative_error
 
 CHUNK = 16
 MAMBA_SSM_KEYS = {"in_proj.weight", "conv1d.weight", "conv1d.bias", "dt_bias", "A_log", "D", "norm.weight",
@@ -76,8 +77,10 @@ def test_mamba2_is_causal():
 @pytest.mark.parametrize("autocast", [False, True])
 @pytest.mark.parametrize("lengths", [None, [40, 40], [40, 13]])  # None: no padding, reversal by flip
 def test_fused_bidirectional_path_matches_two_separate_mamba2(lengths, autocast):
-    """The fused path against the two-module reference; under bf16 autocast they round differently (the fused
-    path casts its input once), so they are compared at bf16 scale there."""
+    """The fused path against the two-module reference, forward and every gradient, at each tensor's scale: in fp32
+    they differ by the order of sums alone (one GEMM for both directions' projections: 3e-6 was seen); under bf16
+    autocast they round differently (one rounding of the summed out_proj instead of two: 1.9e-2 was seen), and are
+    held to the GPU tier's bf16 bound."""
     torch.manual_seed(0)
     wrapper = BiMamba2Wrapper(32, d_state=8, headdim=16, chunk_size=CHUNK)
     hidden = torch.randn(2, 40, 32, requires_grad=True)
@@ -89,11 +92,10 @@ def test_fused_bidirectional_path_matches_two_separate_mamba2(lengths, autocast)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             out = run() * valid
         results.append((out, torch.autograd.grad(out.float().square().sum(), [hidden, *wrapper.parameters()])))
-    forward_tolerance, backward_tolerance = (dict(rtol=2e-2, atol=2e-2),) * 2 if autocast else (
-        dict(rtol=1e-5, atol=1e-5), dict(rtol=1e-4, atol=1e-5))
-    torch.testing.assert_close(results[0][0], results[1][0], **forward_tolerance)
+    tolerance = 5e-2 if autocast else 2e-5
+    assert relative_error(results[0][0], results[1][0]) < tolerance
     for fused, separate in zip(results[0][1], results[1][1]):
-        torch.testing.assert_close(fused, separate, **backward_tolerance)
+        assert relative_error(fused, separate) < tolerance
 
 
 def test_recomputed_mixer_gives_the_same_gradients():
