@@ -98,6 +98,31 @@ def test_fused_bidirectional_path_matches_two_separate_mamba2(lengths, autocast)
         assert relative_error(fused, separate) < tolerance
 
 
+def test_fused_path_projects_both_directions_in_one_gemm_each_way():
+    """bimamba2_fused's point is fewer launches: one in_proj and one out_proj GEMM for both directions (the
+    two-module reference needs four), each with its two GEMMs in backward; counted as dispatched aten matmuls."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountMatmuls(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm)
+            return func(*args, **(kwargs or {}))
+
+    wrapper = BiMamba2Wrapper(32, d_state=8, headdim=16, chunk_size=CHUNK)
+    hidden = torch.randn(2, 40, 32, requires_grad=True)
+    counts = []
+    for fused in (True, False):
+        wrapper.fused = fused
+        with CountMatmuls() as forward:
+            out, _ = wrapper(hidden)
+        with CountMatmuls() as backward:
+            out.sum().backward()
+        counts.append((forward.count, backward.count))
+    assert counts == [(2, 4), (4, 8)]  # the torch backend's scan runs its einsums as bmm, not counted here
+
+
 def test_recomputed_mixer_gives_the_same_gradients():
     torch.manual_seed(0)
     wrapper = BiMamba2Wrapper(32, d_state=8, headdim=16, chunk_size=CHUNK)
