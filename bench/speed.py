@@ -5,6 +5,7 @@ Usage (on a GPU machine, see README "Speed"):
     python bench/speed.py --shapes train:16x10 infer:1x3600 --models teacher student
     python bench/speed.py --execution eager cuda_graph     # also both models replayed as CUDA graphs
     python bench/speed.py --code 0ea5d7e       # a copy of the tree without .git: name the commit it holds
+    python bench/speed.py --models student --chunk_size 128   # the students' SSD chunk length (default 256)
 
 Random weights from the large preset's config (no download). bf16 autocast, CNN front end frozen as in training.
 A training step is forward + CTC loss + backward + AdamW step; inference is a no-grad forward with the front end
@@ -41,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from models.build import attention_implementation, chunked_feature_encoder  # noqa: E402
 from models.heads import ctc_loss_per_utterance  # noqa: E402
+from models.mamba2 import Mamba2  # noqa: E402
 from models.mamba_utils import substitute_layer  # noqa: E402
 from models.presets import preset_config  # noqa: E402
 
@@ -181,10 +183,12 @@ def measure(run, min_seconds: float = 2.0, max_repeats: int = 10) -> tuple[float
 
 
 def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: float | None,
-                  execution: str = "eager") -> list[dict]:
-    """One JSON row per shape ("mode:BATCHxSECONDS") for one model; an out-of-memory shape gets None values."""
+                  execution: str = "eager", **mixer) -> list[dict]:
+    """One JSON row per shape ("mode:BATCHxSECONDS") for one model; an out-of-memory shape gets None values.
+    mixer: the students' substitute_layer shape (``build``)."""
     torch.manual_seed(0)
-    model = build(model_name, device, spec_augment=execution == "eager")
+    model = build(model_name, device, spec_augment=execution == "eager", **(mixer if model_name != "teacher" else {}))
+    chunk_size = next((m.chunk_size for m in model.modules() if isinstance(m, Mamba2)), None)  # None: the teacher
     if execution == "cuda_graph":
         graph_safe_attention(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
@@ -216,6 +220,7 @@ def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: f
                "audio_s_per_s": batch * seconds / (ms / 1000) if ms else None, "peak_gib": peak_gib,
                "tflops": flops / 1e12 if flops else None, "mfu": flops / (ms / 1000) / peak if ms and peak else None,
                "execution": execution, "teacher_mode": "eager" if execution == "eager" else "same",
+               "chunk_size": chunk_size,
                "gpu": env["gpu"], "versions": env["versions"], "code": env["code"]}
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -253,6 +258,9 @@ def main():
                              "student_recompute (fused, mixer recomputed in backward: mamba_recompute=True)")
     parser.add_argument("--execution", nargs="+", choices=("eager", "cuda_graph"), default=["eager"],
                         help="eager modules, and/or the same work replayed as CUDA graphs (see above)")
+    parser.add_argument("--chunk_size", type=int, default=None,
+                        help="the students' SSD chunk length (mamba_chunk_size; default the hparams' 256); "
+                             "recorded in each student row")
     parser.add_argument("--out", default=None, help="JSON lines file (default bench/results/<gpu>.jsonl)")
     parser.add_argument("--code", default=None,
                         help="the commit measured, recorded in every row (default: git's HEAD, '+' for uncommitted "
@@ -267,10 +275,11 @@ def main():
     out_path.parent.mkdir(parents=True, exist_ok=True)
     print(json.dumps(env), flush=True)
 
+    mixer = {} if args.chunk_size is None else {"chunk_size": args.chunk_size}
     rows = []
     for execution in args.execution:
         for model_name in args.models:
-            rows += measure_model(model_name, args.shapes, device, env, peak, execution)
+            rows += measure_model(model_name, args.shapes, device, env, peak, execution, **mixer)
             torch.cuda.empty_cache()  # the model and its optimiser went with measure_model's frame
 
     teacher = {(r["execution"], r["mode"], r["batch"], r["seconds"]): r for r in rows if r["model"] == "teacher"}

@@ -241,6 +241,8 @@ class Mamba2(nn.Module):
                 f"headdim {headdim}; set mamba_headdim to a divisor of it"
             )
         self.nheads = self.d_inner // headdim
+        if chunk_size < 1:
+            raise ValueError(f"Mamba2: chunk_size {chunk_size} must be at least 1 (hparam mamba_chunk_size)")
         self.chunk_size = chunk_size
         self.backend = backend
         resolve_backend(backend)  # fail at construction on an unknown name

@@ -327,6 +327,8 @@ def test_clear_errors_on_bad_input(tiny_model_dir, tiny_hparams):
         substitute_layer(model.wav2vec2.encoder, model.config, headdim=16, backend="cuda")
     with pytest.raises(ValueError, match="unknown Mamba init"):
         substitute_layer(model.wav2vec2.encoder, model.config, init="zeros")
+    with pytest.raises(ValueError, match="mamba_chunk_size"):
+        substitute_layer(model.wav2vec2.encoder, model.config, headdim=16, chunk_size=0)
     substitute_layer(model.wav2vec2.encoder, model.config, headdim=16, d_state=8)
     with pytest.raises(TypeError, match="already converted"):
         substitute_layer(model.wav2vec2.encoder, model.config, headdim=16)
