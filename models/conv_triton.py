@@ -99,6 +99,11 @@ def _conv_bwd_dx(g_ptr, w_ptr, dx_ptr, seqlen, channels,
              mask=(t < seqlen)[:, None] & c_ok[None, :])
 
 
+def _grid(batch: int, seqlen: int, channels: int) -> tuple[int, int, int]:
+    """Programs of every kernel here: (frame tiles, channel tiles, batch)."""
+    return triton.cdiv(seqlen, BLOCK_T), triton.cdiv(channels, BLOCK_C), batch
+
+
 class CausalConvSiLU(torch.autograd.Function):
     """x (batch, seqlen, channels) any strides, weight (channels, width), bias (channels,) -> (batch, seqlen,
     channels) contiguous, x's dtype. Saves x only."""
@@ -108,7 +113,7 @@ class CausalConvSiLU(torch.autograd.Function):
         batch, seqlen, channels = x.shape
         weight, bias = weight.contiguous(), bias.contiguous()
         out = torch.empty((batch, seqlen, channels), dtype=x.dtype, device=x.device)
-        grid = (triton.cdiv(seqlen, BLOCK_T), triton.cdiv(channels, BLOCK_C), batch)
+        grid = _grid(batch, seqlen, channels)
         _conv_silu_fwd[grid](x, weight, bias, out, seqlen, channels, *x.stride(),
                              WIDTH=weight.shape[1], BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
         ctx.save_for_backward(x, weight, bias)
@@ -120,7 +125,7 @@ class CausalConvSiLU(torch.autograd.Function):
         batch, seqlen, channels = x.shape
         width = weight.shape[1]
         dout = dout.contiguous()
-        grid = (triton.cdiv(seqlen, BLOCK_T), triton.cdiv(channels, BLOCK_C), batch)
+        grid = _grid(batch, seqlen, channels)
         rows = grid[0] * batch
         g = torch.empty((batch, seqlen, channels), dtype=torch.float32, device=x.device)
         dw_rows = torch.empty((rows, width, channels), dtype=torch.float32, device=x.device)

@@ -50,6 +50,7 @@ if __package__ in (None, ""):
 
 from scripts.demo_report import evaluated_step, read_metrics_jsonl
 from scripts.mini_cald import SELECT_METRIC, STRATEGIES, TASKS
+from utils.checkpoint import metric_direction
 
 BOOTSTRAP_SAMPLES = 2000  # resamplings of the test utterances for the intervals of the differences to Std
 WARMUP_STEPS = 10  # training steps at the start of each run left out of its throughput (compilation, caches)
@@ -69,10 +70,6 @@ COLOURS = dict(zip(STRATEGIES, plt.get_cmap("tab10").colors, strict=False))
 
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
-
-
-def lower_is_better(task: str) -> bool:
-    return SELECT_METRIC[task] in ("wer", "cer")
 
 
 # -----------------------------------------------------------------------------------------------------------
@@ -459,7 +456,8 @@ def plot_bars(rows: list[dict], tasks: list[str], path: Path) -> None:
         ax.set_xticks(range(len(task_rows)), [textwrap.fill(r["label"], 14) for r in task_rows], fontsize=7)
         name = METRIC_NAMES[SELECT_METRIC[task]]
         ax.set_ylabel(f"test {name} (%)")
-        ax.set_title(f"{task}: test {name} ({'lower' if lower_is_better(task) else 'higher'} is better)")
+        better = "lower" if metric_direction(SELECT_METRIC[task]) == "min" else "higher"
+        ax.set_title(f"{task}: test {name} ({better} is better)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
