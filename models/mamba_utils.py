@@ -74,27 +74,30 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
                    backend: str) -> torch.Tensor:
     """fw(hidden) + reverse(bw(reverse(hidden))) with both directions in one pass of each GEMM, conv, scan and norm.
 
-    The directions' channels are laid side by side, [fw | bw], at run time (the checkpoint keeps mamba_ssm's
-    two-module layout): one in_proj GEMM for both directions, one depthwise conv over both directions' channels, one
-    SSD scan with the backward heads stacked after the forward ones (ngroups = 2: each direction keeps its own B and
-    C), one gated norm with a group per direction, one out_proj GEMM that also sums the two directions.
+    The directions' channels are laid side by side at run time (the checkpoint keeps mamba_ssm's two-module
+    layout): one in_proj GEMM for both directions, one depthwise conv over both directions' channels, one SSD scan
+    with the backward heads stacked after the forward ones (ngroups = 2: each direction keeps its own B and C), one
+    gated norm with a group per direction, one out_proj GEMM that also sums the two directions.
     ``BiMamba2Wrapper.forward_separate`` is its reference.
+
+    A projection, the gate and the norm act on each frame alone, so they commute with the time reversal: the input
+    is projected unreversed, only what the backward scan reads (its x, B, C, dt) is reversed, and its output is
+    reversed back before the norm, whose gate z is then in input time for both directions.
     hidden (batch, seqlen, d_model), index from ``padded_reverse_index`` (None: no padding) -> (batch, seqlen,
     d_model)
     """
     d_inner, d_state, nheads = fw.d_inner, fw.d_state, fw.nheads
-    sizes = [d_inner, d_inner, d_state, d_state, nheads]  # in_proj rows: z, x, B, C, dt
-    # A projection acts on each frame alone, so reverse(bw.in_proj(hidden)) = bw.in_proj(reverse(hidden)): both
-    # directions project the unreversed input in one GEMM, and only the backward direction's outputs are reversed.
-    zxbcdt = F.linear(hidden, torch.cat([fw.in_proj.weight, bw.in_proj.weight]))  # (batch, seqlen, 2 * sum(sizes))
-    *fw_parts, bw_parts = torch.split(zxbcdt, sizes + [sum(sizes)], dim=-1)  # one split: one cat in backward
-    z_fw, x_fw, B_fw, C_fw, dt_fw = fw_parts  # each (batch, seqlen, .)
-    z_bw, x_bw, B_bw, C_bw, dt_bw = torch.split(reverse_padded(bw_parts, index), sizes, dim=-1)
+    sizes = [d_inner, d_state, d_state, nheads]  # in_proj rows after z: x, B, C, dt
+    (z_fw, rest_fw), (z_bw, rest_bw) = (m.in_proj.weight.split([d_inner, sum(sizes)]) for m in (fw, bw))  # rows
+    in_weight = torch.cat([z_fw, z_bw, rest_fw, rest_bw])  # rows [z_fw, z_bw, x, B, C, dt of fw, the same of bw]
+    z, xBCdt_fw, xBCdt_bw = torch.split(F.linear(hidden, in_weight), [2 * d_inner, sum(sizes), sum(sizes)], dim=-1)
+    x_fw, B_fw, C_fw, dt_fw = torch.split(xBCdt_fw, sizes, dim=-1)  # each (batch, seqlen, .)
+    x_bw, B_bw, C_bw, dt_bw = torch.split(reverse_padded(xBCdt_bw, index), sizes, dim=-1)
 
     # conv channels [x_fw, x_bw, B_fw, B_bw, C_fw, C_bw]: after the conv, x, B and C of both directions are slices
     xBC = torch.cat([x_fw, x_bw, B_fw, B_bw, C_fw, C_bw], dim=-1)  # (batch, seqlen, 2 * conv_dim)
-    conv_weight = _interleave(fw.conv1d.weight, bw.conv1d.weight, sizes[1:4])  # (2 * conv_dim, 1, d_conv)
-    conv_bias = _interleave(fw.conv1d.bias, bw.conv1d.bias, sizes[1:4])
+    conv_weight = _interleave(fw.conv1d.weight, bw.conv1d.weight, sizes[:3])  # (2 * conv_dim, 1, d_conv)
+    conv_bias = _interleave(fw.conv1d.bias, bw.conv1d.bias, sizes[:3])
     xBC = causal_conv_silu(xBC, conv_weight, conv_bias, backend)  # (batch, seqlen, 2 * conv_dim)
     x, B, C = torch.split(xBC, [2 * d_inner, 2 * d_state, 2 * d_state], dim=-1)
 
@@ -108,12 +111,11 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
         D=torch.cat([fw.D, bw.D]),
         dt_bias=torch.cat([fw.dt_bias, bw.dt_bias]),
         dt_softplus=True,
-    ).flatten(-2)  # (batch, seqlen, 2 * d_inner)
-    z = torch.cat([z_fw, z_bw], dim=-1)  # (batch, seqlen, 2 * d_inner)
-    y = grouped_gated_rms_norm(y, z, torch.cat([fw.norm.weight, bw.norm.weight]), fw.norm.eps, d_inner, backend)
-    # [y_fw | reversed y_bw] against [W_fw | W_bw]: one GEMM gives fw.out_proj(y_fw) + reverse(bw.out_proj(y_bw))
+    ).flatten(-2)  # (batch, seqlen, 2 * d_inner), the backward half in reversed time
     y_fw, y_bw = torch.split(y, [d_inner, d_inner], dim=-1)
-    y = torch.cat([y_fw, reverse_padded(y_bw, index)], dim=-1)  # (batch, seqlen, 2 * d_inner)
+    y = torch.cat([y_fw, reverse_padded(y_bw, index)], dim=-1)  # (batch, seqlen, 2 * d_inner), input time
+    y = grouped_gated_rms_norm(y, z, torch.cat([fw.norm.weight, bw.norm.weight]), fw.norm.eps, d_inner, backend)
+    # [y_fw | y_bw] against [W_fw | W_bw]: one GEMM gives fw.out_proj(y_fw) + bw.out_proj(y_bw)
     return F.linear(y, torch.cat([fw.out_proj.weight, bw.out_proj.weight], dim=1))
 
 
