@@ -187,7 +187,7 @@ def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: f
     """One JSON row per shape ("mode:BATCHxSECONDS") for one model; an out-of-memory shape gets None values.
     mixer: the students' substitute_layer shape (``build``)."""
     torch.manual_seed(0)
-    model = build(model_name, device, spec_augment=execution == "eager", **(mixer if model_name != "teacher" else {}))
+    model = build(model_name, device, spec_augment=execution == "eager", **mixer)
     chunk_size = next((m.chunk_size for m in model.modules() if isinstance(m, Mamba2)), None)  # None: the teacher
     if execution == "cuda_graph":
         graph_safe_attention(model)

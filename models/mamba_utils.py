@@ -88,8 +88,8 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
     """
     d_inner, d_state, nheads = fw.d_inner, fw.d_state, fw.nheads
     sizes = [d_inner, d_state, d_state, nheads]  # in_proj rows after z: x, B, C, dt
-    (z_fw, rest_fw), (z_bw, rest_bw) = (m.in_proj.weight.split([d_inner, sum(sizes)]) for m in (fw, bw))  # rows
-    in_weight = torch.cat([z_fw, z_bw, rest_fw, rest_bw])  # rows [z_fw, z_bw, x, B, C, dt of fw, the same of bw]
+    # in_proj rows [z_fw, z_bw, x B C dt of fw, x B C dt of bw]
+    in_weight = _interleave(fw.in_proj.weight, bw.in_proj.weight, [d_inner, sum(sizes)])
     z, xBCdt_fw, xBCdt_bw = torch.split(F.linear(hidden, in_weight), [2 * d_inner, sum(sizes), sum(sizes)], dim=-1)
     x_fw, B_fw, C_fw, dt_fw = torch.split(xBCdt_fw, sizes, dim=-1)  # each (batch, seqlen, .)
     x_bw, B_bw, C_bw, dt_bw = torch.split(reverse_padded(xBCdt_bw, index), sizes, dim=-1)
@@ -120,7 +120,8 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
 
 
 def _interleave(fw_param: torch.Tensor, bw_param: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    """Conv parameters (channels first) reordered from [x, B, C] per direction to [x_fw, x_bw, B_fw, ...]."""
+    """Two directions' parameters (rows or channels first) split by ``sizes`` and laid piece by piece side by side:
+    [x, B, C] per direction -> [x_fw, x_bw, B_fw, B_bw, C_fw, C_bw]. A split, not slices: one cat in backward."""
     parts_fw, parts_bw = fw_param.split(sizes), bw_param.split(sizes)
     return torch.cat([p for pair in zip(parts_fw, parts_bw) for p in pair])
 
