@@ -21,7 +21,7 @@ import torch
 from accelerate import Accelerator
 
 from hparams import create_hparams
-from models.build import SpeechModel, build_asr_model, chunked_feature_encoder, count_parameters
+from models.build import SpeechModel, build_asr_model, chunked_feature_encoder, count_parameters, load_weights
 from utils import checkpoint as ckpt
 from utils import training
 from utils.data import eval_batches, load_corpus
@@ -58,7 +58,7 @@ def main():
 
     # 2. model
     model = build_asr_model(hparams, pretrained=False)
-    model.load_state_dict(ckpt.load_checkpoint(checkpoint)["model"])
+    load_weights(model, ckpt.load_checkpoint(checkpoint)["model"], str(checkpoint))
     parameters = count_parameters(model)
     model = accelerator.prepare(SpeechModel(model))
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from models.build import SpeechModel, build_asr_model, forward_model
+from models.build import SpeechModel, build_asr_model, forward_model, load_weights
 from models.heads import layer_distill_loss, logits_distill_loss
 from utils import checkpoint as ckpt
 from utils import training
@@ -38,7 +38,7 @@ class Teacher:
         self.hparams, self.autocast, self.path = hparams, autocast, None
 
     def load(self, path: Path) -> None:
-        self.model.load_state_dict(ckpt.load_checkpoint(path)["model"])
+        load_weights(self.model, ckpt.load_checkpoint(path)["model"], str(path))
         self.path = path
 
     @torch.no_grad()

@@ -79,7 +79,7 @@ def build_asr_model(hparams, pretrained: bool = True, init_state_dict: dict | No
     if hparams.use_classifier:
         model.classifier_heads = ClassifierHeads(model.config.hidden_size, hparams.classifier_targets)
     if init_state_dict is not None:
-        model.load_state_dict(init_state_dict)
+        load_weights(model, init_state_dict, "init_state_dict (the teacher's weights)")
     params_attention = count_parameters(model)
 
     if hparams.asr_use_mamba:
@@ -120,6 +120,23 @@ def initialise_missing_mask_embedding(model: Wav2Vec2ForCTC, missing_keys) -> No
     if MASK_EMBEDDING in missing_keys:
         model.get_parameter(MASK_EMBEDDING).uniform_()
         logger.info("%s not in the checkpoint: initialised U[0, 1)", MASK_EMBEDDING)
+
+
+def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
+    """``model.load_state_dict(state_dict)``, strict but for SpecAugment's mask embedding, which a Wav2Vec2 has only
+    when mask_time_prob or mask_feature_prob > 0: a teacher trained without SpecAugment seeds a student with it
+    (which keeps its own embedding, drawn at construction) and the other way round (the teacher's is dropped).
+    Any other missing or unexpected key is an error naming ``source``."""
+    result = model.load_state_dict(state_dict, strict=False)
+    missing = [k for k in result.missing_keys if k != MASK_EMBEDDING]
+    unexpected = [k for k in result.unexpected_keys if k != MASK_EMBEDDING]
+    if missing or unexpected:
+        raise ValueError(f"{source} does not fit the model: {len(missing)} missing key(s) {missing[:5]}, "
+                         f"{len(unexpected)} unexpected key(s) {unexpected[:5]}; was it saved by a model of "
+                         f"another size, or with asr_use_mamba / use_classifier set differently?")
+    for key in set(result.missing_keys + result.unexpected_keys) - set(missing + unexpected):
+        logger.info("%s: %s %s (SpecAugment differs)", source, key,
+                    "kept as initialised" if key in result.missing_keys else "dropped")
 
 
 def check_finite(model: nn.Module, source: str) -> None:

@@ -7,7 +7,7 @@ import torch
 from transformers import Wav2Vec2ForCTC
 from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Attention
 
-from models.build import build_asr_model, forward_model
+from models.build import build_asr_model, forward_model, load_weights
 from models.mamba2 import Mamba2, causal_conv_silu_ref, resolve_backend, ssd_chunked, ssd_ref
 from models.mamba_utils import (BiMamba2Wrapper, bimamba2_fused, padded_reverse_index, replace_attention, reverse_padded,
                                 reverse_padded_ref, substitute_layer, valid_lengths)
@@ -305,6 +305,30 @@ def test_attention_init_copies_v_k_q_o(tiny_hparams):
     assert torch.equal(rows[2 * d:2 * d + n], attention.k_proj.weight[:n])
     assert torch.equal(rows[2 * d + n:2 * d + 2 * n], attention.q_proj.weight[:n])
     assert torch.equal(mamba.out_proj.weight, attention.out_proj.weight)
+
+
+@pytest.mark.parametrize("teacher_masks,student_masks", [(False, True), (True, False)])
+def test_a_teacher_seeds_a_student_whatever_their_specaugment(tiny_hparams, teacher_masks, student_masks):
+    """SpecAugment's mask embedding exists only with mask_time_prob > 0: it is kept as drawn when the teacher has
+    none and dropped when the student has none; every other weight of the teacher is loaded."""
+    prob = lambda masks: f"mask_time_prob={0.05 if masks else 0.0}"  # noqa: E731
+    torch.manual_seed(0)
+    teacher = build_asr_model(tiny_hparams(prob(teacher_masks)))
+    student = build_asr_model(tiny_hparams(f"asr_use_mamba=True,{prob(student_masks)}"),
+                              init_state_dict=teacher.state_dict())
+    assert hasattr(student.wav2vec2, "masked_spec_embed") == student_masks
+    student_weights = student.state_dict()
+    for key, value in teacher.state_dict().items():
+        if key != "wav2vec2.masked_spec_embed" and ".attention." not in key:
+            assert torch.equal(student_weights[key], value), key
+    if student_masks:
+        assert torch.isfinite(student.wav2vec2.masked_spec_embed).all()
+
+
+def test_weights_of_another_model_are_refused_naming_their_source(tiny_hparams):
+    student = build_asr_model(tiny_hparams("asr_use_mamba=True"))
+    with pytest.raises(ValueError, match=r"teacher\.ckpt does not fit the model: .* missing key"):
+        load_weights(build_asr_model(tiny_hparams()), student.state_dict(), "teacher.ckpt")
 
 
 def test_gradient_checkpointing_runs_through_the_wrapper(tiny_hparams):

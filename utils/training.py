@@ -25,7 +25,7 @@ from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_s
 from tqdm import tqdm
 
 from hparams import create_hparams
-from models.build import SpeechModel, build_asr_model
+from models.build import SpeechModel, build_asr_model, load_weights
 from models.heads import classifier_loss, ctc_loss_per_utterance, normaliser
 from utils import checkpoint as ckpt
 from utils.data import BatchFeeder, build_tokenizer, clean_transcript, eval_batches, load_corpus
@@ -339,7 +339,7 @@ class Trainer:
 
     def load(self, path: Path, weights_only: bool = False) -> None:
         state = ckpt.load_checkpoint(path)
-        self.asr_model.load_state_dict(state["model"])
+        load_weights(self.asr_model, state["model"], str(path))
         if weights_only:
             logger.info("loaded weights of %s (training state reset)", path)
             return
