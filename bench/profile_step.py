@@ -14,7 +14,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.speed import build, infer_step, make_batch, train_step  # noqa: E402
+from bench.speed import MODELS, build, infer_step, make_batch, train_step  # noqa: E402
 
 
 def make_step(model, mode: str, batch: int, seconds: float, device):
@@ -28,8 +28,7 @@ def make_step(model, mode: str, batch: int, seconds: float, device):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="student",
-                        choices=("teacher", "student", "student_separate", "student_recompute"))
+    parser.add_argument("--model", default="student", choices=MODELS)
     parser.add_argument("--mode", default="train", choices=("train", "infer"))
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=10)

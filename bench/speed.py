@@ -6,6 +6,7 @@ Usage (on a GPU machine, see README "Speed"):
     python bench/speed.py --execution eager cuda_graph     # also both models replayed as CUDA graphs
     python bench/speed.py --code 0ea5d7e       # a copy of the tree without .git: name the commit it holds
     python bench/speed.py --models student --chunk_size 128   # the students' SSD chunk length (default 256)
+    python bench/speed.py --models teacher no_mixer   # the shared cost: the most a new mixer can gain
 
 Random weights from the large preset's config (no download). bf16 autocast, CNN front end frozen as in training.
 A training step is forward + CTC loss + backward + AdamW step; inference is a no-grad forward with the front end
@@ -43,7 +44,7 @@ sys.path.insert(0, str(REPO))
 from models.build import attention_implementation, chunked_feature_encoder  # noqa: E402
 from models.heads import ctc_loss_per_utterance  # noqa: E402
 from models.mamba2 import Mamba2  # noqa: E402
-from models.mamba_utils import substitute_layer  # noqa: E402
+from models.mamba_utils import replace_attention, substitute_layer  # noqa: E402
 from models.presets import preset_config  # noqa: E402
 
 SR = 16000
@@ -59,14 +60,36 @@ UNMASKED_SDPA = "sdpa_unmasked"
 AttentionInterface.register(UNMASKED_SDPA, sdpa_attention_forward)
 
 
+MODELS = {
+    "teacher": "the attention model (SDPA, or flash-attn 2 when installed)",
+    "student": "BiMamba2, both directions fused",
+    "student_separate": "BiMamba2, two Mamba2 calls (the reference path)",
+    "student_recompute": "fused BiMamba2 recomputed in backward (mamba_recompute=True)",
+    "no_mixer": "every attention replaced by zeros: the cost of all the two models share; teacher / no_mixer is "
+                "the most any replacement of attention can speed a step up",
+}
+
+
+class NoMixer(torch.nn.Module):
+    """A sequence mixer that costs one kernel: zeros. Its layer still runs the residual, norms and feed-forward
+    (the norm in front of it is left without a gradient, one small kernel fewer in backward)."""
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        return torch.zeros_like(hidden_states), None
+
+
 def build(model_name: str, device, spec_augment: bool = True, preset: str = "large", **mixer) -> torch.nn.Module:
-    """The teacher or a student of ``--models`` at a preset's size, random weights; mixer: substitute_layer's
-    shape and backend for the students (its defaults, the hparams' defaults, when not given)."""
+    """A model of ``MODELS`` at a preset's size, random weights; mixer: substitute_layer's shape and backend for
+    the students (its defaults, the hparams' defaults, when not given)."""
+    if model_name not in MODELS:
+        raise ValueError(f"unknown model '{model_name}': expected one of {', '.join(MODELS)}")
     config = preset_config(preset, vocab_size=32, mask_time_prob=0.05 if spec_augment else 0.0, layerdrop=0.0)
     config._attn_implementation = attention_implementation(True)
     model = transformers.Wav2Vec2ForCTC(config)
     model.freeze_feature_encoder()
-    if model_name != "teacher":
+    if model_name == "no_mixer":
+        replace_attention(model.wav2vec2.encoder, lambda attention: NoMixer())
+    elif model_name != "teacher":
         substitute_layer(model.wav2vec2.encoder, config, fused=model_name != "student_separate",
                          recompute=model_name == "student_recompute", **mixer)
     return model.to(device)
@@ -188,7 +211,7 @@ def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: f
     mixer: the students' substitute_layer shape (``build``)."""
     torch.manual_seed(0)
     model = build(model_name, device, spec_augment=execution == "eager", **mixer)
-    chunk_size = next((m.chunk_size for m in model.modules() if isinstance(m, Mamba2)), None)  # None: the teacher
+    chunk_size = next((m.chunk_size for m in model.modules() if isinstance(m, Mamba2)), None)  # None: no Mamba2
     if execution == "cuda_graph":
         graph_safe_attention(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
@@ -253,9 +276,8 @@ def environment(code: str | None) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, help="mode:BATCHxSECONDS")
-    parser.add_argument("--models", nargs="+", default=["teacher", "student"],
-                        help="teacher, student (fused BiMamba2), student_separate (two Mamba2 calls), "
-                             "student_recompute (fused, mixer recomputed in backward: mamba_recompute=True)")
+    parser.add_argument("--models", nargs="+", default=["teacher", "student"], choices=MODELS, metavar="MODEL",
+                        help="; ".join(f"{name}: {what}" for name, what in MODELS.items()))
     parser.add_argument("--execution", nargs="+", choices=("eager", "cuda_graph"), default=["eager"],
                         help="eager modules, and/or the same work replayed as CUDA graphs (see above)")
     parser.add_argument("--chunk_size", type=int, default=None,

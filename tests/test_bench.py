@@ -36,6 +36,24 @@ def test_eager_train_and_infer_steps_run(student):
             profile_step.make_step(model, mode, 2, 0.5, "cpu")()
 
 
+def test_the_no_mixer_model_keeps_everything_but_attention_and_trains():
+    """bench/speed.py's floor: the teacher's every parameter but the attention's, and a training step runs."""
+    teacher, floor = speed.build("teacher", "cpu", preset="tiny"), speed.build("no_mixer", "cpu", preset="tiny")
+    kept = {k for k in teacher.state_dict() if ".attention." not in k}
+    assert set(floor.state_dict()) == kept and len(kept) < len(teacher.state_dict())
+    assert all(isinstance(layer.attention, speed.NoMixer) for layer in floor.wav2vec2.encoder.layers)
+    optimizer = torch.optim.AdamW([p for p in floor.parameters() if p.requires_grad], lr=1e-3)
+    x, labels = speed.make_batch(2, 1.0, "cpu")
+    feed_forward = floor.wav2vec2.encoder.layers[0].feed_forward.output_dense.weight
+    before = feed_forward.detach().clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # autocast("cuda") on a CPU-only machine
+        speed.train_step(floor.train(), optimizer, x, labels)
+    assert not torch.equal(before, feed_forward)
+    with pytest.raises(ValueError, match="unknown model 'students'"):
+        speed.build("students", "cpu", preset="tiny")
+
+
 def test_cpu_speed_measures_both_models_on_the_torch_backend():
     from models.mamba_utils import BiMamba2Wrapper
 
