@@ -16,6 +16,7 @@ from models.build import build_asr_model, forward_model
 from models.heads import (NO_TRANSCRIPT_CHARS, ctc_loss_per_utterance, layer_distill_loss, logits_distill_loss,
                           normaliser)
 from tests.conftest import TINY_MAMBA
+from utils import checkpoint as ckpt
 from utils import training
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,6 +184,25 @@ def test_a_run_whose_gradients_are_never_finite_stops_with_an_error(corpus, tiny
                                            rf"non-finite gradient norm at step 0"):
         trainer.fit()
     trainer.feeder.close()
+
+
+def test_ctrl_c_stops_the_run_naming_the_checkpoint_to_resume_from(corpus, tiny_model_dir, tmp_path, caplog):
+    trainer = build(tmp_path / "run", corpus, tiny_model_dir, "batch_size=2", max_steps=5, checkpoint_interval=2,
+                    eval_interval=100)
+    step = trainer.train_step
+
+    def interrupted_at_step_4():
+        if trainer.step == 3:
+            raise KeyboardInterrupt
+        return step()
+
+    trainer.train_step = interrupted_at_step_4
+    with pytest.raises(SystemExit) as stopped, caplog.at_level("WARNING"):
+        trainer.fit()
+    assert stopped.value.code == 130
+    assert f"interrupted during step 4: rerun the same command to resume from {tmp_path / 'run' / 'model.ckpt-2'} " \
+           f"(step 2)" in caplog.text
+    assert [step for step, _ in ckpt.list_checkpoints(tmp_path / "run")] == [2]  # nothing saved at the interrupt
 
 
 @pytest.mark.gpu

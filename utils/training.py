@@ -462,9 +462,30 @@ class Trainer:
             self.metrics.log(self.step, {f"dev/{k}": v for k, v in metrics.items()})
 
     def fit(self) -> None:
-        args = self.args
-        bar = tqdm(total=args.max_steps, initial=self.step, desc=self.run_dir.name,
+        """Train to --max_steps. Ctrl-C stops the run with a line naming the checkpoint a rerun resumes from (exit
+        status 130, the shell's for SIGINT); the step it interrupted is not saved, as it may be half done."""
+        bar = tqdm(total=self.args.max_steps, initial=self.step, desc=self.run_dir.name,
                    disable=not self.accelerator.is_main_process, dynamic_ncols=True)
+        try:
+            self._train_to_max_steps(bar)
+        except KeyboardInterrupt:
+            bar.close()
+            latest = ckpt.latest_checkpoint(self.run_dir)
+            logger.warning("interrupted during step %d: %s", self.step + 1,
+                           f"rerun the same command to resume from {latest} (step {ckpt.checkpoint_step(latest)})"
+                           if latest else "no checkpoint saved yet, a rerun starts afresh")
+            self.feeder.close()
+            self.metrics.close()
+            raise SystemExit(130) from None
+        bar.close()
+        if not (self.run_dir / f"{ckpt.CKPT_PREFIX}{self.step}").exists():
+            self.eval_and_save()
+        self.feeder.close()
+        self.metrics.close()
+        self.leave_process_group()
+
+    def _train_to_max_steps(self, bar) -> None:
+        args = self.args
         self.model.train()
         nonfinite_in_a_row = 0
         while self.step < args.max_steps:
@@ -490,12 +511,6 @@ class Trainer:
             bar.set_postfix(loss=f"{logged['loss']:.3f}", lr=f"{logged['lr']:.2e}")
             if self.step % args.eval_interval == 0 or self.step % args.checkpoint_interval == 0:
                 self.eval_and_save()
-        bar.close()
-        if not (self.run_dir / f"{ckpt.CKPT_PREFIX}{self.step}").exists():
-            self.eval_and_save()
-        self.feeder.close()
-        self.metrics.close()
-        self.leave_process_group()
 
     def leave_process_group(self) -> None:
         """Free the DDP wrapper, then leave the process group (NCCL warns when a process exits without).
