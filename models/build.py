@@ -151,7 +151,8 @@ def verify_surgery(before: dict, after: dict) -> None:
     """Every non-attention tensor is the very same storage as before; new keys are exactly the Mamba2 ones."""
     missing = sorted(set(before) - set(after))
     changed = [k for k in before if k in after and after[k].data_ptr() != before[k].data_ptr()]
-    unexpected = [k for k in set(after) - set(before) if ".attention.fw_mamba." not in k and ".attention.bw_mamba." not in k]
+    mamba_key = lambda k: ".attention.fw_mamba." in k or ".attention.bw_mamba." in k  # noqa: E731
+    unexpected = [k for k in set(after) - set(before) if not mamba_key(k)]
     leftover = [k for k in after if any(f".attention.{p}_proj." in k for p in "qkv")]
     if missing or changed or unexpected or leftover:
         raise RuntimeError(

@@ -4,7 +4,7 @@ Usage (scripts/demo.sh runs it last):
     python scripts/demo_report.py --root output/demo
 
 Reads, under --root:
-    runs/<run>/metrics.jsonl     training rows ({"step", "loss", "ctc_loss", ...}) and dev rows ({"step", "dev/cer", ...})
+    runs/<run>/metrics.jsonl     training rows ({"step", "loss", "ctc_loss", ...}), dev rows ({"step", "dev/cer", ...})
     eval/<model>/metrics.json    infer.py on the test split: wer, cer, real_time_factor, checkpoint, audio_hours
     timings.json                 {"<model>": training wall seconds} written by demo.sh as each stage finishes;
                                  Hybrid's is "target" + "hybrid_phase" unless given as "hybrid"

@@ -343,7 +343,8 @@ class Recipe:
         out = self.layout.pretrained("ic")  # shared by ic and sid
         if (out / "config.json").is_file():
             return None
-        return ["scripts/export_hf_model.py", "--checkpoint", str(self.best_checkpoint("asr", "std")), "--out", str(out)]
+        return ["scripts/export_hf_model.py", "--checkpoint", str(self.best_checkpoint("asr", "std")),
+                "--out", str(out)]
 
     def num_speakers(self, task: str) -> int:
         if task != "sid":
@@ -428,7 +429,8 @@ class Recipe:
         env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), "HF_HUB_OFFLINE": "1",
                "TOKENIZERS_PARALLELISM": "false",
-               "TRITON_CACHE_AUTOTUNING": os.environ.get("TRITON_CACHE_AUTOTUNING", "1")}  # autotune once, not per stage
+               # autotune once, not per stage
+               "TRITON_CACHE_AUTOTUNING": os.environ.get("TRITON_CACHE_AUTOTUNING", "1")}
 
         def fail(key: str, message: str) -> None:
             if not keep_going:

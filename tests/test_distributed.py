@@ -33,7 +33,8 @@ def workspace(tmp_path_factory, tiny_model_dir):
 def train(workspace, tiny_model_dir, run: str, processes: int, accumulation: int, max_steps: int,
           wrapper: Path | None = None) -> str:
     """stderr of train.py (run by ``wrapper`` when given) in ``processes`` processes."""
-    script = [*([str(wrapper)] if wrapper else []), str(REPO / "train.py"), "--model-dir", str(workspace / run), "--data-dir", str(workspace / "data"),
+    script = [*([str(wrapper)] if wrapper else []), str(REPO / "train.py"), "--model-dir", str(workspace / run),
+              "--data-dir", str(workspace / "data"),
               "--max_steps", str(max_steps), "--accumulation_steps", str(accumulation), "--checkpoint_interval", "2",
               "--eval_interval", "100", "--hparams",
               f"asr_model_name={tiny_model_dir},{TINY_MAMBA},{DETERMINISTIC},batch_size=2,warmup_steps=1"]

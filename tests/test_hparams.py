@@ -33,7 +33,8 @@ def test_defaults_the_seed_commands_rely_on():
     assert (h.warmup_steps, h.data_warmup_steps, h.loss_normalize_type) == (5000, 5000, "sample")
     assert (h.ctc_weight, h.classifier_weight, h.alpha_layer_distill_loss, h.alpha_logits_distill_loss) == (1, 1, 1, 1)
     assert (h.asr_vocab_size, h.asr_use_flash_attn, h.asr_mamba_residual_inside) == (32, False, True)
-    assert (h.mamba_d_state, h.mamba_d_conv, h.mamba_headdim, h.mamba_expand, h.mamba_chunk_size) == (128, 4, 64, 1, 256)
+    shape = (h.mamba_d_state, h.mamba_d_conv, h.mamba_headdim, h.mamba_expand, h.mamba_chunk_size)
+    assert shape == (128, 4, 64, 1, 256)
 
 
 def test_unknown_key_names_nearest_keys():

@@ -184,7 +184,8 @@ def test_differences_to_std_carry_a_paired_bootstrap_interval(tmp_path):
     assert delta == pytest.approx(-0.1) and -0.2 < low < -0.1 < high < 0.0
     assert report.paired_bootstrap(scores, scores) == (0.0, [0.0, 0.0])
 
-    ic = [{"name": "a", "clf_label": [1, 2], "clf_pred": [1, 3]}, {"name": "b", "clf_label": [0, 0], "clf_pred": [0, 0]}]
+    ic = [{"name": "a", "clf_label": [1, 2], "clf_pred": [1, 3]},
+          {"name": "b", "clf_label": [0, 0], "clf_pred": [0, 0]}]
     write_preds(tmp_path / "ic.jsonl", ic)
     assert report.utterance_scores("ic", tmp_path / "ic.jsonl") == {"a": (0.0, 1.0), "b": (1.0, 1.0)}  # intent
     assert report.utterance_scores("sid", tmp_path / "ic.jsonl") == {"a": (1.0, 2.0), "b": (2.0, 2.0)}  # heads

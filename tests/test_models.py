@@ -9,8 +9,8 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Attention
 
 from models.build import build_asr_model, forward_model, load_weights
 from models.mamba2 import Mamba2, causal_conv_silu_ref, resolve_backend, ssd_chunked, ssd_ref
-from models.mamba_utils import (BiMamba2Wrapper, bimamba2_fused, padded_reverse_index, replace_attention, reverse_padded,
-                                reverse_padded_ref, substitute_layer, valid_lengths)
+from models.mamba_utils import (BiMamba2Wrapper, bimamba2_fused, padded_reverse_index, replace_attention,
+                                reverse_padded, reverse_padded_ref, substitute_layer, valid_lengths)
 from tests.conftest import relative_error
 
 CHUNK = 16
@@ -211,7 +211,8 @@ def test_surgery_keeps_every_other_parameter_and_adds_exactly_mamba_keys(source_
     source, converted = source_and_converted
     src, dst = source.state_dict(), converted.state_dict()
     attention_keys = {k for k in src if ".attention." in k}
-    assert attention_keys and all(k.split(".")[-2] in ("q_proj", "k_proj", "v_proj", "out_proj") for k in attention_keys)
+    projections = ("q_proj", "k_proj", "v_proj", "out_proj")
+    assert attention_keys and all(k.split(".")[-2] in projections for k in attention_keys)
     for key in set(src) - attention_keys:
         assert torch.equal(src[key], dst[key]), key
     layers = source.config.num_hidden_layers

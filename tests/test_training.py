@@ -59,7 +59,10 @@ def test_distillation_reductions_by_hand():
     student = [torch.randn(2, 4, 8) for _ in range(3)]
     teacher = [torch.randn(2, 4, 8) for _ in range(3)]
     mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.bool)
-    norm = lambda x: (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-5)  # noqa: E731
+
+    def norm(x):
+        return (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + 1e-5)
+
     per_layer_sample, per_layer_utt = [], []
     for s, t in zip(student, teacher):
         mse = ((norm(s) - norm(t)) ** 2).mean(-1)  # (batch, frames)
