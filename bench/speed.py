@@ -65,6 +65,9 @@ MODELS = {
     "student": "BiMamba2, both directions fused",
     "student_separate": "BiMamba2, two Mamba2 calls (the reference path)",
     "student_recompute": "fused BiMamba2 recomputed in backward (mamba_recompute=True)",
+    "student_encoder_recompute": "fused BiMamba2, whole encoder layers recomputed in backward "
+                                 "(encoder_recompute=True)",
+    "teacher_encoder_recompute": "the teacher with encoder_recompute=True",
     "no_mixer": "every attention replaced by zeros: the cost of all the two models share; teacher / no_mixer is "
                 "the most any replacement of attention can speed a step up",
 }
@@ -87,9 +90,11 @@ def build(model_name: str, device, spec_augment: bool = True, preset: str = "lar
     config._attn_implementation = attention_implementation(True)
     model = transformers.Wav2Vec2ForCTC(config)
     model.freeze_feature_encoder()
+    if model_name.endswith("encoder_recompute"):  # as build_asr_model does for encoder_recompute=True
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if model_name == "no_mixer":
         replace_attention(model.wav2vec2.encoder, lambda attention: NoMixer())
-    elif model_name != "teacher":
+    elif model_name.startswith("student"):
         substitute_layer(model.wav2vec2.encoder, config, fused=model_name != "student_separate",
                          recompute=model_name == "student_recompute", **mixer)
     return model.to(device)

@@ -74,8 +74,13 @@ def build_asr_model(hparams, pretrained: bool = True, init_state_dict: dict | No
             f"reachable on the Hugging Face hub ({error.__class__.__name__}). Offline, pass a local directory, "
             f"e.g. one written by `python -m models.presets demo --out output/models/demo`."
         ) from error
+    if hparams.encoder_recompute and hparams.mamba_recompute:
+        raise ValueError("encoder_recompute=True recomputes whole encoder layers, their mixers included: "
+                         "drop mamba_recompute=True")
     if hparams.freeze_feature_encoder:
         model.freeze_feature_encoder()
+    if hparams.encoder_recompute:  # each layer keeps only its input for backward and runs again there
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if hparams.use_classifier:
         model.classifier_heads = ClassifierHeads(model.config.hidden_size, hparams.classifier_targets)
     if init_state_dict is not None:

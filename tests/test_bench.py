@@ -54,6 +54,20 @@ def test_the_no_mixer_model_keeps_everything_but_attention_and_trains():
         speed.build("students", "cpu", preset="tiny")
 
 
+def test_every_bench_model_is_built_as_its_name_says():
+    from models.mamba_utils import BiMamba2Wrapper
+
+    shape = dict(headdim=16, d_state=16, chunk_size=16)
+    for name in speed.MODELS:
+        model = speed.build(name, "cpu", preset="tiny", **shape)
+        wrappers = [m for m in model.modules() if isinstance(m, BiMamba2Wrapper)]
+        assert len(wrappers) == (2 if name.startswith("student") else 0), name
+        assert all(w.fused == (name != "student_separate") for w in wrappers), name
+        assert all(w.recompute == (name == "student_recompute") for w in wrappers), name
+        assert model.wav2vec2.encoder.gradient_checkpointing == name.endswith("encoder_recompute"), name
+        assert not model.wav2vec2.feature_extractor._requires_grad, name  # frozen, as in training
+
+
 def test_cpu_speed_measures_both_models_on_the_torch_backend():
     from models.mamba_utils import BiMamba2Wrapper
 

@@ -2,6 +2,7 @@
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 from transformers import Wav2Vec2ForCTC
@@ -340,6 +341,26 @@ def test_gradient_checkpointing_runs_through_the_wrapper(tiny_hparams):
     forward_model(model, x, mask).logits.square().mean().backward()
     grad = model.wav2vec2.encoder.layers[0].attention.fw_mamba.in_proj.weight.grad
     assert grad is not None and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mamba", [False, True])
+def test_recomputed_encoder_layers_give_the_same_gradients(tiny_hparams, mamba):
+    """encoder_recompute=True: each layer is run again in backward, with the dropout masks of its first run."""
+    extra = f"asr_use_mamba={mamba},mamba_backend=torch"
+    x, mask = torch.randn(2, 6400), torch.ones(2, 6400, dtype=torch.long)
+    grads = []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        model = build_asr_model(tiny_hparams(f"{extra},encoder_recompute={recompute}")).train()
+        assert model.wav2vec2.encoder.gradient_checkpointing == recompute
+        torch.manual_seed(1), np.random.seed(1)  # dropout; SpecAugment's mask (numpy's)
+        forward_model(model, x, mask).logits.square().mean().backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and any(".layers.0." in n for n in grads[0])
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-5, atol=1e-6, msg=name)
+    with pytest.raises(ValueError, match="drop mamba_recompute=True"):
+        build_asr_model(tiny_hparams(f"{extra},encoder_recompute=True,mamba_recompute=True"))
 
 
 def test_clear_errors_on_bad_input(tiny_model_dir, tiny_hparams):
