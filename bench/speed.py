@@ -23,7 +23,9 @@ its mask is drawn on the host), and the teacher's SDPA gets no attention mask, a
 batches (``graph_safe_attention``); both models get the same treatment. ``teacher_mode`` says which teacher a row
 belongs with: ``eager`` (the teacher as users run it) or ``same`` (the teacher under the student's treatment).
 ``vs_teacher`` is the speed-up over the eager teacher at that shape, ``vs_teacher_same`` over the teacher with
-the row's own execution.
+the row's own execution. ``ctc_ms`` (training rows): the CTC loss alone, forward + backward on random logits of the
+batch's size, timed once per shape; PyTorch's CTC kernels step through time one frame after the other, so on long
+utterances this part of every model's step can be large.
 """
 import argparse
 import json
@@ -41,7 +43,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from models.build import attention_implementation, chunked_feature_encoder  # noqa: E402
+from models.build import attention_implementation, chunked_feature_encoder, feature_encoder_geometry  # noqa: E402
 from models.heads import ctc_loss_per_utterance  # noqa: E402
 from models.mamba2 import Mamba2  # noqa: E402
 from models.mamba_utils import replace_attention, substitute_layer  # noqa: E402
@@ -222,9 +224,8 @@ def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: f
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
     rows = []
     for shape in shapes:
-        mode, size = shape.split(":")
-        batch, seconds = (float(v) for v in size.split("x"))
-        x, labels = make_batch(int(batch), seconds, device)
+        mode, batch, seconds = parse_shape(shape)
+        x, labels = make_batch(batch, seconds, device)
         model.train(mode == "train")
         if mode == "train":
             eager_run = lambda: train_step(model, optimizer, x, labels)  # noqa: E731
@@ -244,7 +245,7 @@ def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: f
             ms = peak_gib = flops = None
         del run
         torch.cuda.empty_cache()
-        row = {"model": model_name, "mode": mode, "batch": int(batch), "seconds": seconds, "ms": ms,
+        row = {"model": model_name, "mode": mode, "batch": batch, "seconds": seconds, "ms": ms,
                "audio_s_per_s": batch * seconds / (ms / 1000) if ms else None, "peak_gib": peak_gib,
                "tflops": flops / 1e12 if flops else None, "mfu": flops / (ms / 1000) / peak if ms and peak else None,
                "execution": execution, "teacher_mode": "eager" if execution == "eager" else "same",
@@ -253,6 +254,28 @@ def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: f
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
+
+
+def output_frames(samples: int, preset: str = "large") -> int:
+    """Frames the CNN front end of a preset makes of ``samples``."""
+    field, stride = feature_encoder_geometry(preset_config(preset))
+    return (samples - field) // stride + 1
+
+
+def measure_ctc(batch: int, seconds: float, device, preset: str = "large") -> float:
+    """ms of the CTC loss alone, forward + backward, on random bf16 logits of a training batch's size: a part of
+    every model's training step that does not depend on the model."""
+    logits = torch.randn(batch, output_frames(int(seconds * SR), preset), 32, device=device, dtype=torch.bfloat16, requires_grad=True)
+    _, labels = make_batch(batch, seconds, device)
+    ms, _ = measure(lambda: ctc_loss_sum(logits, labels).backward())
+    return ms
+
+
+def parse_shape(shape: str) -> tuple[str, int, float]:
+    """"train:16x10" -> ("train", 16, 10.0): mode, batch, seconds of audio per item."""
+    mode, size = shape.split(":")
+    batch, seconds = size.split("x")
+    return mode, int(batch), float(seconds)
 
 
 def code_version(repo: Path = REPO) -> str | None:
@@ -308,23 +331,27 @@ def main():
         for model_name in args.models:
             rows += measure_model(model_name, args.shapes, device, env, peak, execution, **mixer)
             torch.cuda.empty_cache()  # the model and its optimiser went with measure_model's frame
+    ctc_ms = {(batch, seconds): measure_ctc(batch, seconds, device)
+              for mode, batch, seconds in map(parse_shape, args.shapes) if mode == "train"}
 
     teacher = {(r["execution"], r["mode"], r["batch"], r["seconds"]): r for r in rows if r["model"] == "teacher"}
     for row in rows:
         for key, execution in (("vs_teacher", "eager"), ("vs_teacher_same", row["execution"])):
             base = teacher.get((execution, row["mode"], row["batch"], row["seconds"]))
             row[key] = base["ms"] / row["ms"] if base and base["ms"] and row["ms"] else None
+        row["ctc_ms"] = ctc_ms.get((row["batch"], row["seconds"])) if row["mode"] == "train" else None
     with open(out_path, "a") as f:
         for row in rows:
             f.write(json.dumps({**row, "date": time.strftime("%Y-%m-%d")}) + "\n")
     print(f"\n{env['gpu']}  ({', '.join(f'{k} {v}' for k, v in env['versions'].items() if v)})")
-    print(f"{'model':18} {'execution':10} {'mode':6} {'shape':>9} {'ms':>9} {'audio s/s':>10} {'peak GiB':>9} "
-          f"{'MFU':>6} {'vs eager':>9} {'vs same':>8}")
+    print(f"{'model':25} {'execution':10} {'mode':6} {'shape':>9} {'ms':>9} {'audio s/s':>10} {'peak GiB':>9} "
+          f"{'MFU':>6} {'vs eager':>9} {'vs same':>8} {'CTC ms':>7}")
     for r in rows:
         fmt = lambda v, spec: format(v, spec) if v is not None else "-"  # noqa: E731
-        print(f"{r['model']:18} {r['execution']:10} {r['mode']:6} {r['batch']:>3}x{r['seconds']:<5g} "
+        print(f"{r['model']:25} {r['execution']:10} {r['mode']:6} {r['batch']:>3}x{r['seconds']:<5g} "
               f"{fmt(r['ms'], '9.1f')} {fmt(r['audio_s_per_s'], '10.0f')} {fmt(r['peak_gib'], '9.1f')} "
-              f"{fmt(r['mfu'], '6.1%')} {fmt(r['vs_teacher'], '8.2f')}x {fmt(r['vs_teacher_same'], '7.2f')}x")
+              f"{fmt(r['mfu'], '6.1%')} {fmt(r['vs_teacher'], '8.2f')}x {fmt(r['vs_teacher_same'], '7.2f')}x "
+              f"{fmt(r['ctc_ms'], '7.1f')}")
     print(f"wrote {out_path}")
 
 

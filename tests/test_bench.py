@@ -68,6 +68,15 @@ def test_every_bench_model_is_built_as_its_name_says():
         assert not model.wav2vec2.feature_extractor._requires_grad, name  # frozen, as in training
 
 
+def test_shapes_and_frames_as_the_bench_reads_them():
+    assert speed.parse_shape("train:16x10") == ("train", 16, 10.0)
+    assert speed.parse_shape("infer:1x1800") == ("infer", 1, 1800.0)
+    with torch.device("meta"):  # no weights needed: the front end's geometry comes from the config
+        model = transformers.Wav2Vec2ForCTC(preset_config("large", vocab_size=32))
+    for samples in (400, 401, 160000, 9600000):
+        assert speed.output_frames(samples) == int(model._get_feat_extract_output_lengths(samples)), samples
+
+
 def test_cpu_speed_measures_both_models_on_the_torch_backend():
     from models.mamba_utils import BiMamba2Wrapper
 
