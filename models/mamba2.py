@@ -22,12 +22,15 @@ All three share the signature of ``mamba_chunk_scan_combined``:
 """
 import functools
 import importlib.util
+import logging
 import math
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "triton", "ref")  # ref: the sequential recurrence, for tests only
 
@@ -156,10 +159,18 @@ def ssd_torch(x, dt, A, B, C, chunk_size=None, **kwargs):
 
 def scan_fn(backend: str):
     if backend == "triton":
-        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
-
-        return mamba_chunk_scan_combined
+        return _triton_scan()
     return {"torch": ssd_torch, "ref": ssd_ref}[backend]
+
+
+@functools.cache  # once per process: the import, and the line that explains a long first step
+def _triton_scan():
+    from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
+    logger.info("Mamba2 triton backend: mamba_ssm's kernels compile on their first use on a machine (every autotune "
+                "configuration, fp32 and bf16 apart: minutes), later runs load them from Triton's cache "
+                "(TRITON_CACHE_DIR, default ~/.triton/cache)")
+    return mamba_chunk_scan_combined
 
 
 @functools.cache  # a failed import is not cached by Python: retried on every call, it cost ~50 us per layer
