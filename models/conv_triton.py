@@ -18,6 +18,12 @@ recomputes pre from the same taps that dweight needs, writes g (fp32, freed afte
 (frames, channels) tile for dweight and dbias into one row of a small fp32 buffer, summed afterwards by PyTorch
 (deterministic, no atomics); the second gathers dx from g. Accumulation is fp32 throughout; the outputs take x's
 dtype, dweight and dbias the parameters'.
+
+Reversed channels (the backward direction of the bidirectional mixer) see each sequence in padded-reverse time:
+the frames t above are then those of x read at rev(t) = index[b, t] (``models.mamba_utils.padded_reverse_index``;
+without an index, seqlen - 1 - t), so their outputs come out reversed and dx goes back to where x was read. The
+mixer's conv then reads in_proj's output in place for both directions, with no reversed copy of its input
+(``models.mamba_utils.causal_conv_silu_bidirectional`` holds the reference).
 """
 import torch
 import triton
@@ -28,66 +34,94 @@ BLOCK_C = 128  # channels per program (contiguous in memory: coalesced loads)
 
 
 @triton.jit
-def _pre_activation(x_base, w_ptr, b_ptr, t, c, c_ok, seqlen, stride_xt, WIDTH: tl.constexpr, BLOCK_T: tl.constexpr,
+def _frames_in_x(t, reversed_c, index_ptr, batch, seqlen, REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr):
+    """The frame of x behind frame t of each channel: t itself, or for reversed channels (reversed_c, (BLOCK_C,)
+    bool) its padded reversal, index[batch, t]; (BLOCK_T, 1) without reversal, else (BLOCK_T, BLOCK_C)."""
+    if not REVERSE:
+        return t[:, None]
+    if HAS_INDEX:
+        flipped = tl.load(index_ptr + batch * seqlen + t, mask=(t >= 0) & (t < seqlen), other=0)
+    else:
+        flipped = seqlen - 1 - t
+    return tl.where(reversed_c[None, :], flipped[:, None], t[:, None])
+
+
+@triton.jit
+def _tap(x_base, reversed_c, index_ptr, batch, t, c_ok, k, seqlen, stride_xt, WIDTH: tl.constexpr,
+         REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr):
+    """x (BLOCK_T, BLOCK_C) as tap k of the outputs at frames t reads it: frame t - (WIDTH - 1) + k, zero before the
+    first; x_base points at (batch, frame 0, channels c)."""
+    src = t - (WIDTH - 1) + k
+    ok = (src >= 0) & (src < seqlen)
+    frames = _frames_in_x(src, reversed_c, index_ptr, batch, seqlen, REVERSE, HAS_INDEX)
+    return tl.load(x_base + frames * stride_xt, mask=ok[:, None] & c_ok[None, :], other=0.0)
+
+
+@triton.jit
+def _pre_activation(x_base, w_ptr, b_ptr, reversed_c, index_ptr, batch, t, c, c_ok, seqlen, stride_xt,
+                    WIDTH: tl.constexpr, REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, BLOCK_T: tl.constexpr,
                     BLOCK_C: tl.constexpr):
-    """pre (BLOCK_T, BLOCK_C) fp32 at frames t, channels c; x_base points at (batch, frame 0, channels c)."""
+    """pre (BLOCK_T, BLOCK_C) fp32 at frames t, channels c."""
     pre = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32) + tl.load(b_ptr + c, mask=c_ok, other=0.0)[None, :]
     for k in tl.static_range(WIDTH):
-        src = t - (WIDTH - 1) + k  # the input frame tap k reads
-        ok = (src >= 0) & (src < seqlen)
-        x_k = tl.load(x_base + src[:, None] * stride_xt, mask=ok[:, None] & c_ok[None, :], other=0.0)
+        x_k = _tap(x_base, reversed_c, index_ptr, batch, t, c_ok, k, seqlen, stride_xt, WIDTH, REVERSE, HAS_INDEX)
         w_k = tl.load(w_ptr + c * WIDTH + k, mask=c_ok, other=0.0)
         pre += x_k.to(tl.float32) * w_k.to(tl.float32)[None, :]
     return pre
 
 
 @triton.jit
-def _conv_silu_fwd(x_ptr, w_ptr, b_ptr, out_ptr, seqlen, channels, stride_xb, stride_xt, stride_xc,
-                   WIDTH: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+def _tile(rev_ptr, channels, REVERSE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's frames t, channels c, their mask, its batch (int64 offsets: a batch may hold more than
+    2^31 elements) and which of its channels are reversed."""
     t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)  # (BLOCK_T,)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,)
-    batch = tl.program_id(2).to(tl.int64)  # int64 offsets: a batch may hold more than 2^31 elements
+    batch = tl.program_id(2).to(tl.int64)
     c_ok = c < channels
+    reversed_c = tl.load(rev_ptr + c, mask=c_ok, other=0) != 0 if REVERSE else c_ok
+    return t, c, c_ok, batch, reversed_c
+
+
+@triton.jit
+def _conv_silu_fwd(x_ptr, w_ptr, b_ptr, rev_ptr, index_ptr, out_ptr, seqlen, channels, stride_xb, stride_xt, stride_xc,
+                   WIDTH: tl.constexpr, REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, BLOCK_T: tl.constexpr,
+                   BLOCK_C: tl.constexpr):
+    t, c, c_ok, batch, reversed_c = _tile(rev_ptr, channels, REVERSE, BLOCK_T, BLOCK_C)
     x_base = x_ptr + batch * stride_xb + c[None, :] * stride_xc
-    pre = _pre_activation(x_base, w_ptr, b_ptr, t, c, c_ok, seqlen, stride_xt, WIDTH, BLOCK_T, BLOCK_C)
+    pre = _pre_activation(x_base, w_ptr, b_ptr, reversed_c, index_ptr, batch, t, c, c_ok, seqlen, stride_xt, WIDTH,
+                          REVERSE, HAS_INDEX, BLOCK_T, BLOCK_C)
     offsets = batch * seqlen * channels + t[:, None] * channels + c[None, :]  # out is contiguous
     tl.store(out_ptr + offsets, (pre * tl.sigmoid(pre)).to(out_ptr.dtype.element_ty),
              mask=(t < seqlen)[:, None] & c_ok[None, :])
 
 
 @triton.jit
-def _conv_silu_bwd_g(x_ptr, w_ptr, b_ptr, dout_ptr, g_ptr, dw_rows_ptr, db_rows_ptr, seqlen, channels,
-                     stride_xb, stride_xt, stride_xc,
-                     WIDTH: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+def _conv_silu_bwd_g(x_ptr, w_ptr, b_ptr, rev_ptr, index_ptr, dout_ptr, g_ptr, dw_rows_ptr, db_rows_ptr, seqlen,
+                     channels, stride_xb, stride_xt, stride_xc, WIDTH: tl.constexpr, REVERSE: tl.constexpr,
+                     HAS_INDEX: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     """g = dout * silu'(pre) at this tile's frames, and the tile's dweight and dbias rows."""
-    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)  # (BLOCK_T,)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,)
-    batch = tl.program_id(2).to(tl.int64)
-    c_ok = c < channels
+    t, c, c_ok, batch, reversed_c = _tile(rev_ptr, channels, REVERSE, BLOCK_T, BLOCK_C)
     x_base = x_ptr + batch * stride_xb + c[None, :] * stride_xc
     offsets = batch * seqlen * channels + t[:, None] * channels + c[None, :]  # dout and g are contiguous
     mask = (t < seqlen)[:, None] & c_ok[None, :]
-    pre = _pre_activation(x_base, w_ptr, b_ptr, t, c, c_ok, seqlen, stride_xt, WIDTH, BLOCK_T, BLOCK_C)
+    pre = _pre_activation(x_base, w_ptr, b_ptr, reversed_c, index_ptr, batch, t, c, c_ok, seqlen, stride_xt, WIDTH,
+                          REVERSE, HAS_INDEX, BLOCK_T, BLOCK_C)
     sig = tl.sigmoid(pre)
     g = tl.load(dout_ptr + offsets, mask=mask, other=0.0).to(tl.float32) * sig * (1.0 + pre * (1.0 - sig))
     tl.store(g_ptr + offsets, g, mask=mask)
     row = batch * tl.num_programs(0) + tl.program_id(0)  # this tile's row of the dweight / dbias buffers
     tl.store(db_rows_ptr + row * channels + c, tl.sum(g, axis=0), mask=c_ok)
     for k in tl.static_range(WIDTH):  # the taps _pre_activation read, again (cached)
-        src = t - (WIDTH - 1) + k
-        ok = (src >= 0) & (src < seqlen)
-        x_k = tl.load(x_base + src[:, None] * stride_xt, mask=ok[:, None] & c_ok[None, :], other=0.0)
+        x_k = _tap(x_base, reversed_c, index_ptr, batch, t, c_ok, k, seqlen, stride_xt, WIDTH, REVERSE, HAS_INDEX)
         tl.store(dw_rows_ptr + (row * WIDTH + k) * channels + c, tl.sum(g * x_k.to(tl.float32), axis=0), mask=c_ok)
 
 
 @triton.jit
-def _conv_bwd_dx(g_ptr, w_ptr, dx_ptr, seqlen, channels,
-                 WIDTH: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
-    """dx at this tile's frames s: frame s feeds the outputs s + (WIDTH - 1) - k through tap k."""
-    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)  # (BLOCK_T,)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,)
-    batch = tl.program_id(2).to(tl.int64)
-    c_ok = c < channels
+def _conv_bwd_dx(g_ptr, w_ptr, rev_ptr, index_ptr, dx_ptr, seqlen, channels, WIDTH: tl.constexpr,
+                 REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """dx at this tile's frames t: frame t feeds the outputs t + (WIDTH - 1) - k through tap k, and goes back to
+    the frame of x it was read from."""
+    t, c, c_ok, batch, reversed_c = _tile(rev_ptr, channels, REVERSE, BLOCK_T, BLOCK_C)
     base = batch * seqlen * channels + c[None, :]  # g and dx are contiguous
     dx = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
     for k in tl.static_range(WIDTH):
@@ -95,7 +129,8 @@ def _conv_bwd_dx(g_ptr, w_ptr, dx_ptr, seqlen, channels,
         g_k = tl.load(g_ptr + base + dst[:, None] * channels, mask=(dst < seqlen)[:, None] & c_ok[None, :], other=0.0)
         w_k = tl.load(w_ptr + c * WIDTH + k, mask=c_ok, other=0.0)
         dx += g_k * w_k.to(tl.float32)[None, :]
-    tl.store(dx_ptr + base + t[:, None] * channels, dx.to(dx_ptr.dtype.element_ty),
+    frames = _frames_in_x(t, reversed_c, index_ptr, batch, seqlen, REVERSE, HAS_INDEX)  # a permutation: no clash
+    tl.store(dx_ptr + base + frames * channels, dx.to(dx_ptr.dtype.element_ty),
              mask=(t < seqlen)[:, None] & c_ok[None, :])
 
 
@@ -105,39 +140,57 @@ def _grid(batch: int, seqlen: int, channels: int) -> tuple[int, int, int]:
 
 
 class CausalConvSiLU(torch.autograd.Function):
-    """x (batch, seqlen, channels) any strides, weight (channels, width), bias (channels,) -> (batch, seqlen,
-    channels) contiguous, x's dtype. Saves x only."""
+    """x (batch, seqlen, channels) any strides, weight (channels, width), bias (channels,), reversed_channels
+    (channels,) int8 0 / 1 or None, index (batch, seqlen) or None -> (batch, seqlen, channels) contiguous, x's
+    dtype. Saves x only."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx, x, weight, bias, reversed_channels, index):
         batch, seqlen, channels = x.shape
         weight, bias = weight.contiguous(), bias.contiguous()
         out = torch.empty((batch, seqlen, channels), dtype=x.dtype, device=x.device)
-        grid = _grid(batch, seqlen, channels)
-        _conv_silu_fwd[grid](x, weight, bias, out, seqlen, channels, *x.stride(),
-                             WIDTH=weight.shape[1], BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
-        ctx.save_for_backward(x, weight, bias)
+        _conv_silu_fwd[_grid(batch, seqlen, channels)](
+            x, weight, bias, reversed_channels, index, out, seqlen, channels, *x.stride(),
+            WIDTH=weight.shape[1], **_switches(reversed_channels, index), BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
+        ctx.save_for_backward(x, weight, bias, reversed_channels, index)
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        x, weight, bias = ctx.saved_tensors
+        x, weight, bias, reversed_channels, index = ctx.saved_tensors
         batch, seqlen, channels = x.shape
         width = weight.shape[1]
         dout = dout.contiguous()
         grid = _grid(batch, seqlen, channels)
         rows = grid[0] * batch
+        switches = _switches(reversed_channels, index)
         g = torch.empty((batch, seqlen, channels), dtype=torch.float32, device=x.device)
         dw_rows = torch.empty((rows, width, channels), dtype=torch.float32, device=x.device)
         db_rows = torch.empty((rows, channels), dtype=torch.float32, device=x.device)
-        _conv_silu_bwd_g[grid](x, weight, bias, dout, g, dw_rows, db_rows, seqlen, channels, *x.stride(),
-                               WIDTH=width, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
+        _conv_silu_bwd_g[grid](x, weight, bias, reversed_channels, index, dout, g, dw_rows, db_rows, seqlen, channels,
+                               *x.stride(), WIDTH=width, **switches, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
         dx = torch.empty((batch, seqlen, channels), dtype=x.dtype, device=x.device)
-        _conv_bwd_dx[grid](g, weight, dx, seqlen, channels, WIDTH=width, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
+        _conv_bwd_dx[grid](g, weight, reversed_channels, index, dx, seqlen, channels, WIDTH=width, **switches,
+                           BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
         dweight = dw_rows.sum(0).t().to(weight.dtype)  # (channels, width)
-        return dx, dweight, db_rows.sum(0).to(bias.dtype)
+        return dx, dweight, db_rows.sum(0).to(bias.dtype), None, None
 
 
-def causal_conv_silu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """x (batch, seqlen, channels), weight (channels, 1, width) as nn.Conv1d's, bias (channels,) -> like x."""
-    return CausalConvSiLU.apply(x, weight.squeeze(1), bias)
+def _switches(reversed_channels, index) -> dict:
+    """The kernels' compile-time switches; a pointer they leave unused is passed as None."""
+    return {"REVERSE": reversed_channels is not None, "HAS_INDEX": index is not None}
+
+
+def causal_conv_silu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                            reversed_channels: torch.Tensor | None = None,
+                            index: torch.Tensor | None = None) -> torch.Tensor:
+    """x (batch, seqlen, channels), weight (channels, 1, width) as nn.Conv1d's, bias (channels,) -> like x.
+    reversed_channels (channels,) bool: those channels run in padded-reverse time (index from
+    ``padded_reverse_index``, None: the whole sequence reversed), their outputs reversed too."""
+    if reversed_channels is None:
+        index = None
+    elif reversed_channels.dtype != torch.int8:
+        reversed_channels = reversed_channels.to(torch.int8)  # 0 / 1 bytes, as the kernels read them
+    if index is not None:
+        index = index.contiguous()
+    return CausalConvSiLU.apply(x, weight.squeeze(1), bias, reversed_channels, index)

@@ -174,7 +174,7 @@ def _triton_scan():
 
 
 @functools.cache  # a failed import is not cached by Python: retried on every call, it cost ~50 us per layer
-def _causal_conv1d_fn():
+def causal_conv1d_kernel():
     try:
         from causal_conv1d import causal_conv1d_fn
     except ImportError:
@@ -197,7 +197,7 @@ def causal_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, 
     channels-last activations in place; on the others ``causal_conv_silu_ref``."""
     if backend != "triton":
         return causal_conv_silu_ref(x, weight, bias)
-    conv_fn = _causal_conv1d_fn()
+    conv_fn = causal_conv1d_kernel()
     if conv_fn is not None:  # channels-last input: (batch, channels, seqlen) with channel stride 1
         return conv_fn(x.transpose(1, 2), rearrange(weight, "d 1 w -> d w"), bias, activation="silu").transpose(1, 2)
     from models.conv_triton import causal_conv_silu_triton

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from models.mamba2 import Mamba2, causal_conv_silu, gated_rms_norm, resolve_backend, scan_fn
+from models.mamba2 import Mamba2, causal_conv1d_kernel, causal_conv_silu, gated_rms_norm, resolve_backend, scan_fn
 
 logger = logging.getLogger(__name__)
 
@@ -81,29 +81,30 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
     ``BiMamba2Wrapper.forward_separate`` is its reference.
 
     A projection, the gate and the norm act on each frame alone, so they commute with the time reversal: the input
-    is projected unreversed, only what the backward scan reads (its x, B, C, dt) is reversed, and its output is
-    reversed back before the norm, whose gate z is then in input time for both directions.
+    is projected unreversed, and what the backward scan reads is reversed on the way in: x, B and C by the conv
+    itself, which reads the backward channels in reversed time from the GEMM's output in place, and dt by a copy.
+    The scan's backward half is reversed back before the norm, whose gate z is then in input time for both
+    directions.
     hidden (batch, seqlen, d_model), index from ``padded_reverse_index`` (None: no padding) -> (batch, seqlen,
     d_model)
     """
     d_inner, d_state, nheads = fw.d_inner, fw.d_state, fw.nheads
-    sizes = [d_inner, d_state, d_state, nheads]  # in_proj rows after z: x, B, C, dt
-    # in_proj rows [z_fw, z_bw, x B C dt of fw, x B C dt of bw]
-    in_weight = _interleave(fw.in_proj.weight, bw.in_proj.weight, [d_inner, sum(sizes)])
-    z, xBCdt_fw, xBCdt_bw = torch.split(F.linear(hidden, in_weight), [2 * d_inner, sum(sizes), sum(sizes)], dim=-1)
-    x_fw, B_fw, C_fw, dt_fw = torch.split(xBCdt_fw, sizes, dim=-1)  # each (batch, seqlen, .)
-    x_bw, B_bw, C_bw, dt_bw = torch.split(reverse_padded(xBCdt_bw, index), sizes, dim=-1)
+    # in_proj rows [z_fw, z_bw, x_fw, x_bw, B_fw, B_bw, C_fw, C_bw, dt_fw, dt_bw]: the conv's channels in one slice
+    in_weight = _interleave(fw.in_proj.weight, bw.in_proj.weight, [d_inner, d_inner, d_state, d_state, nheads])
+    conv_sizes = [d_inner, d_state, d_state]
+    z, xBC, dt = torch.split(F.linear(hidden, in_weight), [2 * d_inner, 2 * sum(conv_sizes), 2 * nheads], dim=-1)
 
-    # conv channels [x_fw, x_bw, B_fw, B_bw, C_fw, C_bw]: after the conv, x, B and C of both directions are slices
-    xBC = torch.cat([x_fw, x_bw, B_fw, B_bw, C_fw, C_bw], dim=-1)  # (batch, seqlen, 2 * conv_dim)
-    conv_weight = _interleave(fw.conv1d.weight, bw.conv1d.weight, sizes[:3])  # (2 * conv_dim, 1, d_conv)
-    conv_bias = _interleave(fw.conv1d.bias, bw.conv1d.bias, sizes[:3])
-    xBC = causal_conv_silu(xBC, conv_weight, conv_bias, backend)  # (batch, seqlen, 2 * conv_dim)
+    conv_weight = _interleave(fw.conv1d.weight, bw.conv1d.weight, conv_sizes)  # (2 * conv_dim, 1, d_conv)
+    conv_bias = _interleave(fw.conv1d.bias, bw.conv1d.bias, conv_sizes)
+    backward_channels = _backward_channel_mask(tuple(conv_sizes), hidden.device)  # (2 * conv_dim,)
+    # (batch, seqlen, 2 * conv_dim): the backward direction's channels in reversed time
+    xBC = causal_conv_silu_bidirectional(xBC, conv_weight, conv_bias, backward_channels, index, backend)
     x, B, C = torch.split(xBC, [2 * d_inner, 2 * d_state, 2 * d_state], dim=-1)
+    dt_fw, dt_bw = torch.split(dt, [nheads, nheads], dim=-1)
 
     y = scan_fn(backend)(
         x.unflatten(-1, (2 * nheads, fw.headdim)),  # (batch, seqlen, 2 * nheads, headdim)
-        torch.cat([dt_fw, dt_bw], dim=-1),  # (batch, seqlen, 2 * nheads)
+        torch.cat([dt_fw, reverse_padded(dt_bw, index)], dim=-1),  # (batch, seqlen, 2 * nheads)
         -torch.exp(torch.cat([fw.A_log, bw.A_log]).float()),  # (2 * nheads,)
         B.unflatten(-1, (2, d_state)),  # (batch, seqlen, ngroups=2, d_state)
         C.unflatten(-1, (2, d_state)),
@@ -117,6 +118,34 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
     y = grouped_gated_rms_norm(y, z, torch.cat([fw.norm.weight, bw.norm.weight]), fw.norm.eps, d_inner, backend)
     # [y_fw | y_bw] against [W_fw | W_bw]: one GEMM gives fw.out_proj(y_fw) + bw.out_proj(y_bw)
     return F.linear(y, torch.cat([fw.out_proj.weight, bw.out_proj.weight], dim=1))
+
+
+@functools.cache
+def _backward_channel_mask(sizes: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """(2 * sum(sizes),) int8, 1 on the backward direction's channels of the layout ``_interleave`` makes of
+    pieces of ``sizes``: [x_fw, x_bw, B_fw, B_bw, C_fw, C_bw] -> [0.., 1.., 0.., 1.., 0.., 1..]. Made once."""
+    flags = [direction for size in sizes for direction in (0, 1) for _ in range(size)]
+    return torch.tensor(flags, dtype=torch.int8, device=device)
+
+
+def reverse_channels(x: torch.Tensor, reversed_channels: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """x (batch, seqlen, channels) with the channels flagged in ``reversed_channels`` (channels,) in padded-reverse
+    time (``reverse_padded``), the others as they are."""
+    return torch.where(reversed_channels.bool(), reverse_padded(x, index), x)
+
+
+def causal_conv_silu_bidirectional(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                                   reversed_channels: torch.Tensor, index: torch.Tensor | None,
+                                   backend: str) -> torch.Tensor:
+    """``causal_conv_silu`` of ``reverse_channels(x, ...)``: the flagged channels' causal conv runs in
+    padded-reverse time, and their outputs stay there. On the triton backend without causal-conv1d,
+    models/conv_triton.py's kernels read the flagged channels reversed where x lies (no reversed copy, in either
+    pass); otherwise the channels are reversed first, which is this function's reference."""
+    if backend == "triton" and causal_conv1d_kernel() is None:
+        from models.conv_triton import causal_conv_silu_triton
+
+        return causal_conv_silu_triton(x, weight, bias, reversed_channels, index)
+    return causal_conv_silu(reverse_channels(x, reversed_channels, index), weight, bias, backend)
 
 
 def _interleave(fw_param: torch.Tensor, bw_param: torch.Tensor, sizes: list[int]) -> torch.Tensor:

@@ -10,8 +10,8 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Attention
 
 from models.build import build_asr_model, forward_model, load_weights
 from models.mamba2 import Mamba2, causal_conv_silu_ref, resolve_backend, ssd_chunked, ssd_ref
-from models.mamba_utils import (BiMamba2Wrapper, bimamba2_fused, padded_reverse_index, replace_attention,
-                                reverse_padded, reverse_padded_ref, substitute_layer, valid_lengths)
+from models.mamba_utils import (BiMamba2Wrapper, bimamba2_fused, causal_conv_silu_bidirectional, padded_reverse_index,
+                                replace_attention, reverse_padded, reverse_padded_ref, substitute_layer, valid_lengths)
 from tests.conftest import relative_error
 
 CHUNK = 16
@@ -161,6 +161,29 @@ def test_triton_causal_conv_matches_the_conv1d_reference(seqlen, channels):
             results.append((out, *torch.autograd.grad(out, [x, weight, bias], dout)))
     for triton_result, reference in zip(*results):
         torch.testing.assert_close(triton_result, reference, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("lengths", [None, [37, 20]])  # None: no padding, the whole sequence reversed
+def test_triton_conv_reads_reversed_channels_in_place_as_the_reference_reverses_them(lengths):
+    """The fused mixer's conv: the backward direction's channels in padded-reverse time, read from in_proj's output
+    where it lies (a strided slice), against reversing them first; forward and all three gradients."""
+    torch.manual_seed(0)
+    wide = torch.randn(2, 37, 209)
+    x = wide[..., 4:204].requires_grad_()  # (batch, seqlen, 200 channels): blocks of 128 channels and a rest
+    weight = torch.randn(200, 1, 4, requires_grad=True)
+    bias = torch.randn(200, requires_grad=True)
+    reversed_channels = (torch.rand(200) < 0.5).to(torch.int8)
+    index = padded_reverse_index(torch.tensor(lengths), 37) if lengths else None
+    dout = torch.randn(2, 37, 200)
+    results = []
+    for backend in ("triton", "torch"):  # triton without CUDA: Triton's interpreter (tests/conftest.py)
+        out = causal_conv_silu_bidirectional(x, weight, bias, reversed_channels, index, backend)
+        results.append((out, *torch.autograd.grad(out, [x, weight, bias], dout)))
+    for triton_result, reference in zip(*results):
+        torch.testing.assert_close(triton_result, reference, rtol=1e-5, atol=1e-5)
+    reversed_frames = results[1][0][:, :, reversed_channels.bool()]
+    plain = causal_conv_silu_ref(x, weight, bias)[:, :, reversed_channels.bool()]
+    assert not torch.allclose(reversed_frames, plain)  # the reversal did something
 
 
 def test_padded_reverse_matches_reference_and_is_an_involution():
