@@ -37,13 +37,15 @@ BLOCK_C = 128  # channels per program (contiguous in memory: coalesced loads)
 def _frames_in_x(t, reversed_c, index_ptr, batch, seqlen, REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr):
     """The frame of x behind frame t of each channel: t itself, or for reversed channels (reversed_c, (BLOCK_C,)
     bool) its padded reversal, index[batch, t]; (BLOCK_T, 1) without reversal, else (BLOCK_T, BLOCK_C)."""
-    if not REVERSE:
-        return t[:, None]
-    if HAS_INDEX:
-        flipped = tl.load(index_ptr + batch * seqlen + t, mask=(t >= 0) & (t < seqlen), other=0)
+    if REVERSE:  # one return at the end: Triton compiles only the branch of a compile-time switch
+        if HAS_INDEX:
+            flipped = tl.load(index_ptr + batch * seqlen + t, mask=(t >= 0) & (t < seqlen), other=0)
+        else:
+            flipped = seqlen - 1 - t
+        frames = tl.where(reversed_c[None, :], flipped[:, None], t[:, None])
     else:
-        flipped = seqlen - 1 - t
-    return tl.where(reversed_c[None, :], flipped[:, None], t[:, None])
+        frames = t[:, None]
+    return frames
 
 
 @triton.jit

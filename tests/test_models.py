@@ -1,6 +1,10 @@
 """Model core: SSD scan vs its sequential reference, the padded reversal, and the attention -> BiMamba2 surgery."""
 import copy
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,6 +188,17 @@ def test_triton_conv_reads_reversed_channels_in_place_as_the_reference_reverses_
     reversed_frames = results[1][0][:, :, reversed_channels.bool()]
     plain = causal_conv_silu_ref(x, weight, bias)[:, :, reversed_channels.bool()]
     assert not torch.allclose(reversed_frames, plain)  # the reversal did something
+
+
+def test_the_triton_conv_kernels_compile_for_hopper_with_every_switch():
+    """Triton's interpreter (the CPU tier's way of running the kernels) accepts programs its compiler refuses, such
+    as a return under a compile-time switch before more code: tests/kernel_compile.py compiles every kernel for
+    sm_90, which needs no GPU."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-m", "tests.kernel_compile", "--arch", "90"], env=env,
+                            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count(": ok") == 9, result.stdout
 
 
 def test_padded_reverse_matches_reference_and_is_an_involution():

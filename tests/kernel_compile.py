@@ -1,0 +1,60 @@
+"""Compile this repository's Triton kernels for a GPU architecture on any machine, GPU or not (Triton's front end
+and the ptxas it ships need none): every kernel of models/conv_triton.py with every compile-time switch.
+
+    python -m tests.kernel_compile            # sm_90 (H100 / H200); one line per kernel, exit status 1 on a failure
+    python -m tests.kernel_compile --arch 80
+
+tests/test_models.py runs it in a subprocess: Triton's interpreter, which tests/conftest.py turns on without CUDA,
+runs kernels as Python and so accepts programs the compiler refuses.
+"""
+import argparse
+import sys
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from models import conv_triton
+
+ACTIVATION, PARAMETER, FP32 = "*bf16", "*fp32", "*fp32"  # the mixer's: bf16 activations, fp32 weights
+POINTER_TYPES = {"x_ptr": ACTIVATION, "out_ptr": ACTIVATION, "dout_ptr": ACTIVATION, "dx_ptr": ACTIVATION,
+                 "w_ptr": PARAMETER, "b_ptr": PARAMETER, "g_ptr": FP32, "dw_rows_ptr": FP32, "db_rows_ptr": FP32,
+                 "rev_ptr": "*i8", "index_ptr": "*i64"}
+KERNELS = (conv_triton._conv_silu_fwd, conv_triton._conv_silu_bwd_g, conv_triton._conv_bwd_dx)
+SWITCHES = ({"REVERSE": False, "HAS_INDEX": False}, {"REVERSE": True, "HAS_INDEX": False},
+            {"REVERSE": True, "HAS_INDEX": True})
+
+
+def compile_kernel(kernel, constexprs: dict, arch: int):
+    """``kernel`` compiled for sm_<arch>: pointers as POINTER_TYPES, other arguments int32, ``constexprs`` fixed (a
+    pointer given as None is one the switches leave unused, as the launches pass it)."""
+    names = kernel.arg_names
+    signature = {name: "constexpr" if name in constexprs else POINTER_TYPES.get(name, "i32") for name in names}
+    source = ASTSource(kernel, signature, constexprs={(names.index(k),): v for k, v in constexprs.items()})
+    return triton.compile(source, target=GPUTarget("cuda", arch, 32))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90 for sm_90")
+    args = parser.parse_args(argv)
+    failed = 0
+    for kernel in KERNELS:
+        for switches in SWITCHES:
+            constexprs = {"WIDTH": 4, "BLOCK_T": conv_triton.BLOCK_T, "BLOCK_C": conv_triton.BLOCK_C, **switches}
+            if not switches["REVERSE"]:
+                constexprs["rev_ptr"] = None
+            if not switches["HAS_INDEX"]:
+                constexprs["index_ptr"] = None
+            name = f"{kernel.fn.__name__} {' '.join(f'{k}={v}' for k, v in switches.items())}"
+            try:
+                compile_kernel(kernel, {k: v for k, v in constexprs.items() if k in kernel.arg_names}, args.arch)
+                print(f"{name}: ok")
+            except Exception as error:  # noqa: BLE001  (report every kernel, then fail)
+                failed += 1
+                print(f"{name}: FAILED: {type(error).__name__}: {error}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
