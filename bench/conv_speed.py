@@ -7,6 +7,8 @@ The fused BiMamba2 mixer of the large model convolves 2 x (1024 + 2 x 128) = 256
 directions), in bf16 autocast, from a channels-last (batch, frames, channels) activation; 50 frames a second.
 Prints the median of 20 timed repeats (CUDA events, after 5 warm-up) of forward + backward (all three gradients)
 and of a no-grad forward, and the kernels' largest difference from the reference relative to its largest output.
+"triton, bw reversed" is the mixer's call: the backward direction's channels read in reversed time (unpadded: a
+flip), against its reference, those channels reversed first and then conv1d.
 """
 import sys
 from pathlib import Path
@@ -18,6 +20,7 @@ if __package__ in (None, ""):
 
 from models.conv_triton import causal_conv_silu_triton
 from models.mamba2 import causal_conv_silu_ref
+from models.mamba_utils import backward_channel_mask, reverse_channels
 
 CHANNELS, WIDTH = 2560, 4
 SHAPES = ((16, 500), (4, 3000), (1, 90000))  # (batch, frames): 16 x 10 s, 4 x 60 s, 1 x 1800 s
@@ -44,8 +47,15 @@ def main() -> None:
         weight = torch.randn(CHANNELS, 1, WIDTH, device="cuda", requires_grad=True)
         bias = torch.randn(CHANNELS, device="cuda", requires_grad=True)
         dout = torch.randn_like(x)
+        backward_channels = backward_channel_mask((1024, 128, 128), x.device)  # the large mixer's layout
+        convs = {
+            "conv1d reference": causal_conv_silu_ref,
+            "triton": causal_conv_silu_triton,
+            "reversed first": lambda x, w, b: causal_conv_silu_ref(reverse_channels(x, backward_channels, None), w, b),
+            "triton, bw reversed": lambda x, w, b: causal_conv_silu_triton(x, w, b, backward_channels),
+        }
         outputs = {}
-        for name, conv in (("conv1d reference", causal_conv_silu_ref), ("triton", causal_conv_silu_triton)):
+        for name, conv in convs.items():
             def train():
                 with torch.autocast("cuda", dtype=torch.bfloat16):
                     out = conv(x, weight, bias)
@@ -55,11 +65,11 @@ def main() -> None:
                 with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
                     outputs[name] = conv(x, weight, bias).float()
 
-            print(f"{batch:3d} x {frames:6d} frames  {name:16s}  fwd+bwd {median_ms(train):8.3f} ms  "
+            print(f"{batch:3d} x {frames:6d} frames  {name:19s}  fwd+bwd {median_ms(train):8.3f} ms  "
                   f"fwd {median_ms(infer):8.3f} ms", flush=True)
-        reference = outputs["conv1d reference"]
-        error = (outputs["triton"] - reference).abs().max() / reference.abs().max()
-        print(f"{'':22s}max |triton - reference| / max |reference| = {error.item():.2e}")
+        for kernel, reference in (("triton", "conv1d reference"), ("triton, bw reversed", "reversed first")):
+            error = (outputs[kernel] - outputs[reference]).abs().max() / outputs[reference].abs().max()
+            print(f"{'':22s}max |{kernel} - {reference}| / max |{reference}| = {error.item():.2e}")
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
 
     conv_weight = _interleave(fw.conv1d.weight, bw.conv1d.weight, conv_sizes)  # (2 * conv_dim, 1, d_conv)
     conv_bias = _interleave(fw.conv1d.bias, bw.conv1d.bias, conv_sizes)
-    backward_channels = _backward_channel_mask(tuple(conv_sizes), hidden.device)  # (2 * conv_dim,)
+    backward_channels = backward_channel_mask(tuple(conv_sizes), hidden.device)  # (2 * conv_dim,)
     # (batch, seqlen, 2 * conv_dim): the backward direction's channels in reversed time
     xBC = causal_conv_silu_bidirectional(xBC, conv_weight, conv_bias, backward_channels, index, backend)
     x, B, C = torch.split(xBC, [2 * d_inner, 2 * d_state, 2 * d_state], dim=-1)
@@ -121,7 +121,7 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
 
 
 @functools.cache
-def _backward_channel_mask(sizes: tuple[int, ...], device: torch.device) -> torch.Tensor:
+def backward_channel_mask(sizes: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """(2 * sum(sizes),) int8, 1 on the backward direction's channels of the layout ``_interleave`` makes of
     pieces of ``sizes``: [x_fw, x_bw, B_fw, B_bw, C_fw, C_bw] -> [0.., 1.., 0.., 1.., 0.., 1..]. Made once."""
     flags = [direction for size in sizes for direction in (0, 1) for _ in range(size)]
