@@ -174,7 +174,7 @@ def _triton_scan():
 
 
 @functools.cache  # a failed import is not cached by Python: retried on every call, it cost ~50 us per layer
-def causal_conv1d_kernel():
+def _causal_conv1d_fn():
     try:
         from causal_conv1d import causal_conv1d_fn
     except ImportError:
@@ -190,16 +190,23 @@ def causal_conv_silu_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     return F.silu(F.conv1d(x, weight, bias, padding=width - 1, groups=x.shape[1])[..., :seqlen]).transpose(1, 2)
 
 
-def causal_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, backend: str) -> torch.Tensor:
-    """Depthwise causal conv + SiLU: x (batch, seqlen, channels), weight (channels, 1, width) -> like x.
-
-    On the triton backend: causal_conv1d's kernel when installed, else models/conv_triton.py's, both reading the
-    channels-last activations in place; on the others ``causal_conv_silu_ref``."""
+def conv_implementation(backend: str) -> str:
+    """Which causal conv + SiLU a backend runs: on triton, "causal_conv1d" (its kernel, when installed) or "triton"
+    (models/conv_triton.py's); on the others "conv1d" (``causal_conv_silu_ref``)."""
     if backend != "triton":
+        return "conv1d"
+    return "causal_conv1d" if _causal_conv1d_fn() is not None else "triton"
+
+
+def causal_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, backend: str) -> torch.Tensor:
+    """Depthwise causal conv + SiLU: x (batch, seqlen, channels), weight (channels, 1, width) -> like x, by
+    ``conv_implementation(backend)``; the two kernels read the channels-last activations in place."""
+    implementation = conv_implementation(backend)
+    if implementation == "conv1d":
         return causal_conv_silu_ref(x, weight, bias)
-    conv_fn = causal_conv1d_kernel()
-    if conv_fn is not None:  # channels-last input: (batch, channels, seqlen) with channel stride 1
-        return conv_fn(x.transpose(1, 2), rearrange(weight, "d 1 w -> d w"), bias, activation="silu").transpose(1, 2)
+    if implementation == "causal_conv1d":  # channels-last input: (batch, channels, seqlen) with channel stride 1
+        return _causal_conv1d_fn()(x.transpose(1, 2), rearrange(weight, "d 1 w -> d w"), bias,
+                                   activation="silu").transpose(1, 2)
     from models.conv_triton import causal_conv_silu_triton
 
     return causal_conv_silu_triton(x, weight, bias)

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from models.mamba2 import Mamba2, causal_conv1d_kernel, causal_conv_silu, gated_rms_norm, resolve_backend, scan_fn
+from models.mamba2 import (Mamba2, causal_conv_silu, conv_implementation, gated_rms_norm, resolve_backend,
+                           scan_fn)
 
 logger = logging.getLogger(__name__)
 
@@ -138,10 +139,10 @@ def causal_conv_silu_bidirectional(x: torch.Tensor, weight: torch.Tensor, bias: 
                                    reversed_channels: torch.Tensor, index: torch.Tensor | None,
                                    backend: str) -> torch.Tensor:
     """``causal_conv_silu`` of ``reverse_channels(x, ...)``: the flagged channels' causal conv runs in
-    padded-reverse time, and their outputs stay there. On the triton backend without causal-conv1d,
-    models/conv_triton.py's kernels read the flagged channels reversed where x lies (no reversed copy, in either
-    pass); otherwise the channels are reversed first, which is this function's reference."""
-    if backend == "triton" and causal_conv1d_kernel() is None:
+    padded-reverse time, and their outputs stay there. Where ``conv_implementation`` is models/conv_triton.py's
+    kernels, they read the flagged channels reversed where x lies (no reversed copy, in either pass); otherwise
+    the channels are reversed first, which is this function's reference."""
+    if conv_implementation(backend) == "triton":
         from models.conv_triton import causal_conv_silu_triton
 
         return causal_conv_silu_triton(x, weight, bias, reversed_channels, index)
