@@ -43,7 +43,8 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from models.build import attention_implementation, chunked_feature_encoder, feature_encoder_geometry  # noqa: E402
+from models.build import (attention_implementation, chunked_feature_encoder, enable_encoder_recompute,  # noqa: E402
+                          feature_encoder_geometry)
 from models.heads import ctc_loss_per_utterance  # noqa: E402
 from models.mamba2 import Mamba2  # noqa: E402
 from models.mamba_utils import replace_attention, substitute_layer  # noqa: E402
@@ -92,8 +93,8 @@ def build(model_name: str, device, spec_augment: bool = True, preset: str = "lar
     config._attn_implementation = attention_implementation(True)
     model = transformers.Wav2Vec2ForCTC(config)
     model.freeze_feature_encoder()
-    if model_name.endswith("encoder_recompute"):  # as build_asr_model does for encoder_recompute=True
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if model_name.endswith("encoder_recompute"):
+        enable_encoder_recompute(model)
     if model_name == "no_mixer":
         replace_attention(model.wav2vec2.encoder, lambda attention: NoMixer())
     elif model_name.startswith("student"):

@@ -79,8 +79,8 @@ def build_asr_model(hparams, pretrained: bool = True, init_state_dict: dict | No
                          "drop mamba_recompute=True")
     if hparams.freeze_feature_encoder:
         model.freeze_feature_encoder()
-    if hparams.encoder_recompute:  # each layer keeps only its input for backward and runs again there
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hparams.encoder_recompute:
+        enable_encoder_recompute(model)
     if hparams.use_classifier:
         model.classifier_heads = ClassifierHeads(model.config.hidden_size, hparams.classifier_targets)
     if init_state_dict is not None:
@@ -125,6 +125,12 @@ def initialise_missing_mask_embedding(model: Wav2Vec2ForCTC, missing_keys) -> No
     if MASK_EMBEDDING in missing_keys:
         model.get_parameter(MASK_EMBEDDING).uniform_()
         logger.info("%s not in the checkpoint: initialised U[0, 1)", MASK_EMBEDDING)
+
+
+def enable_encoder_recompute(model: Wav2Vec2ForCTC) -> None:
+    """encoder_recompute=True: each encoder layer keeps only its input for backward and runs again there (Hugging
+    Face's gradient checkpointing, non-reentrant: the layers' dropout masks are replayed)."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
