@@ -30,9 +30,10 @@ logger = logging.getLogger("train_distill")
 class Teacher:
     """The frozen attention model; ``losses`` gives the distillation terms of one micro-batch."""
 
-    def __init__(self, hparams, state_dict: dict, device, autocast):
+    def __init__(self, hparams, state_dict: dict, source: Path, device, autocast):
         teacher_hparams = type(hparams)(**{**hparams.values(), "asr_use_mamba": False})
-        self.model = build_asr_model(teacher_hparams, pretrained=False, init_state_dict=state_dict).to(device)
+        self.model = build_asr_model(teacher_hparams, pretrained=False, init_state_dict=state_dict,
+                                     init_source=str(source)).to(device)
         self.model.requires_grad_(False)
         self.model.train(not hparams.teacher_eval_mode)
         self.hparams, self.autocast, self.path = hparams, autocast, None
@@ -83,8 +84,9 @@ def main():
     uses_teacher = hparams.alpha_layer_distill_loss > 0 or hparams.alpha_logits_distill_loss > 0
     teacher_weights = ckpt.load_checkpoint(first_teacher)["model"] if starts_from_teacher or uses_teacher else None
     student = training.build_model_for_run(hparams, start, init_state_dict=teacher_weights if starts_from_teacher
-                                           else None)
-    teacher = Teacher(hparams, teacher_weights, accelerator.device, accelerator.autocast) if uses_teacher else None
+                                           else None, init_source=str(first_teacher))
+    teacher = Teacher(hparams, teacher_weights, first_teacher, accelerator.device,
+                      accelerator.autocast) if uses_teacher else None
     if teacher is not None:
         teacher.path = None if args.use_teacher_snapshots else first_teacher  # snapshots: loaded at step start
         logger.info("teacher: %s (%s mode)", first_teacher, "eval" if hparams.teacher_eval_mode else "train")

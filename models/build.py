@@ -48,12 +48,14 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def build_asr_model(hparams, pretrained: bool = True, init_state_dict: dict | None = None) -> Wav2Vec2ForCTC:
+def build_asr_model(hparams, pretrained: bool = True, init_state_dict: dict | None = None,
+                    init_source: str = "init_state_dict") -> Wav2Vec2ForCTC:
     """The model of a run, in fp32 on CPU.
 
     pretrained: load weights from ``asr_model_name`` (else only its config; a checkpoint follows).
     init_state_dict: attention-model weights (a teacher checkpoint) loaded *before* the surgery, so that
-        Target-guided students start from the teacher and ``asr_mamba_init=attention`` reads its attention.
+        Target-guided students start from the teacher and ``asr_mamba_init=attention`` reads its attention;
+        init_source names where they came from in the error a misfit raises (``load_weights``).
     """
     overrides = _config_overrides(hparams)
     attn = attention_implementation(hparams.asr_use_flash_attn)
@@ -84,7 +86,7 @@ def build_asr_model(hparams, pretrained: bool = True, init_state_dict: dict | No
     if hparams.use_classifier:
         model.classifier_heads = ClassifierHeads(model.config.hidden_size, hparams.classifier_targets)
     if init_state_dict is not None:
-        load_weights(model, init_state_dict, "init_state_dict (the teacher's weights)")
+        load_weights(model, init_state_dict, init_source)
     params_attention = count_parameters(model)
 
     if hparams.asr_use_mamba:

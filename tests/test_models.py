@@ -369,6 +369,8 @@ def test_weights_of_another_model_are_refused_naming_their_source(tiny_hparams):
     student = build_asr_model(tiny_hparams("asr_use_mamba=True"))
     with pytest.raises(ValueError, match=r"teacher\.ckpt does not fit the model: .* missing key"):
         load_weights(build_asr_model(tiny_hparams()), student.state_dict(), "teacher.ckpt")
+    with pytest.raises(ValueError, match=r"runs/std/model\.ckpt-4 does not fit the model"):  # train_distill's path
+        build_asr_model(tiny_hparams(), init_state_dict=student.state_dict(), init_source="runs/std/model.ckpt-4")
 
 
 def test_gradient_checkpointing_runs_through_the_wrapper(tiny_hparams):

@@ -144,7 +144,8 @@ def test_loss_falls_on_a_memorisable_batch(corpus, tiny_model_dir, tmp_path, dis
         from train_distill import Teacher
 
         weights = torch.load(tmp_path / "teacher/model.ckpt-1", weights_only=True)["model"]
-        trainer.extra_losses = Teacher(trainer.hparams, weights, "cpu", trainer.accelerator.autocast).losses
+        trainer.extra_losses = Teacher(trainer.hparams, weights, tmp_path / "teacher/model.ckpt-1", "cpu",
+                                       trainer.accelerator.autocast).losses
         trainer.extra_weights = {"layer_distill_loss": 1.0, "logits_distill_loss": 1.0}
         trainer.weights.update(trainer.extra_weights)
         trainer.record_hidden_states = True

@@ -549,8 +549,8 @@ def build_trainer(args, start: RunStart, accelerator, model, **trainer_kwargs) -
     return trainer
 
 
-def build_model_for_run(hparams, start: RunStart, init_state_dict=None):
+def build_model_for_run(hparams, start: RunStart, init_state_dict=None, init_source: str = "init_state_dict"):
     """A run resumed or restored from a checkpoint takes its weights from there: no pretrained weights needed."""
     from_checkpoint = start.resume is not None or start.restore is not None
     return build_asr_model(hparams, pretrained=not from_checkpoint and init_state_dict is None,
-                           init_state_dict=init_state_dict)
+                           init_state_dict=init_state_dict, init_source=init_source)
