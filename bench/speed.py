@@ -8,7 +8,8 @@ Usage (on a GPU machine, see README "Speed"):
     python bench/speed.py --models student --chunk_size 128   # the students' SSD chunk length (default 256)
     python bench/speed.py --models teacher no_mixer   # the shared cost: the most a new mixer can gain
 
-Random weights from the large preset's config (no download). bf16 autocast, CNN front end frozen as in training.
+Random weights from the large preset's config (no download). bf16 autocast, CNN front end frozen as in training,
+channels-last as build_asr_model makes it (``teacher_hf_front_end``: the teacher with Hugging Face's own).
 A training step is forward + CTC loss + backward + AdamW step; inference is a no-grad forward with the front end
 run in 5-minute pieces (as infer.py does). Each measurement is the median of timed repeats after warm-up (CUDA
 events), peak memory from torch.cuda.max_memory_allocated. MFU counts the FLOPs torch's FlopCounterMode sees:
@@ -44,7 +45,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from models.build import (attention_implementation, chunked_feature_encoder, enable_encoder_recompute,  # noqa: E402
-                          feature_encoder_geometry)
+                          feature_encoder_geometry, use_channels_last_feature_encoder)
 from models.heads import ctc_loss_per_utterance  # noqa: E402
 from models.mamba2 import Mamba2  # noqa: E402
 from models.mamba_utils import replace_attention, substitute_layer  # noqa: E402
@@ -65,6 +66,8 @@ AttentionInterface.register(UNMASKED_SDPA, sdpa_attention_forward)
 
 MODELS = {
     "teacher": "the attention model (SDPA, or flash-attn 2 when installed)",
+    "teacher_hf_front_end": "the teacher with Hugging Face's CNN front end (transposes around each LayerNorm), "
+                            "not this repository's channels-last one",
     "student": "BiMamba2, both directions fused",
     "student_separate": "BiMamba2, two Mamba2 calls (the reference path)",
     "student_recompute": "fused BiMamba2 recomputed in backward (mamba_recompute=True)",
@@ -92,6 +95,8 @@ def build(model_name: str, device, spec_augment: bool = True, preset: str = "lar
     config = preset_config(preset, vocab_size=32, mask_time_prob=0.05 if spec_augment else 0.0, layerdrop=0.0)
     config._attn_implementation = attention_implementation(True)
     model = transformers.Wav2Vec2ForCTC(config)
+    if model_name != "teacher_hf_front_end":
+        use_channels_last_feature_encoder(model)  # as build_asr_model: every model of this repository
     model.freeze_feature_encoder()
     if model_name.endswith("encoder_recompute"):
         enable_encoder_recompute(model)

@@ -10,8 +10,10 @@ import importlib.util
 import logging
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2FeatureEncoder, Wav2Vec2LayerNormConvLayer
 
 from models.heads import ClassifierHeads
 from models.mamba_utils import substitute_layer
@@ -79,6 +81,7 @@ def build_asr_model(hparams, pretrained: bool = True, init_state_dict: dict | No
     if hparams.encoder_recompute and hparams.mamba_recompute:
         raise ValueError("encoder_recompute=True recomputes whole encoder layers, their mixers included: "
                          "drop mamba_recompute=True")
+    use_channels_last_feature_encoder(model)
     if hparams.freeze_feature_encoder:
         model.freeze_feature_encoder()
     if hparams.encoder_recompute:
@@ -133,6 +136,53 @@ def enable_encoder_recompute(model: Wav2Vec2ForCTC) -> None:
     """encoder_recompute=True: each encoder layer keeps only its input for backward and runs again there (Hugging
     Face's gradient checkpointing, non-reentrant: the layers' dropout masks are replayed)."""
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+class ChannelsLastConvLayer(Wav2Vec2LayerNormConvLayer):
+    """One layer of the layer-norm CNN front end (conv, LayerNorm over channels, GELU) on channels-last
+    activations, (batch, channels, 1, frames) with channels innermost in memory, the layout its LayerNorm reads.
+
+    Hugging Face's layer keeps (batch, channels, frames) and transposes around the LayerNorm: every layer then
+    copied its activations across the transpose several times (to fp32 for the norm under autocast, to contiguous,
+    back to bf16 and contiguous for the next conv), strided copies that took half of a 30-minute inference with
+    the attention replaced by nothing (H200). Here the conv runs as a 2-d convolution over one row in channels-last
+    memory format (cuDNN's NHWC kernels), so the norm and activation read and write contiguous memory. Same weights,
+    same arithmetic: ``Wav2Vec2LayerNormConvLayer.forward`` is the reference (tests/test_models.py)."""
+
+    def forward(self, hidden_states):  # (batch, in, 1, frames) -> (batch, out, 1, frames'), channels-last
+        weight = self.conv.weight[:, :, None].contiguous(memory_format=torch.channels_last)  # (out, in, 1, kernel)
+        hidden_states = F.conv2d(hidden_states, weight, self.conv.bias, stride=(1, self.conv.stride[0]))
+        hidden_states = self.layer_norm(hidden_states.permute(0, 2, 3, 1))  # (batch, 1, frames', out), a view
+        return self.activation(hidden_states).permute(0, 3, 1, 2)
+
+
+class ChannelsLastFeatureEncoder(Wav2Vec2FeatureEncoder):
+    """The CNN front end of ``ChannelsLastConvLayer`` layers: (batch, samples) -> (batch, channels, frames), a
+    view whose transpose, the (batch, frames, channels) Wav2Vec2Model reads next, is contiguous."""
+
+    def forward(self, input_values):
+        hidden_states = input_values[:, None, None]  # (batch, 1, 1, samples)
+        if self._requires_grad and self.training:  # as Hugging Face's: gradient checkpointing needs an input grad
+            hidden_states.requires_grad = True
+        for conv_layer in self.conv_layers:
+            hidden_states = conv_layer(hidden_states)
+        return hidden_states[:, :, 0]
+
+
+def use_channels_last_feature_encoder(model: Wav2Vec2ForCTC) -> None:
+    """Run a layer-norm front end (wav2vec2-large-lv60's) in channels-last layout, in place: the modules change
+    class, their parameters (and so the checkpoint format) stay as they are. A group-norm front end (base size,
+    normalised over time) is left as it is."""
+    if model.config.feat_extract_norm != "layer":
+        return
+    encoder = model.wav2vec2.feature_extractor
+    if type(encoder) is not Wav2Vec2FeatureEncoder or any(
+            type(layer) is not Wav2Vec2LayerNormConvLayer for layer in encoder.conv_layers):
+        raise TypeError(f"expected Hugging Face's layer-norm front end, found {type(encoder).__name__} of "
+                        f"{sorted({type(layer).__name__ for layer in encoder.conv_layers})}")
+    encoder.__class__ = ChannelsLastFeatureEncoder
+    for layer in encoder.conv_layers:
+        layer.__class__ = ChannelsLastConvLayer
 
 
 def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:

@@ -12,10 +12,13 @@ import torch
 from transformers import Wav2Vec2ForCTC
 from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Attention
 
-from models.build import build_asr_model, forward_model, load_weights
+from models.build import (ChannelsLastFeatureEncoder, build_asr_model, chunked_feature_encoder, forward_model,
+                          load_weights, use_channels_last_feature_encoder)
 from models.mamba2 import Mamba2, causal_conv_silu_ref, resolve_backend, ssd_chunked, ssd_ref
-from models.mamba_utils import (BiMamba2Wrapper, bimamba2_fused, causal_conv_silu_bidirectional, padded_reverse_index,
-                                replace_attention, reverse_padded, reverse_padded_ref, substitute_layer, valid_lengths)
+from models.mamba_utils import (BiMamba2Wrapper, backward_channel_mask, bimamba2_fused, causal_conv_silu_bidirectional,
+                                padded_reverse_index, replace_attention, reverse_padded, reverse_padded_ref,
+                                substitute_layer, valid_lengths)
+from models.presets import preset_config
 from tests.conftest import relative_error
 
 CHUNK = 16
@@ -167,18 +170,26 @@ def test_triton_causal_conv_matches_the_conv1d_reference(seqlen, channels):
         torch.testing.assert_close(triton_result, reference, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("layout", ["random", "mixer"])
 @pytest.mark.parametrize("lengths", [None, [37, 20]])  # None: no padding, the whole sequence reversed
-def test_triton_conv_reads_reversed_channels_in_place_as_the_reference_reverses_them(lengths):
+def test_triton_conv_reads_reversed_channels_in_place_as_the_reference_reverses_them(lengths, layout):
     """The fused mixer's conv: the backward direction's channels in padded-reverse time, read from in_proj's output
-    where it lies (a strided slice), against reversing them first; forward and all three gradients."""
+    where it lies (a strided slice), against reversing them first; forward and all three gradients. Layouts:
+    channels flagged at random (every 128-channel tile holds both directions), and the mixer's [x_fw, x_bw, B_fw,
+    B_bw, C_fw, C_bw] with pieces of 128, 32, 32 channels: a tile of forward channels only, one of backward channels
+    only (the kernels' one-frame-per-row path) and a mixed one."""
     torch.manual_seed(0)
-    wide = torch.randn(2, 37, 209)
-    x = wide[..., 4:204].requires_grad_()  # (batch, seqlen, 200 channels): blocks of 128 channels and a rest
-    weight = torch.randn(200, 1, 4, requires_grad=True)
-    bias = torch.randn(200, requires_grad=True)
-    reversed_channels = (torch.rand(200) < 0.5).to(torch.int8)
+    if layout == "random":
+        reversed_channels = (torch.rand(200) < 0.5).to(torch.int8)
+    else:
+        reversed_channels = backward_channel_mask((128, 32, 32), torch.device("cpu"))
+    channels = len(reversed_channels)
+    wide = torch.randn(2, 37, channels + 9)
+    x = wide[..., 4:4 + channels].requires_grad_()  # (batch, seqlen, channels): blocks of 128 channels and a rest
+    weight = torch.randn(channels, 1, 4, requires_grad=True)
+    bias = torch.randn(channels, requires_grad=True)
     index = padded_reverse_index(torch.tensor(lengths), 37) if lengths else None
-    dout = torch.randn(2, 37, 200)
+    dout = torch.randn(2, 37, channels)
     results = []
     for backend in ("triton", "torch"):  # triton without CUDA: Triton's interpreter (tests/conftest.py)
         out = causal_conv_silu_bidirectional(x, weight, bias, reversed_channels, index, backend)
@@ -199,6 +210,49 @@ def test_the_triton_conv_kernels_compile_for_hopper_with_every_switch():
                             cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count(": ok") == 9, result.stdout
+
+
+def hugging_face_and_channels_last_models(preset: str = "tiny"):
+    """A random Wav2Vec2ForCTC of ``preset``'s size with Hugging Face's front end, and a copy with the channels-last
+    one; the CNN left trainable."""
+    torch.manual_seed(0)
+    reference = Wav2Vec2ForCTC(preset_config(preset, vocab_size=8, mask_time_prob=0.0, layerdrop=0.0))
+    model = copy.deepcopy(reference)
+    use_channels_last_feature_encoder(model)
+    return reference, model
+
+
+def test_channels_last_front_end_equals_hugging_faces_and_keeps_its_weights():
+    reference, model = hugging_face_and_channels_last_models()
+    assert isinstance(model.wav2vec2.feature_extractor, ChannelsLastFeatureEncoder)
+    assert model.state_dict().keys() == reference.state_dict().keys()
+    x = torch.randn(2, 5000)
+    outputs, grads = [], []
+    for m in (reference, model):
+        features = m.wav2vec2.feature_extractor.train()(x)  # (batch, channels, frames)
+        outputs.append(features)
+        grads.append(torch.autograd.grad((features * features.detach().cos()).sum(),
+                                         list(m.wav2vec2.feature_extractor.parameters())))
+    assert outputs[1].shape == outputs[0].shape and outputs[1].transpose(1, 2).is_contiguous()
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
+    for kernel, ref in zip(grads[1], grads[0]):
+        torch.testing.assert_close(kernel, ref, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x).logits, reference.eval()(x).logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_front_end_in_pieces_equals_the_whole(channels_last):
+    """chunked_feature_encoder (infer.py's long-audio path): pieces that each read their frames' receptive field."""
+    reference, model = hugging_face_and_channels_last_models()
+    model = model if channels_last else reference
+    x = torch.randn(1, 20000)  # 62 frames at the tiny preset's stride of 320
+    with torch.no_grad():
+        whole = model.wav2vec2.feature_extractor(x)
+        with chunked_feature_encoder(model, max_frames=25):  # 25 + 25 + 12
+            pieces = model.wav2vec2.feature_extractor(x)
+    assert pieces.shape == whole.shape == (1, 32, 62)
+    torch.testing.assert_close(pieces, whole, rtol=1e-5, atol=1e-5)
 
 
 def test_padded_reverse_matches_reference_and_is_an_involution():
