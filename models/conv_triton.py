@@ -23,7 +23,11 @@ Reversed channels (the backward direction of the bidirectional mixer) see each s
 the frames t above are then those of x read at rev(t) = index[b, t] (``models.mamba_utils.padded_reverse_index``;
 without an index, seqlen - 1 - t), so their outputs come out reversed and dx goes back to where x was read. The
 mixer's conv then reads in_proj's output in place for both directions, with no reversed copy of its input
-(``models.mamba_utils.causal_conv_silu_bidirectional`` holds the reference).
+(``models.mamba_utils.causal_conv_silu_bidirectional`` holds the reference). A program whose channels all run one
+way (every program of the large mixer, whose pieces are multiples of BLOCK_C) reads and writes a frame per row,
+channels contiguous, in vector loads and stores; only a program straddling the directions gathers per element
+(compiled for sm_90, a uniform program issues 16 vector loads of x per thread where a per-element one issues 128
+scalar loads).
 """
 import torch
 import triton
@@ -33,40 +37,55 @@ BLOCK_T = 32  # frames per program
 BLOCK_C = 128  # channels per program (contiguous in memory: coalesced loads)
 
 
+MIXED = tl.constexpr(2)  # tile_kind of a tile holding channels of both directions (0: all forward, 1: all reversed)
+
+
 @triton.jit
-def _frames_in_x(t, reversed_c, index_ptr, batch, seqlen, REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr):
-    """The frame of x behind frame t of each channel: t itself, or for reversed channels (reversed_c, (BLOCK_C,)
-    bool) its padded reversal, index[batch, t]; (BLOCK_T, 1) without reversal, else (BLOCK_T, BLOCK_C)."""
-    if REVERSE:  # one return at the end: Triton compiles only the branch of a compile-time switch
-        if HAS_INDEX:
-            flipped = tl.load(index_ptr + batch * seqlen + t, mask=(t >= 0) & (t < seqlen), other=0)
-        else:
-            flipped = seqlen - 1 - t
-        frames = tl.where(reversed_c[None, :], flipped[:, None], t[:, None])
+def _reversed_frames(t, index_ptr, batch, seqlen, HAS_INDEX: tl.constexpr):
+    """(BLOCK_T,) the frames of x that frames t of a reversed channel read: their padded reversal, index[batch, t],
+    or without an index seqlen - 1 - t."""
+    if HAS_INDEX:
+        flipped = tl.load(index_ptr + batch * seqlen + t, mask=(t >= 0) & (t < seqlen), other=0)
     else:
-        frames = t[:, None]
-    return frames
+        flipped = seqlen - 1 - t
+    return flipped
 
 
 @triton.jit
-def _tap(x_base, reversed_c, index_ptr, batch, t, c_ok, k, seqlen, stride_xt, WIDTH: tl.constexpr,
+def _tap(x_base, reversed_c, tile_kind, index_ptr, batch, t, c_ok, k, seqlen, stride_xt, WIDTH: tl.constexpr,
          REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr):
     """x (BLOCK_T, BLOCK_C) as tap k of the outputs at frames t reads it: frame t - (WIDTH - 1) + k, zero before the
-    first; x_base points at (batch, frame 0, channels c)."""
+    first, for reversed channels in reversed time; x_base points at (batch, frame 0, channels c).
+
+    A tile of one direction reads one frame per row (channels contiguous: vectorised loads); only a tile that
+    straddles the two directions' channels gathers a frame per element. Each load sits in its own branch: the
+    compiler's contiguity analysis does not see through a pointer chosen by a branch."""
     src = t - (WIDTH - 1) + k
-    ok = (src >= 0) & (src < seqlen)
-    frames = _frames_in_x(src, reversed_c, index_ptr, batch, seqlen, REVERSE, HAS_INDEX)
-    return tl.load(x_base + frames * stride_xt, mask=ok[:, None] & c_ok[None, :], other=0.0)
+    mask = ((src >= 0) & (src < seqlen))[:, None] & c_ok[None, :]
+    if REVERSE:
+        flipped = _reversed_frames(src, index_ptr, batch, seqlen, HAS_INDEX)
+        # both computed outside the branches: Triton 3.6 merged copies made inside them across branches, then
+        # failed to compile (a value used where it is not defined)
+        frame_of_element = tl.where(reversed_c[None, :], flipped[:, None], src[:, None])  # (BLOCK_T, BLOCK_C)
+        frame_of_row = tl.where(tile_kind == 1, flipped, src)  # (BLOCK_T,)
+        if tile_kind == MIXED:
+            x = tl.load(x_base + frame_of_element * stride_xt, mask=mask, other=0.0)
+        else:
+            x = tl.load(x_base + frame_of_row[:, None] * stride_xt, mask=mask, other=0.0)
+    else:
+        x = tl.load(x_base + src[:, None] * stride_xt, mask=mask, other=0.0)
+    return x
 
 
 @triton.jit
-def _pre_activation(x_base, w_ptr, b_ptr, reversed_c, index_ptr, batch, t, c, c_ok, seqlen, stride_xt,
+def _pre_activation(x_base, w_ptr, b_ptr, reversed_c, tile_kind, index_ptr, batch, t, c, c_ok, seqlen, stride_xt,
                     WIDTH: tl.constexpr, REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, BLOCK_T: tl.constexpr,
                     BLOCK_C: tl.constexpr):
     """pre (BLOCK_T, BLOCK_C) fp32 at frames t, channels c."""
     pre = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32) + tl.load(b_ptr + c, mask=c_ok, other=0.0)[None, :]
     for k in tl.static_range(WIDTH):
-        x_k = _tap(x_base, reversed_c, index_ptr, batch, t, c_ok, k, seqlen, stride_xt, WIDTH, REVERSE, HAS_INDEX)
+        x_k = _tap(x_base, reversed_c, tile_kind, index_ptr, batch, t, c_ok, k, seqlen, stride_xt, WIDTH, REVERSE,
+                   HAS_INDEX)
         w_k = tl.load(w_ptr + c * WIDTH + k, mask=c_ok, other=0.0)
         pre += x_k.to(tl.float32) * w_k.to(tl.float32)[None, :]
     return pre
@@ -75,23 +94,29 @@ def _pre_activation(x_base, w_ptr, b_ptr, reversed_c, index_ptr, batch, t, c, c_
 @triton.jit
 def _tile(rev_ptr, channels, REVERSE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     """This program's frames t, channels c, their mask, its batch (int64 offsets: a batch may hold more than
-    2^31 elements) and which of its channels are reversed."""
+    2^31 elements), which of its channels are reversed and its tile_kind (0 all forward, 1 all reversed, MIXED)."""
     t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)  # (BLOCK_T,)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,)
     batch = tl.program_id(2).to(tl.int64)
     c_ok = c < channels
-    reversed_c = tl.load(rev_ptr + c, mask=c_ok, other=0) != 0 if REVERSE else c_ok
-    return t, c, c_ok, batch, reversed_c
+    if REVERSE:
+        reversed_c = tl.load(rev_ptr + c, mask=c_ok, other=0) != 0
+        n_reversed = tl.sum(reversed_c.to(tl.int32), axis=0)
+        tile_kind = tl.where(n_reversed == 0, 0, tl.where(n_reversed == tl.sum(c_ok.to(tl.int32), axis=0), 1, MIXED))
+    else:
+        reversed_c = c_ok
+        tile_kind = 0
+    return t, c, c_ok, batch, reversed_c, tile_kind
 
 
 @triton.jit
 def _conv_silu_fwd(x_ptr, w_ptr, b_ptr, rev_ptr, index_ptr, out_ptr, seqlen, channels, stride_xb, stride_xt, stride_xc,
                    WIDTH: tl.constexpr, REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, BLOCK_T: tl.constexpr,
                    BLOCK_C: tl.constexpr):
-    t, c, c_ok, batch, reversed_c = _tile(rev_ptr, channels, REVERSE, BLOCK_T, BLOCK_C)
+    t, c, c_ok, batch, reversed_c, tile_kind = _tile(rev_ptr, channels, REVERSE, BLOCK_T, BLOCK_C)
     x_base = x_ptr + batch * stride_xb + c[None, :] * stride_xc
-    pre = _pre_activation(x_base, w_ptr, b_ptr, reversed_c, index_ptr, batch, t, c, c_ok, seqlen, stride_xt, WIDTH,
-                          REVERSE, HAS_INDEX, BLOCK_T, BLOCK_C)
+    pre = _pre_activation(x_base, w_ptr, b_ptr, reversed_c, tile_kind, index_ptr, batch, t, c, c_ok, seqlen,
+                          stride_xt, WIDTH, REVERSE, HAS_INDEX, BLOCK_T, BLOCK_C)
     offsets = batch * seqlen * channels + t[:, None] * channels + c[None, :]  # out is contiguous
     tl.store(out_ptr + offsets, (pre * tl.sigmoid(pre)).to(out_ptr.dtype.element_ty),
              mask=(t < seqlen)[:, None] & c_ok[None, :])
@@ -102,19 +127,20 @@ def _conv_silu_bwd_g(x_ptr, w_ptr, b_ptr, rev_ptr, index_ptr, dout_ptr, g_ptr, d
                      channels, stride_xb, stride_xt, stride_xc, WIDTH: tl.constexpr, REVERSE: tl.constexpr,
                      HAS_INDEX: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     """g = dout * silu'(pre) at this tile's frames, and the tile's dweight and dbias rows."""
-    t, c, c_ok, batch, reversed_c = _tile(rev_ptr, channels, REVERSE, BLOCK_T, BLOCK_C)
+    t, c, c_ok, batch, reversed_c, tile_kind = _tile(rev_ptr, channels, REVERSE, BLOCK_T, BLOCK_C)
     x_base = x_ptr + batch * stride_xb + c[None, :] * stride_xc
     offsets = batch * seqlen * channels + t[:, None] * channels + c[None, :]  # dout and g are contiguous
     mask = (t < seqlen)[:, None] & c_ok[None, :]
-    pre = _pre_activation(x_base, w_ptr, b_ptr, reversed_c, index_ptr, batch, t, c, c_ok, seqlen, stride_xt, WIDTH,
-                          REVERSE, HAS_INDEX, BLOCK_T, BLOCK_C)
+    pre = _pre_activation(x_base, w_ptr, b_ptr, reversed_c, tile_kind, index_ptr, batch, t, c, c_ok, seqlen,
+                          stride_xt, WIDTH, REVERSE, HAS_INDEX, BLOCK_T, BLOCK_C)
     sig = tl.sigmoid(pre)
     g = tl.load(dout_ptr + offsets, mask=mask, other=0.0).to(tl.float32) * sig * (1.0 + pre * (1.0 - sig))
     tl.store(g_ptr + offsets, g, mask=mask)
     row = batch * tl.num_programs(0) + tl.program_id(0)  # this tile's row of the dweight / dbias buffers
     tl.store(db_rows_ptr + row * channels + c, tl.sum(g, axis=0), mask=c_ok)
     for k in tl.static_range(WIDTH):  # the taps _pre_activation read, again (cached)
-        x_k = _tap(x_base, reversed_c, index_ptr, batch, t, c_ok, k, seqlen, stride_xt, WIDTH, REVERSE, HAS_INDEX)
+        x_k = _tap(x_base, reversed_c, tile_kind, index_ptr, batch, t, c_ok, k, seqlen, stride_xt, WIDTH, REVERSE,
+                   HAS_INDEX)
         tl.store(dw_rows_ptr + (row * WIDTH + k) * channels + c, tl.sum(g * x_k.to(tl.float32), axis=0), mask=c_ok)
 
 
@@ -123,7 +149,7 @@ def _conv_bwd_dx(g_ptr, w_ptr, rev_ptr, index_ptr, dx_ptr, seqlen, channels, WID
                  REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     """dx at this tile's frames t: frame t feeds the outputs t + (WIDTH - 1) - k through tap k, and goes back to
     the frame of x it was read from."""
-    t, c, c_ok, batch, reversed_c = _tile(rev_ptr, channels, REVERSE, BLOCK_T, BLOCK_C)
+    t, c, c_ok, batch, reversed_c, tile_kind = _tile(rev_ptr, channels, REVERSE, BLOCK_T, BLOCK_C)
     base = batch * seqlen * channels + c[None, :]  # g and dx are contiguous
     dx = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
     for k in tl.static_range(WIDTH):
@@ -131,9 +157,17 @@ def _conv_bwd_dx(g_ptr, w_ptr, rev_ptr, index_ptr, dx_ptr, seqlen, channels, WID
         g_k = tl.load(g_ptr + base + dst[:, None] * channels, mask=(dst < seqlen)[:, None] & c_ok[None, :], other=0.0)
         w_k = tl.load(w_ptr + c * WIDTH + k, mask=c_ok, other=0.0)
         dx += g_k * w_k.to(tl.float32)[None, :]
-    frames = _frames_in_x(t, reversed_c, index_ptr, batch, seqlen, REVERSE, HAS_INDEX)  # a permutation: no clash
-    tl.store(dx_ptr + base + frames * channels, dx.to(dx_ptr.dtype.element_ty),
-             mask=(t < seqlen)[:, None] & c_ok[None, :])
+    dx = dx.to(dx_ptr.dtype.element_ty)
+    mask = (t < seqlen)[:, None] & c_ok[None, :]
+    if REVERSE:  # back to the frames x was read from (a permutation: no clash); one branch per pointer, as in _tap
+        flipped = _reversed_frames(t, index_ptr, batch, seqlen, HAS_INDEX)
+        if tile_kind == MIXED:
+            tl.store(dx_ptr + base + tl.where(reversed_c[None, :], flipped[:, None], t[:, None]) * channels, dx,
+                     mask=mask)
+        else:
+            tl.store(dx_ptr + base + tl.where(tile_kind == 1, flipped, t)[:, None] * channels, dx, mask=mask)
+    else:
+        tl.store(dx_ptr + base + t[:, None] * channels, dx, mask=mask)
 
 
 def _grid(batch: int, seqlen: int, channels: int) -> tuple[int, int, int]:
