@@ -25,8 +25,8 @@ batches (``graph_safe_attention``); both models get the same treatment. ``teache
 belongs with: ``eager`` (the teacher as users run it) or ``same`` (the teacher under the student's treatment).
 ``vs_teacher`` is the speed-up over the eager teacher at that shape, ``vs_teacher_same`` over the teacher with
 the row's own execution. ``ctc_ms`` (training rows): the CTC loss alone, forward + backward on random logits of the
-batch's size, timed once per shape; PyTorch's CTC kernels step through time one frame after the other, so on long
-utterances this part of every model's step can be large.
+batch's size, timed once per shape (models/ctc_triton.py's kernels, as models.heads runs them on a GPU): CTC steps
+through time one frame after the other, so on long utterances this part of every model's step is large.
 """
 import argparse
 import json
@@ -271,7 +271,8 @@ def output_frames(samples: int, preset: str = "large") -> int:
 def measure_ctc(batch: int, seconds: float, device, preset: str = "large") -> float:
     """ms of the CTC loss alone, forward + backward, on random bf16 logits of a training batch's size: a part of
     every model's training step that does not depend on the model."""
-    logits = torch.randn(batch, output_frames(int(seconds * SR), preset), 32, device=device, dtype=torch.bfloat16, requires_grad=True)
+    frames = output_frames(int(seconds * SR), preset)
+    logits = torch.randn(batch, frames, 32, device=device, dtype=torch.bfloat16, requires_grad=True)
     _, labels = make_batch(batch, seconds, device)
     ms, _ = measure(lambda: ctc_loss_sum(logits, labels).backward())
     return ms

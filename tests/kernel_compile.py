@@ -1,5 +1,6 @@
 """Compile this repository's Triton kernels for a GPU architecture on any machine, GPU or not (Triton's front end
-and the ptxas it ships need none): every kernel of models/conv_triton.py with every compile-time switch.
+and the ptxas it ships need none): every kernel of models/conv_triton.py with every compile-time switch, and the
+CTC kernels of models/ctc_triton.py at their smallest and largest block of states, with the warps they launch with.
 
     python -m tests.kernel_compile            # sm_90 (H100 / H200); one line per kernel, exit status 1 on a failure
     python -m tests.kernel_compile --arch 80
@@ -14,31 +15,33 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from models import conv_triton
+from models import conv_triton, ctc_triton
 
 ACTIVATION, PARAMETER, FP32 = "*bf16", "*fp32", "*fp32"  # the mixer's: bf16 activations, fp32 weights
 POINTER_TYPES = {"x_ptr": ACTIVATION, "out_ptr": ACTIVATION, "dout_ptr": ACTIVATION, "dx_ptr": ACTIVATION,
                  "w_ptr": PARAMETER, "b_ptr": PARAMETER, "g_ptr": FP32, "dw_rows_ptr": FP32, "db_rows_ptr": FP32,
-                 "rev_ptr": "*i8", "index_ptr": "*i64"}
+                 "rev_ptr": "*i8", "index_ptr": "*i64",
+                 # CTC: fp32 log-probs and buffers, int64 targets and lengths (as models.heads passes them)
+                 "log_probs_ptr": FP32, "alpha_ptr": FP32, "beta_ptr": FP32, "gamma_ptr": FP32, "grad_out_ptr": FP32,
+                 "grad_ptr": FP32, "alpha_offsets_ptr": "*fp64", "nll_ptr": "*fp64", "targets_ptr": "*i64",
+                 "input_lengths_ptr": "*i64", "target_lengths_ptr": "*i64"}
 KERNELS = (conv_triton._conv_silu_fwd, conv_triton._conv_silu_bwd_g, conv_triton._conv_bwd_dx)
 SWITCHES = ({"REVERSE": False, "HAS_INDEX": False}, {"REVERSE": True, "HAS_INDEX": False},
             {"REVERSE": True, "HAS_INDEX": True})
+CTC_STATE_BLOCKS = (256, ctc_triton.MAX_BLOCK_STATES)
 
 
-def compile_kernel(kernel, constexprs: dict, arch: int):
+def compile_kernel(kernel, constexprs: dict, arch: int, num_warps: int = 4):
     """``kernel`` compiled for sm_<arch>: pointers as POINTER_TYPES, other arguments int32, ``constexprs`` fixed (a
     pointer given as None is one the switches leave unused, as the launches pass it)."""
     names = kernel.arg_names
     signature = {name: "constexpr" if name in constexprs else POINTER_TYPES.get(name, "i32") for name in names}
     source = ASTSource(kernel, signature, constexprs={(names.index(k),): v for k, v in constexprs.items()})
-    return triton.compile(source, target=GPUTarget("cuda", arch, 32))
+    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90 for sm_90")
-    args = parser.parse_args(argv)
-    failed = 0
+def conv_jobs():
+    """(name, kernel, constexprs, num_warps) of every conv kernel under every switch."""
     for kernel in KERNELS:
         for switches in SWITCHES:
             constexprs = {"WIDTH": 4, "BLOCK_T": conv_triton.BLOCK_T, "BLOCK_C": conv_triton.BLOCK_C, **switches}
@@ -47,12 +50,32 @@ def main(argv=None) -> int:
             if not switches["HAS_INDEX"]:
                 constexprs["index_ptr"] = None
             name = f"{kernel.fn.__name__} {' '.join(f'{k}={v}' for k, v in switches.items())}"
-            try:
-                compile_kernel(kernel, {k: v for k, v in constexprs.items() if k in kernel.arg_names}, args.arch)
-                print(f"{name}: ok")
-            except Exception as error:  # noqa: BLE001  (report every kernel, then fail)
-                failed += 1
-                print(f"{name}: FAILED: {type(error).__name__}: {error}")
+            yield name, kernel, {k: v for k, v in constexprs.items() if k in kernel.arg_names}, 4
+
+
+def ctc_jobs():
+    """(name, kernel, constexprs, num_warps) of the CTC kernels as ctc_triton launches them on a GPU."""
+    for block in CTC_STATE_BLOCKS:
+        for kernel in (ctc_triton._ctc_alpha, ctc_triton._ctc_beta_occupancy):
+            constexprs = {"BLOCK_S": block, "RENORMALISE_EVERY": ctc_triton.RENORMALISE_EVERY, "FAST_LOG2": True}
+            yield f"{kernel.fn.__name__} BLOCK_S={block}", kernel, constexprs, ctc_triton.num_warps_for(block)
+    classes = ctc_triton.grad_block_classes(32)
+    yield (f"_ctc_grad BLOCK_V={classes}", ctc_triton._ctc_grad,
+           {"BLOCK_T": ctc_triton.GRAD_BLOCK_T, "BLOCK_K": ctc_triton.GRAD_BLOCK_K, "BLOCK_V": classes}, 4)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90 for sm_90")
+    args = parser.parse_args(argv)
+    failed = 0
+    for name, kernel, constexprs, num_warps in (*conv_jobs(), *ctc_jobs()):
+        try:
+            compile_kernel(kernel, constexprs, args.arch, num_warps)
+            print(f"{name}: ok")
+        except Exception as error:  # noqa: BLE001  (report every kernel, then fail)
+            failed += 1
+            print(f"{name}: FAILED: {type(error).__name__}: {error}")
     return 1 if failed else 0
 
 

@@ -1,0 +1,334 @@
+"""CTC loss (negative log-likelihood per utterance) and its gradient with respect to the log-probabilities: Triton.
+
+Why: PyTorch's native CUDA CTC (``F.ctc_loss`` with cudnn off, as ``models.heads.ctc_loss_per_utterance`` runs it)
+took 610 ms (forward 283 + backward 326) of a training step on one 600-s utterance on an H200 (30000 frames, 7200
+labels, vocab 32): its kernels walk the 2L + 1 = 14401 label states in ~15 serial blocks of 1024 threads for every
+frame. Here one program per utterance holds all its states in one block and loops over the frames itself.
+
+What, per utterance b (T frames, labels l_1..l_L, lp[t, c] = log_probs[t, b, c], already log-softmaxed): the
+extended labels l'(s), s = 0..S-1, S = 2L + 1, are blank on even s and l_{(s+1)/2} on odd s; a state may be entered
+from two states back, skip(s), when s is odd, s >= 3 and l'(s) != l'(s - 2). In log space (lse: logsumexp):
+
+    alpha[0, s] = lp[0, l'(s)] for s < 2, else -inf
+    alpha[t, s] = lp[t, l'(s)] + lse(alpha[t-1, s], alpha[t-1, s-1], alpha[t-1, s-2] if skip(s) else -inf)
+    nll         = -lse(alpha[T-1, S-1], alpha[T-1, S-2])
+    beta[T-1, s] = lp[T-1, l'(s)] for s >= S - 2, else -inf                      (beta includes lp at t, as PyTorch's)
+    beta[t, s]  = lp[t, l'(s)] + lse(beta[t+1, s], beta[t+1, s+1], beta[t+1, s+2] if skip(s+2) else -inf)
+    gamma[t, s] = exp(alpha[t, s] + beta[t, s] + nll - lp[t, l'(s)])                 (occupancy of state s, in [0, 1])
+    grad[t, b, c] = (exp(lp[t, c]) - sum_{s: l'(s) = c} gamma[t, s]) * grad_out[b]   for t < T, 0 beyond
+
+which is PyTorch's convention (the gradient of the NLL through the log-probabilities, not through the logits). An
+utterance too short for its labels has nll = inf and a zero gradient (PyTorch's is NaN there unless
+zero_infinity=True, which returns 0 instead of inf; see tests/test_ctc.py); zero-length targets and zero-length
+inputs give PyTorch's values (nll 0, or inf when there are labels).
+
+How: ``_ctc_alpha`` (grid: batch) computes alpha in base 2 (lp * log2(e): exp2 and log2 are single GPU
+instructions) frame after frame, a lane (thread) per state, and stores every row in a (batch, frames,
+2 * max_label + 1) fp32 buffer that backward needs anyway (PyTorch keeps log_alpha too); after a barrier the next
+frame reads the previous row back shifted by one and two states. Every RENORMALISE_EVERY frames the row is shifted
+so that its largest value is 0, the shift summed into a per-frame fp64 offset (alpha = row + offset): on long
+utterances alpha and beta reach ~1e5 and fp32 rounding of numbers that large ruins the occupancies (on an H200, at
+1 x 600 s of random logits, native F.ctc_loss's fp32 gradient was off by 56% to 440% of its largest value against
+its own float64 result, these kernels' by 1.5% to 4.4%; at 60 s 1.0% against 0.06%). ``_ctc_beta_occupancy``
+runs beta backwards the same way (its rows in a two-row ping-pong buffer, its offset running) and overwrites each
+alpha row in place with gamma, the offsets and nll (fp64) meeting in one fp32 shift. ``_ctc_grad`` (grid: frame
+tiles, vocab tiles, batch) sums gamma per class as a dot with the states' one-hot classes (fp32 "ieee" dot: the
+training's --use_tf32 does not reach it) and writes the gradient. A batch whose padded label count needs more
+than MAX_BLOCK_STATES lanes falls back to ``F.ctc_loss`` (cudnn off).
+
+Speed (bench/ctc_speed.py, H200, forward + backward): 16 x 10 s 0.76 ms (native 1.07), 4 x 60 s 4.5 ms (9.0),
+1 x 600 s 439 ms (627; forward 164 against 284). One program holds a whole utterance, so a long one runs on one
+multiprocessor, 16 states a thread at 600 s (past its 64 registers: spills); splitting the states of one
+utterance over several programs that hand their edge states on through flags in memory is the way further.
+
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+from triton.runtime.interpreter import InterpretedFunction
+
+MAX_BLOCK_STATES = 32768  # lanes of one program: 2 * max_label + 1 states at most (max_label 16383)
+RENORMALISE_EVERY = 16  # frames between shifts of alpha and beta to a largest value of 0 (see _renormalised)
+GRAD_BLOCK_T, GRAD_BLOCK_K = 64, 64  # _ctc_grad's frames per program and states per step of its dot
+LOG2E: tl.constexpr = tl.constexpr(math.log2(math.e))  # alpha and beta are kept in base 2
+LN2: tl.constexpr = tl.constexpr(math.log(2.0))
+
+
+@triton.jit
+def _state_classes(targets_row_ptr, state, num_labels, blank):
+    """Class l'(s) of each state (int32; blank on even s and past the last state) and skip(s)."""
+    is_label = (state % 2 == 1) & (state < 2 * num_labels + 1)
+    label_index = (state - 1) // 2
+    label = tl.load(targets_row_ptr + label_index, mask=is_label, other=blank).to(tl.int32)
+    label_before = tl.load(targets_row_ptr + label_index - 1, mask=is_label & (state >= 3), other=blank).to(tl.int32)
+    can_skip = is_label & (state >= 3) & (label != label_before)
+    return tl.where(is_label, label, blank), can_skip
+
+
+@triton.jit
+def _logsumexp2_3(a, b, c, FAST_LOG2: tl.constexpr):
+    """log2(2^a + 2^b + 2^c), elementwise; -inf where all three are (no NaN). Two exp2 and one log2 of a number in
+    [1, 3]: FAST_LOG2 takes the GPU's lg2.approx for it (libdevice, which Triton's interpreter lacks) instead of
+    the libdevice log2 that tl.log2 compiles to (a polynomial and a branch for special values)."""
+    a_is_max = (a >= b) & (a >= c)
+    b_is_max = (b >= c) & ~a_is_max
+    largest = tl.where(a_is_max, a, tl.where(b_is_max, b, c))
+    other_1 = tl.where(a_is_max, b, a)
+    other_2 = tl.where(a_is_max | b_is_max, c, b)
+    shift = tl.where(largest == -float("inf"), 0.0, largest)
+    total = 1.0 + tl.exp2(other_1 - shift) + tl.exp2(other_2 - shift)
+    if FAST_LOG2:
+        log2_total = libdevice.fast_log2f(total)
+    else:
+        log2_total = tl.log2(total)
+    return largest + log2_total
+
+
+@triton.jit
+def _utterance(input_lengths_ptr, target_lengths_ptr, frames, max_label):
+    """This program's utterance (int64: buffer offsets can pass 2^31), its frames and labels, clamped to the
+    padded sizes so that a wrong length cannot read out of bounds."""
+    batch = tl.program_id(0).to(tl.int64)
+    num_frames = tl.minimum(tl.load(input_lengths_ptr + batch), frames).to(tl.int32)
+    num_labels = tl.minimum(tl.load(target_lengths_ptr + batch), max_label).to(tl.int32)
+    return batch, num_frames, num_labels
+
+
+@triton.jit
+def _renormalised(values, is_state, offset, t, EVERY: tl.constexpr):
+    """values (BLOCK_S,) relative to offset (fp64): every EVERY frames shifted so that their largest is 0, the
+    shift added to offset; so values stay small and keep fp32's digits over tens of thousands of frames."""
+    if t % EVERY == 0:
+        largest = tl.max(tl.where(is_state, values, -float("inf")), axis=0)
+        largest = tl.where(largest == -float("inf"), 0.0, largest)
+        values -= largest
+        offset += largest.to(tl.float64)
+    return values, offset
+
+
+@triton.jit
+def _ctc_alpha(log_probs_ptr, targets_ptr, input_lengths_ptr, target_lengths_ptr, alpha_ptr, alpha_offsets_ptr,
+               nll_ptr, frames, max_label, stride_lp_t, stride_lp_b, stride_lp_c, stride_targets_b, blank,
+               BLOCK_S: tl.constexpr, RENORMALISE_EVERY: tl.constexpr, FAST_LOG2: tl.constexpr):
+    """alpha rows of one utterance (base 2, each relative to its frame's offset) into alpha_ptr (batch, frames,
+    2 * max_label + 1), the offsets into alpha_offsets_ptr (batch, frames) fp64, the nll (natural log) into
+    nll_ptr (batch,) fp64."""
+    batch, num_frames, num_labels = _utterance(input_lengths_ptr, target_lengths_ptr, frames, max_label)
+    num_states = 2 * num_labels + 1
+    row_width = 2 * max_label + 1
+    state = tl.arange(0, BLOCK_S)  # (BLOCK_S,)
+    state_class, can_skip = _state_classes(targets_ptr + batch * stride_targets_b, state, num_labels, blank)
+    is_state = state < num_states
+    class_offset = state_class * stride_lp_c  # (BLOCK_S,) int32: fewer registers than a vector of pointers
+    lp_rows = log_probs_ptr + batch * stride_lp_b
+    alpha_rows = alpha_ptr + batch * frames * row_width  # rows of row_width, written up to num_states, read so
+    offsets = alpha_offsets_ptr + batch * frames
+    lp = tl.load(lp_rows + class_offset, mask=num_frames > 0, other=0.0) * LOG2E
+    alpha = tl.where(is_state & (state < 2), lp, -float("inf"))  # (BLOCK_S,) frame 0
+    offset = tl.zeros((), dtype=tl.float64)
+    alpha, offset = _renormalised(alpha, is_state, offset, 0, RENORMALISE_EVERY)
+    tl.store(alpha_rows + state, alpha, mask=is_state & (num_frames > 0))
+    tl.store(offsets, offset, mask=num_frames > 0)
+    t = 1
+    while t < num_frames:  # while, not range: the interpreter cannot take a loaded bound as a range's
+        lp = tl.load(lp_rows + t * stride_lp_t + class_offset) * LOG2E
+        tl.debug_barrier()  # the previous row is in memory for every lane
+        previous_row = alpha_rows + (t - 1).to(tl.int64) * row_width + state
+        one_back = tl.load(previous_row - 1, mask=is_state & (state >= 1), other=-float("inf"))
+        two_back = tl.load(previous_row - 2, mask=can_skip, other=-float("inf"))
+        alpha = tl.where(is_state, lp + _logsumexp2_3(alpha, one_back, two_back, FAST_LOG2), -float("inf"))
+        alpha, offset = _renormalised(alpha, is_state, offset, t, RENORMALISE_EVERY)
+        tl.store(alpha_rows + t.to(tl.int64) * row_width + state, alpha, mask=is_state)
+        tl.store(offsets + t, offset)
+        t += 1
+    last = tl.max(tl.where(state == num_states - 1, alpha, -float("inf")), axis=0)
+    second_last = tl.max(tl.where(state == num_states - 2, alpha, -float("inf")), axis=0)
+    log2_likelihood = _logsumexp2_3(last, second_last, -float("inf"), FAST_LOG2).to(tl.float64) + offset
+    no_frames_nll = tl.where(num_labels == 0, 0.0, float("inf")).to(tl.float64)
+    tl.store(nll_ptr + batch, tl.where(num_frames > 0, -log2_likelihood * LN2, no_frames_nll))
+
+
+@triton.jit
+def _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, beta_rows, alpha_rows, alpha_offsets, t, state,
+                              row_width, mask):
+    """Frame t's beta row into its ping-pong slot (t % 2), and gamma over its alpha row (each lane overwrites
+    only what it read). The offsets and nll (base 2, fp64, ~1e5 on long utterances) meet in one fp32 shift of
+    modest size."""
+    tl.store(beta_rows + (t % 2) * row_width + state, beta, mask=mask)
+    alpha_row = alpha_rows + t.to(tl.int64) * row_width + state
+    alpha = tl.load(alpha_row, mask=mask, other=-float("inf"))
+    shift = tl.where(finite, (tl.load(alpha_offsets + t) + beta_offset + nll).to(tl.float32), 0.0)  # no inf - inf
+    tl.store(alpha_row, tl.where(finite, tl.exp2(alpha + beta - lp + shift), 0.0), mask=mask)
+
+
+@triton.jit
+def _ctc_beta_occupancy(log_probs_ptr, targets_ptr, input_lengths_ptr, target_lengths_ptr, alpha_ptr,
+                        alpha_offsets_ptr, nll_ptr, beta_ptr, frames, max_label, stride_lp_t, stride_lp_b, stride_lp_c,
+                        stride_targets_b, blank, BLOCK_S: tl.constexpr, RENORMALISE_EVERY: tl.constexpr,
+                        FAST_LOG2: tl.constexpr):
+    """beta of one utterance backwards in time (base 2, relative to a running offset; rows in beta_ptr (batch, 2,
+    2 * max_label + 1)), and gamma over alpha_ptr's rows, in place (0 everywhere for an infinite nll)."""
+    batch, num_frames, num_labels = _utterance(input_lengths_ptr, target_lengths_ptr, frames, max_label)
+    num_states = 2 * num_labels + 1
+    row_width = 2 * max_label + 1
+    state = tl.arange(0, BLOCK_S)  # (BLOCK_S,)
+    targets_row = targets_ptr + batch * stride_targets_b
+    state_class, _ = _state_classes(targets_row, state, num_labels, blank)
+    _, skip_from_two_ahead = _state_classes(targets_row, state + 2, num_labels, blank)  # skip(s + 2)
+    is_state = state < num_states
+    one_ahead_ok = state + 1 < num_states
+    nll = tl.load(nll_ptr + batch) * LOG2E  # base 2, fp64
+    finite = nll < float("inf")
+    class_offset = state_class * stride_lp_c  # (BLOCK_S,) int32
+    lp_rows = log_probs_ptr + batch * stride_lp_b
+    alpha_rows = alpha_ptr + batch * frames * row_width
+    alpha_offsets = alpha_offsets_ptr + batch * frames
+    beta_rows = beta_ptr + batch * 2 * row_width
+    t = tl.maximum(num_frames - 1, 0)
+    lp = tl.load(lp_rows + t * stride_lp_t + class_offset, mask=num_frames > 0, other=0.0) * LOG2E
+    beta = tl.where(is_state & (state >= num_states - 2), lp, -float("inf"))  # (BLOCK_S,) the last frame
+    beta_offset = tl.zeros((), dtype=tl.float64)
+    beta, beta_offset = _renormalised(beta, is_state, beta_offset, 0, RENORMALISE_EVERY)
+    _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, beta_rows, alpha_rows, alpha_offsets, t, state,
+                              row_width, is_state & (num_frames > 0))
+    while t > 0:
+        t -= 1
+        lp = tl.load(lp_rows + t * stride_lp_t + class_offset) * LOG2E
+        tl.debug_barrier()  # frame t + 1's row is in memory for every lane
+        next_row = beta_rows + ((t + 1) % 2) * row_width + state
+        one_ahead = tl.load(next_row + 1, mask=one_ahead_ok, other=-float("inf"))
+        two_ahead = tl.load(next_row + 2, mask=skip_from_two_ahead, other=-float("inf"))
+        beta = tl.where(is_state, lp + _logsumexp2_3(beta, one_ahead, two_ahead, FAST_LOG2), -float("inf"))
+        beta, beta_offset = _renormalised(beta, is_state, beta_offset, num_frames - 1 - t, RENORMALISE_EVERY)
+        _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, beta_rows, alpha_rows, alpha_offsets, t,
+                                  state, row_width, is_state)
+
+
+@triton.jit
+def _ctc_grad(log_probs_ptr, targets_ptr, input_lengths_ptr, target_lengths_ptr, gamma_ptr, nll_ptr, grad_out_ptr,
+              grad_ptr, frames, max_label, vocab, stride_lp_t, stride_lp_b, stride_lp_c, stride_targets_b, blank,
+              BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr):
+    """grad (frames, batch, vocab) contiguous at this program's frames and classes: exp(lp) minus gamma summed
+    per class, times grad_out; 0 past the utterance's frames and for an infinite nll."""
+    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)  # (BLOCK_T,)
+    c = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)  # (BLOCK_V,)
+    batch = tl.program_id(2).to(tl.int64)
+    num_frames = tl.minimum(tl.load(input_lengths_ptr + batch), frames).to(tl.int32)
+    num_labels = tl.minimum(tl.load(target_lengths_ptr + batch), max_label).to(tl.int32)
+    num_states = 2 * num_labels + 1
+    row_width = 2 * max_label + 1
+    targets_row = targets_ptr + batch * stride_targets_b
+    frame_ok = t < num_frames
+    gamma_rows = gamma_ptr + batch * frames * row_width + t.to(tl.int64)[:, None] * row_width  # (BLOCK_T, 1)
+    class_sums = tl.zeros((BLOCK_T, BLOCK_V), dtype=tl.float32)
+    states_to_sum = tl.where(tl.program_id(0) * BLOCK_T < num_frames, num_states, 0)  # none past the frames
+    first_state = 0
+    while first_state < states_to_sum:
+        state = first_state + tl.arange(0, BLOCK_K)  # (BLOCK_K,)
+        is_state = state < num_states
+        state_class, _ = _state_classes(targets_row, state, num_labels, blank)
+        gamma = tl.load(gamma_rows + state[None, :], mask=frame_ok[:, None] & is_state[None, :], other=0.0)
+        one_hot = ((state_class[:, None] == c[None, :]) & is_state[:, None]).to(tl.float32)  # (BLOCK_K, BLOCK_V)
+        class_sums += tl.dot(gamma, one_hot, input_precision="ieee")
+        first_state += BLOCK_K
+    c_ok = c < vocab
+    lp = tl.load(log_probs_ptr + t[:, None] * stride_lp_t + batch * stride_lp_b + c[None, :] * stride_lp_c,
+                 mask=frame_ok[:, None] & c_ok[None, :], other=0.0)
+    finite = tl.load(nll_ptr + batch) < float("inf")
+    scale = tl.where(finite, tl.load(grad_out_ptr + batch), 0.0)
+    grad = tl.where(frame_ok[:, None], (tl.exp(lp) - class_sums) * scale, 0.0)
+    tl.store(grad_ptr + (t.to(tl.int64)[:, None] * tl.num_programs(2) + batch) * vocab + c[None, :], grad,
+             mask=(t < frames)[:, None] & c_ok[None, :])
+
+
+def interpreted() -> bool:
+    """Whether the kernels run in Triton's interpreter (TRITON_INTERPRET=1 when they were defined)."""
+    return isinstance(_ctc_alpha, InterpretedFunction)
+
+
+def block_states(max_label: int) -> int:
+    """Lanes of the alpha / beta programs for a padded label count: a power of two holding 2 * max_label + 1."""
+    return triton.next_power_of_2(2 * max_label + 1)
+
+
+def num_warps_for(block: int) -> int:
+    """Warps of the alpha / beta programs: a thread a state, up to 32 warps (1024 threads). On an H200 more warps
+    were faster at every size: 1 x 600 s took 2939 / 620 / 463 ms forward + backward with 4 / 16 / 32 warps,
+    4 x 60 s 9.9 / 4.1 ms with 4 / 32, 16 x 10 s 1.07 / 0.69 ms with 1 / 8."""
+    return min(32, max(1, block // 32))
+
+
+def grad_block_classes(vocab: int) -> int:
+    """_ctc_grad's classes per program: the vocab padded to a power of two, 16 (tl.dot's least) to 64."""
+    return min(64, max(16, triton.next_power_of_2(vocab)))
+
+
+class CTCLossTriton(torch.autograd.Function):
+    """log_probs (frames, batch, vocab) fp32, targets (batch, max_label) int64 contiguous, input_lengths and
+    target_lengths (batch,) -> (batch,) fp32 nll. Saves the (batch, frames, 2 * max_label + 1) fp32 alpha buffer
+    (as much memory as native's log_alpha; native keeps a log_beta as large too), its (batch, frames) fp64 offsets
+    and the fp64 nll. Backward overwrites the alpha buffer with gamma: a second backward through the same graph is
+    refused."""
+
+    @staticmethod
+    def forward(ctx, log_probs, targets, input_lengths, target_lengths, blank):
+        frames, batch, vocab = log_probs.shape
+        max_label = targets.shape[1]
+        block = block_states(max_label)
+        alpha = torch.empty((batch, frames, 2 * max_label + 1), dtype=torch.float32, device=log_probs.device)
+        alpha_offsets = torch.empty((batch, frames), dtype=torch.float64, device=log_probs.device)
+        nll = torch.empty(batch, dtype=torch.float64, device=log_probs.device)
+        _ctc_alpha[(batch,)](log_probs, targets, input_lengths, target_lengths, alpha, alpha_offsets, nll, frames,
+                             max_label, *log_probs.stride(), targets.stride(0), blank, BLOCK_S=block,
+                             RENORMALISE_EVERY=RENORMALISE_EVERY, FAST_LOG2=not interpreted(),
+                             num_warps=num_warps_for(block))
+        ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths, alpha, alpha_offsets, nll)
+        ctx.blank = blank
+        ctx.alpha_spent = False
+        return nll.float()
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if ctx.alpha_spent:
+            raise RuntimeError("ctc_loss_triton: backward overwrites its saved alpha buffer; it runs once per graph")
+        ctx.alpha_spent = True
+        log_probs, targets, input_lengths, target_lengths, alpha, alpha_offsets, nll = ctx.saved_tensors
+        frames, batch, vocab = log_probs.shape
+        max_label = targets.shape[1]
+        block = block_states(max_label)
+        beta = torch.empty((batch, 2, 2 * max_label + 1), dtype=torch.float32, device=log_probs.device)
+        _ctc_beta_occupancy[(batch,)](log_probs, targets, input_lengths, target_lengths, alpha, alpha_offsets, nll,
+                                      beta, frames, max_label, *log_probs.stride(), targets.stride(0), ctx.blank,
+                                      BLOCK_S=block, RENORMALISE_EVERY=RENORMALISE_EVERY,
+                                      FAST_LOG2=not interpreted(), num_warps=num_warps_for(block))
+        grad = torch.empty((frames, batch, vocab), dtype=torch.float32, device=log_probs.device)
+        block_classes = grad_block_classes(vocab)
+        grid = (triton.cdiv(frames, GRAD_BLOCK_T), triton.cdiv(vocab, block_classes), batch)
+        _ctc_grad[grid](log_probs, targets, input_lengths, target_lengths, alpha, nll,
+                        grad_out.float().contiguous(), grad, frames, max_label, vocab, *log_probs.stride(),
+                        targets.stride(0), ctx.blank, BLOCK_T=GRAD_BLOCK_T, BLOCK_K=GRAD_BLOCK_K,
+                        BLOCK_V=block_classes)
+        return grad, None, None, None, None
+
+
+def ctc_loss_triton(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: torch.Tensor,
+                    target_lengths: torch.Tensor, blank: int) -> torch.Tensor:
+    """(batch,) fp32 CTC negative log-likelihoods, as ``F.ctc_loss(log_probs, targets, input_lengths,
+    target_lengths, blank=blank, reduction="none", zero_infinity=False)`` (but a zero gradient, not NaN, for an
+    infinite one). log_probs (frames, batch, vocab) log-softmaxed, any strides; targets (batch, max_label) padded
+    (entries past target_lengths unread); lengths (batch,) integer tensors on log_probs' device, at most frames
+    and max_label (larger ones are clamped: PyTorch raises). Falls back to F.ctc_loss (cudnn off) when
+    2 * max_label + 1 states need more than MAX_BLOCK_STATES lanes."""
+    if block_states(targets.shape[1]) > MAX_BLOCK_STATES:
+        args = (log_probs, targets, input_lengths, target_lengths)
+        with torch.backends.cudnn.flags(enabled=False):
+            nll = F.ctc_loss(*args, blank=blank, reduction="none", zero_infinity=True)  # 0, no NaN gradient, if inf
+            with torch.no_grad():
+                infinite = torch.isinf(F.ctc_loss(*args, blank=blank, reduction="none", zero_infinity=False))
+        return nll.masked_fill(infinite, float("inf"))  # (batch,), masked_fill's gradient is 0 where it filled
+    return CTCLossTriton.apply(log_probs.float(), targets.contiguous(), input_lengths.contiguous(),
+                               target_lengths.contiguous(), blank)
