@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface
 
 from models.mamba2 import (Mamba2, causal_conv_silu, conv_implementation, gated_rms_norm, resolve_backend,
                            scan_fn)
@@ -27,6 +29,27 @@ from models.mamba2 import (Mamba2, causal_conv_silu, conv_implementation, gated_
 logger = logging.getLogger(__name__)
 
 MAMBA_INITS = ("random", "attention")
+# What a converted encoder's config names as its attention implementation: no attention is left to run, and the
+# mask Hugging Face builds for it is the (batch, frames) padding mask as the encoder got it, all a BiMamba2Wrapper
+# reads. For SDPA the encoder would build a (batch, 1, frames, frames) one: quadratic in the length (8 GB per
+# utterance of a padded batch of 30-minute recordings) and made, with a host sync, at every forward.
+BIMAMBA2_ATTENTION = "bimamba2"
+
+
+def _no_attention(module, *args, **kwargs):
+    raise RuntimeError(f"{type(module).__name__} is an attention module in an encoder converted to BiMamba2 "
+                       f"(config attention implementation {BIMAMBA2_ATTENTION!r}): nothing here should call it")
+
+
+def padding_mask(batch_size: int, q_length: int, kv_length: int, attention_mask: torch.Tensor | None = None,
+                 **kwargs) -> torch.Tensor | None:
+    """Hugging Face's mask function for ``BIMAMBA2_ATTENTION``: the 2-D (batch, frames) padding mask, bool, as the
+    encoder got it (None if it got none); never a (frames, frames) one, and no host sync to drop an all-valid one."""
+    return attention_mask
+
+
+AttentionInterface.register(BIMAMBA2_ATTENTION, _no_attention)
+AttentionMaskInterface.register(BIMAMBA2_ATTENTION, padding_mask)
 
 
 def valid_lengths(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -272,7 +295,8 @@ def substitute_layer(module: nn.Module, config, **kwargs) -> nn.Module:
     kwargs: residual_inside (False, as the original's wrapper), d_state, d_conv, expand, headdim, chunk_size,
     backend ("auto" | "torch" | "triton"), fused, recompute (see ``BiMamba2Wrapper``), init ("random" |
     "attention", see ``init_from_attention``).
-    New parameters are created on the device of the attention they replace, in fp32.
+    New parameters are created on the device of the attention they replace, in fp32. ``config`` (the model's)
+    is set to ``BIMAMBA2_ATTENTION``, so that the encoder builds its mixers a 2-D padding mask.
     """
     init = kwargs.pop("init", "random")
     if init not in MAMBA_INITS:
@@ -297,5 +321,6 @@ def substitute_layer(module: nn.Module, config, **kwargs) -> nn.Module:
     wrappers = sum(isinstance(m, BiMamba2Wrapper) for m in module.modules())
     if remaining or wrappers != count:
         raise RuntimeError(f"substitute_layer left attention modules {remaining} / {wrappers} wrappers of {count}")
+    config._attn_implementation = BIMAMBA2_ATTENTION  # the encoder then hands the mixers the 2-D padding mask
     logger.info("substitute_layer: %d attention modules -> BiMamba2Wrapper (init=%s)", count, init)
     return module

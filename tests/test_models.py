@@ -15,9 +15,9 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Attention
 from models.build import (ChannelsLastFeatureEncoder, build_asr_model, chunked_feature_encoder, forward_model,
                           load_weights, use_channels_last_feature_encoder)
 from models.mamba2 import Mamba2, causal_conv_silu_ref, resolve_backend, ssd_chunked, ssd_ref
-from models.mamba_utils import (BiMamba2Wrapper, backward_channel_mask, bimamba2_fused, causal_conv_silu_bidirectional,
-                                padded_reverse_index, replace_attention, reverse_padded, reverse_padded_ref,
-                                substitute_layer, valid_lengths)
+from models.mamba_utils import (BIMAMBA2_ATTENTION, BiMamba2Wrapper, backward_channel_mask, bimamba2_fused,
+                                causal_conv_silu_bidirectional, padded_reverse_index, replace_attention, reverse_padded,
+                                reverse_padded_ref, substitute_layer, valid_lengths)
 from models.presets import preset_config
 from tests.conftest import relative_error
 
@@ -359,17 +359,32 @@ def test_bidirectional_a_late_change_reaches_the_first_frames(tiny_hparams):
     assert bidirectional_change > 1e-5 and forward_only_change < 1e-7
 
 
-def test_mask_forms_of_eager_and_sdpa_encoders_give_the_same_output(tiny_hparams):
+def test_a_converted_encoder_hands_its_mixers_the_2d_padding_mask_and_every_mask_form_agrees(tiny_hparams):
+    """After the surgery the encoder builds its mixers the (batch, frames) padding mask, not a (frames, frames) one
+    (an all-valid mask stays one: no host sync to find out); the 4-D forms an SDPA or eager encoder would pass give
+    the same output."""
     torch.manual_seed(0)
     model = build_asr_model(tiny_hparams("asr_use_mamba=True")).eval()
+    assert model.config._attn_implementation == BIMAMBA2_ATTENTION
     x, mask = torch.randn(2, 9600), torch.ones(2, 9600, dtype=torch.long)
     mask[1, 4000:] = 0
+    seen = []
+    hook = model.wav2vec2.encoder.layers[0].attention.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs.get("attention_mask")), with_kwargs=True)
     outputs = []
-    for implementation in ("eager", "sdpa"):  # additive float vs boolean 4-D masks reach the wrapper
+    for implementation in (BIMAMBA2_ATTENTION, "eager", "sdpa"):  # 2-D; additive float 4-D; boolean 4-D
         model.config._attn_implementation = implementation
         with torch.no_grad():
             outputs.append(forward_model(model, x, mask).logits)
-    torch.testing.assert_close(outputs[0], outputs[1])
+    model.config._attn_implementation = BIMAMBA2_ATTENTION
+    with torch.no_grad():
+        forward_model(model, x, torch.ones_like(mask))
+    hook.remove()
+    frames = outputs[0].shape[1]
+    assert seen[0].shape == (2, frames) and seen[0].dtype == torch.bool and seen[0][1].sum() < frames
+    assert [m.dim() for m in seen[1:3]] == [4, 4] and seen[3].shape == (2, frames) and seen[3].all()
+    for other in outputs[1:]:
+        torch.testing.assert_close(other, outputs[0])
 
 
 def test_state_dict_round_trip_between_backends(tiny_hparams):
