@@ -468,20 +468,19 @@ class Trainer:
                    disable=not self.accelerator.is_main_process, dynamic_ncols=True)
         try:
             self._train_to_max_steps(bar)
+            bar.close()
+            if not (self.run_dir / f"{ckpt.CKPT_PREFIX}{self.step}").exists():
+                self.eval_and_save()
         except KeyboardInterrupt:
             bar.close()
             latest = ckpt.latest_checkpoint(self.run_dir)
             logger.warning("interrupted during step %d: %s", self.step + 1,
                            f"rerun the same command to resume from {latest} (step {ckpt.checkpoint_step(latest)})"
                            if latest else "no checkpoint saved yet, a rerun starts afresh")
+            raise SystemExit(130) from None
+        finally:  # the feeder's loader threads and the metrics file, however the run ends
             self.feeder.close()
             self.metrics.close()
-            raise SystemExit(130) from None
-        bar.close()
-        if not (self.run_dir / f"{ckpt.CKPT_PREFIX}{self.step}").exists():
-            self.eval_and_save()
-        self.feeder.close()
-        self.metrics.close()
         self.leave_process_group()
 
     def _train_to_max_steps(self, bar) -> None:
