@@ -19,11 +19,11 @@ from bench.speed import MODELS, build, infer_step, make_batch, train_step  # noq
 
 def make_step(model, mode: str, batch: int, seconds: float, device):
     """One training (forward, CTC, backward, AdamW) or inference step of ``model`` on a fixed random batch."""
-    x, labels = make_batch(batch, seconds, device)
+    inputs = make_batch(batch, seconds, device)
     if mode == "train":
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
-        return lambda: train_step(model.train(), optimizer, x, labels)
-    return lambda: infer_step(model.eval(), x)
+        return lambda: train_step(model.train(), optimizer, inputs)
+    return lambda: infer_step(model.eval(), inputs)
 
 
 def main(argv=None):

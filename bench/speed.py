@@ -7,11 +7,14 @@ Usage (on a GPU machine, see README "Speed"):
     python bench/speed.py --code 0ea5d7e       # a copy of the tree without .git: name the commit it holds
     python bench/speed.py --models student --chunk_size 128   # the students' SSD chunk length (default 256)
     python bench/speed.py --models teacher no_mixer   # the shared cost: the most a new mixer can gain
+    python bench/speed.py --padding 0.3        # padded batches (the longest item full, the last 30% shorter)
 
 Random weights from the large preset's config (no download). bf16 autocast, CNN front end frozen as in training,
 channels-last as build_asr_model makes it (``teacher_hf_front_end``: the teacher with Hugging Face's own).
 A training step is forward + CTC loss + backward + AdamW step; inference is a no-grad forward with the front end
-run in 5-minute pieces (as infer.py does). Each measurement is the median of timed repeats after warm-up (CUDA
+run in 5-minute pieces (as infer.py does). Batches are unpadded unless ``--padding`` (field ``padding``): then
+every model gets the attention mask a padded training batch brings (SDPA then without its flash kernel; the
+students their padding-aware reversal). Each measurement is the median of timed repeats after warm-up (CUDA
 events), peak memory from torch.cuda.max_memory_allocated. MFU counts the FLOPs torch's FlopCounterMode sees:
 matmuls, convolutions and attention; it does not see inside the Mamba2 Triton scan, so the student's MFU is a
 lower bound.
@@ -29,6 +32,7 @@ batch's size, timed once per shape (models/ctc_triton.py's kernels, as models.he
 through time one frame after the other, so on long utterances this part of every model's step is large.
 """
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -108,19 +112,34 @@ def build(model_name: str, device, spec_augment: bool = True, preset: str = "lar
     return model.to(device)
 
 
-def make_batch(batch: int, seconds: float, device):
-    """Unpadded inputs (batch, samples) and CTC labels (batch, ~12 characters a second)."""
-    x = torch.randn(batch, int(seconds * SR), device=device)
-    labels = torch.randint(1, 32, (batch, int(seconds * 12)), device=device)
-    return x, labels
+@dataclasses.dataclass
+class Batch:
+    x: torch.Tensor  # (batch, samples) random audio, zero past each item's length
+    labels: torch.Tensor  # (batch, max labels) random CTC labels, ~12 characters a second
+    label_lengths: torch.Tensor  # (batch,)
+    attention_mask: torch.Tensor | None  # (batch, samples) 1 on valid samples; None: unpadded
 
 
-def ctc_logits(model, x) -> torch.Tensor:
-    """input_values (batch, samples), unpadded -> CTC logits (batch, frames, vocab).
+def make_batch(batch: int, seconds: float, device, padding: float = 0.0) -> Batch:
+    """A random batch of ``batch`` items of up to ``seconds``. padding 0: every item full length, no mask; else
+    the items shrink linearly from full length (the first) to (1 - padding) of it (the last), padded at the end
+    behind an attention mask, as dynamic batching leaves a training batch (a batch of one is never padded)."""
+    samples, max_labels = int(seconds * SR), int(seconds * 12)
+    shrink = torch.linspace(0, padding, batch) if batch > 1 else torch.zeros(1)  # (batch,)
+    lengths = ((1 - shrink) * samples).long().to(device)  # (batch,)
+    valid = torch.arange(samples, device=device)[None, :] < lengths[:, None]  # (batch, samples)
+    x = torch.randn(batch, samples, device=device) * valid
+    labels = torch.randint(1, 32, (batch, max_labels), device=device)
+    label_lengths = (lengths * max_labels) // samples
+    return Batch(x, labels, label_lengths, valid.long() if padding > 0 else None)
 
-    No attention mask: on an unpadded batch Hugging Face drops an all-ones mask before SDPA by looking at it on
+
+def ctc_logits(model, x, attention_mask=None) -> torch.Tensor:
+    """input_values (batch, samples) (and their attention mask when padded) -> CTC logits (batch, frames, vocab).
+
+    An unpadded batch gets no attention mask: Hugging Face drops an all-ones mask before SDPA by looking at it on
     the host, which a CUDA graph capture cannot do (it would keep the mask and lose SDPA's flash kernel)."""
-    return model.lm_head(model.dropout(model.wav2vec2(x).last_hidden_state))
+    return model.lm_head(model.dropout(model.wav2vec2(x, attention_mask=attention_mask).last_hidden_state))
 
 
 class Logits(torch.nn.Module):
@@ -134,26 +153,31 @@ class Logits(torch.nn.Module):
         return ctc_logits(self.model, x)
 
 
-def ctc_loss_sum(logits, labels) -> torch.Tensor:
-    batch, frames = logits.shape[:2]
-    output_lengths = torch.full((batch,), frames, device=logits.device)
-    label_lengths = torch.full((batch,), labels.shape[1], device=labels.device)
-    losses, _ = ctc_loss_per_utterance(logits, output_lengths, labels, label_lengths, blank=0)
+def ctc_loss_sum(logits, batch: Batch, frame_lengths) -> torch.Tensor:
+    """The summed CTC loss of ``batch``'s labels on logits (batch, frames, vocab) valid up to frame_lengths."""
+    losses, _ = ctc_loss_per_utterance(logits, frame_lengths, batch.labels, batch.label_lengths, blank=0)
     return losses.sum()
 
 
-def train_step(model, optimizer, x, labels):
+def frame_lengths(model, batch: Batch, frames: int) -> torch.Tensor:
+    """(batch,) valid frames of each item's logits."""
+    if batch.attention_mask is None:
+        return torch.full((len(batch.x),), frames, device=batch.x.device)
+    return model._get_feat_extract_output_lengths(batch.attention_mask.sum(-1))
+
+
+def train_step(model, optimizer, batch: Batch):
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        logits = ctc_logits(model, x)
-    ctc_loss_sum(logits, labels).backward()
+        logits = ctc_logits(model, batch.x, batch.attention_mask)
+    ctc_loss_sum(logits, batch, frame_lengths(model, batch, logits.shape[1])).backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
 
 @torch.no_grad()
-def infer_step(model, x):
+def infer_step(model, batch: Batch):
     with torch.autocast("cuda", dtype=torch.bfloat16), chunked_feature_encoder(model, CNN_CHUNK_FRAMES):
-        ctc_logits(model, x)
+        ctc_logits(model, batch.x, batch.attention_mask)
 
 
 def graph_safe_attention(model) -> None:
@@ -162,16 +186,16 @@ def graph_safe_attention(model) -> None:
         model.set_attn_implementation(UNMASKED_SDPA)
 
 
-def graphed_train_step(model, optimizer, x, labels):
-    """A training step whose forward and backward replay CUDA graphs captured for this very input."""
+def graphed_train_step(model, optimizer, batch: Batch):
+    """A training step whose forward and backward replay CUDA graphs captured for this very (unpadded) input."""
     autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)  # noqa: E731
     with autocast():  # a graphed callable needs autocast's weight cache off, at capture and replay alike
-        logits_of = torch.cuda.make_graphed_callables(Logits(model), (x,), allow_unused_input=True)
+        logits_of = torch.cuda.make_graphed_callables(Logits(model), (batch.x,), allow_unused_input=True)
 
     def run():
         with autocast():
-            logits = logits_of(x)
-        ctc_loss_sum(logits, labels).backward()
+            logits = logits_of(batch.x)
+        ctc_loss_sum(logits, batch, frame_lengths(model, batch, logits.shape[1])).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -219,9 +243,9 @@ def measure(run, min_seconds: float = 2.0, max_repeats: int = 10) -> tuple[float
 
 
 def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: float | None,
-                  execution: str = "eager", **mixer) -> list[dict]:
+                  execution: str = "eager", padding: float = 0.0, **mixer) -> list[dict]:
     """One JSON row per shape ("mode:BATCHxSECONDS") for one model; an out-of-memory shape gets None values.
-    mixer: the students' substitute_layer shape (``build``)."""
+    padding: ``make_batch``'s; mixer: the students' substitute_layer shape (``build``)."""
     torch.manual_seed(0)
     model = build(model_name, device, spec_augment=execution == "eager", **mixer)
     chunk_size = next((m.chunk_size for m in model.modules() if isinstance(m, Mamba2)), None)  # None: no Mamba2
@@ -231,18 +255,18 @@ def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: f
     rows = []
     for shape in shapes:
         mode, batch, seconds = parse_shape(shape)
-        x, labels = make_batch(batch, seconds, device)
+        inputs = make_batch(batch, seconds, device, padding)
         model.train(mode == "train")
         if mode == "train":
-            eager_run = lambda: train_step(model, optimizer, x, labels)  # noqa: E731
+            eager_run = lambda: train_step(model, optimizer, inputs)  # noqa: E731
         else:
-            eager_run = lambda: infer_step(model, x)  # noqa: E731
+            eager_run = lambda: infer_step(model, inputs)  # noqa: E731
         run = None
         try:
             if execution == "eager":
                 run = eager_run
             elif mode == "train":
-                run = graphed_train_step(model, optimizer, x, labels)
+                run = graphed_train_step(model, optimizer, inputs)
             else:
                 run = graphed(eager_run)
             ms, peak_gib = measure(run)
@@ -255,7 +279,7 @@ def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: f
                "audio_s_per_s": batch * seconds / (ms / 1000) if ms else None, "peak_gib": peak_gib,
                "tflops": flops / 1e12 if flops else None, "mfu": flops / (ms / 1000) / peak if ms and peak else None,
                "execution": execution, "teacher_mode": "eager" if execution == "eager" else "same",
-               "chunk_size": chunk_size,
+               "chunk_size": chunk_size, "padding": padding,
                "gpu": env["gpu"], "versions": env["versions"], "code": env["code"]}
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -273,8 +297,8 @@ def measure_ctc(batch: int, seconds: float, device, preset: str = "large") -> fl
     every model's training step that does not depend on the model."""
     frames = output_frames(int(seconds * SR), preset)
     logits = torch.randn(batch, frames, 32, device=device, dtype=torch.bfloat16, requires_grad=True)
-    _, labels = make_batch(batch, seconds, device)
-    ms, _ = measure(lambda: ctc_loss_sum(logits, labels).backward())
+    inputs, lengths = make_batch(batch, seconds, device), torch.full((batch,), frames, device=device)
+    ms, _ = measure(lambda: ctc_loss_sum(logits, inputs, lengths).backward())
     return ms
 
 
@@ -318,11 +342,18 @@ def main():
     parser.add_argument("--chunk_size", type=int, default=None,
                         help="the students' SSD chunk length (mamba_chunk_size; default the hparams' 256); "
                              "recorded in each student row")
+    parser.add_argument("--padding", type=float, default=0.0,
+                        help="padded batches: items shrink linearly to (1 - PADDING) of the longest, behind an "
+                             "attention mask (eager only; recorded as the rows' padding)")
     parser.add_argument("--out", default=None, help="JSON lines file (default bench/results/<gpu>.jsonl)")
     parser.add_argument("--code", default=None,
                         help="the commit measured, recorded in every row (default: git's HEAD, '+' for uncommitted "
                              "changes); give it where the tree is a copy without .git, as on the device machine")
     args = parser.parse_args()
+    if not 0 <= args.padding < 1:
+        parser.error(f"--padding {args.padding}: expected a fraction in [0, 1)")
+    if args.padding and args.execution != ["eager"]:
+        parser.error("--padding needs --execution eager: a CUDA graph replays one unpadded batch")
     if not torch.cuda.is_available():
         sys.exit("bench/speed.py needs a CUDA GPU")
     device = torch.device("cuda")
@@ -336,7 +367,7 @@ def main():
     rows = []
     for execution in args.execution:
         for model_name in args.models:
-            rows += measure_model(model_name, args.shapes, device, env, peak, execution, **mixer)
+            rows += measure_model(model_name, args.shapes, device, env, peak, execution, args.padding, **mixer)
             torch.cuda.empty_cache()  # the model and its optimiser went with measure_model's frame
     ctc_ms = {(batch, seconds): measure_ctc(batch, seconds, device)
               for mode, batch, seconds in map(parse_shape, args.shapes) if mode == "train"}

@@ -11,8 +11,9 @@ from models.mamba_utils import substitute_layer
 from models.presets import preset_config
 
 
+@pytest.mark.parametrize("padding", [0.0, 0.5])
 @pytest.mark.parametrize("student", [False, True])
-def test_eager_train_and_infer_steps_run(student):
+def test_eager_train_and_infer_steps_run(student, padding):
     torch.manual_seed(0)
     config = preset_config("tiny", vocab_size=32)
     config._attn_implementation = "sdpa"
@@ -20,16 +21,20 @@ def test_eager_train_and_infer_steps_run(student):
     if student:
         substitute_layer(model.wav2vec2.encoder, config, headdim=16, d_state=16, chunk_size=16)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x, labels = speed.make_batch(2, 1.0, "cpu")
-    assert x.shape == (2, 16000) and labels.shape == (2, 12)
+    batch = speed.make_batch(2, 1.0, "cpu", padding)
+    assert batch.x.shape == (2, 16000) and batch.labels.shape == (2, 12)
     before = [p.detach().clone() for p in model.parameters()]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # autocast("cuda") on a CPU-only machine
-        speed.train_step(model, optimizer, x, labels)
-        speed.infer_step(model, x)
+        speed.train_step(model, optimizer, batch)
+        speed.infer_step(model, batch)
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))  # the step trained
     assert all(p.grad is None for p in model.parameters())  # and cleared its gradients
-    assert speed.ctc_logits(model, x).shape == (2, int(model._get_feat_extract_output_lengths(16000)), 32)
+    frames = int(model._get_feat_extract_output_lengths(16000))
+    assert speed.ctc_logits(model, batch.x, batch.attention_mask).shape == (2, frames, 32)
+    lengths = speed.frame_lengths(model, batch, frames)
+    assert lengths[0] == frames and lengths[1] == (frames if not padding else
+                                                 int(model._get_feat_extract_output_lengths(8000)))
     for mode in ("train", "infer"):  # bench/profile_step.py's step around the same functions
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -43,12 +48,12 @@ def test_the_no_mixer_model_keeps_everything_but_attention_and_trains():
     assert set(floor.state_dict()) == kept and len(kept) < len(teacher.state_dict())
     assert all(isinstance(layer.attention, speed.NoMixer) for layer in floor.wav2vec2.encoder.layers)
     optimizer = torch.optim.AdamW([p for p in floor.parameters() if p.requires_grad], lr=1e-3)
-    x, labels = speed.make_batch(2, 1.0, "cpu")
+    batch = speed.make_batch(2, 1.0, "cpu")
     feed_forward = floor.wav2vec2.encoder.layers[0].feed_forward.output_dense.weight
     before = feed_forward.detach().clone()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # autocast("cuda") on a CPU-only machine
-        speed.train_step(floor.train(), optimizer, x, labels)
+        speed.train_step(floor.train(), optimizer, batch)
     assert not torch.equal(before, feed_forward)
     with pytest.raises(ValueError, match="unknown model 'students'"):
         speed.build("students", "cpu", preset="tiny")
@@ -140,3 +145,11 @@ def test_code_version_names_the_commit_and_is_none_outside_a_checkout(tmp_path):
     version = speed.code_version()
     assert re.fullmatch(r"[0-9a-f]{7,}\+?", version) and head.startswith(version.rstrip("+"))
     assert speed.code_version(tmp_path) is None
+
+
+@pytest.mark.parametrize("argv", [["--padding", "1.5"], ["--padding", "0.3", "--execution", "cuda_graph"]])
+def test_padding_that_cannot_be_measured_is_refused(monkeypatch, capsys, argv):
+    monkeypatch.setattr("sys.argv", ["speed.py", *argv])
+    with pytest.raises(SystemExit) as stop:
+        speed.main()
+    assert stop.value.code == 2 and "--padding" in capsys.readouterr().err
