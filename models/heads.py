@@ -9,8 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.ctc_triton import ctc_loss_triton
-
 # Speaker ID has no transcript; the original fed a 3-character placeholder, so `sample` normalisation divided
 # by 3 per utterance. The constant keeps that loss scale (and so the seed's learning rates) without a fake text.
 NO_TRANSCRIPT_CHARS = 3
@@ -48,6 +46,8 @@ def ctc_loss_per_utterance(logits, output_lengths, labels, label_lengths, blank:
     log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (frames, batch, vocab)
     targets = labels.clamp(min=0)  # -100 padding is never read past label_lengths
     if log_probs.is_cuda:  # falls back to F.ctc_loss itself for label counts its programs cannot hold
+        from models.ctc_triton import ctc_loss_triton  # here: Triton is a GPU machine's package
+
         losses = ctc_loss_triton(log_probs, targets, output_lengths, label_lengths, blank=blank)  # (batch,)
     else:
         with torch.backends.cudnn.flags(enabled=False):  # cudnn's CTC differs in length limits; keep one behaviour
