@@ -489,3 +489,18 @@ def test_clear_errors_on_bad_input(tiny_model_dir, tiny_hparams):
         substitute_layer(model.wav2vec2.encoder, model.config, headdim=16)
     with pytest.raises(ValueError, match="unknown Mamba2 backend"):
         resolve_backend("cuda")
+
+
+def test_the_cpu_path_needs_no_triton():
+    """requirements.txt has no Triton (a CPU-only torch brings none): the scripts and models import, and a CPU CTC
+    loss runs, with it missing; only the GPU paths import the Triton kernels."""
+    code = ("import sys; sys.modules['triton'] = None\n"
+            "import torch, train, train_distill, infer, models.build, models.mamba_utils\n"
+            "from models.heads import ctc_loss_per_utterance\n"
+            "losses, ok = ctc_loss_per_utterance(torch.randn(1, 6, 5), torch.tensor([6]), torch.tensor([[1, 2]]),\n"
+            "                                    torch.tensor([2]), blank=0)\n"
+            "assert ok.all() and losses.isfinite().all()\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=Path(__file__).resolve().parents[1],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
