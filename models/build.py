@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+from transformers.activations import GELUActivation
 from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2FeatureEncoder, Wav2Vec2LayerNormConvLayer
 
 from models.heads import ClassifierHeads
@@ -147,13 +148,25 @@ class ChannelsLastConvLayer(Wav2Vec2LayerNormConvLayer):
     back to bf16 and contiguous for the next conv), strided copies that took half of a 30-minute inference with
     the attention replaced by nothing (H200). Here the conv runs as a 2-d convolution over one row in channels-last
     memory format (cuDNN's NHWC kernels), so the norm and activation read and write contiguous memory. Same weights,
-    same arithmetic: ``Wav2Vec2LayerNormConvLayer.forward`` is the reference (tests/test_models.py)."""
+    same arithmetic: ``Wav2Vec2LayerNormConvLayer.forward`` is the reference (tests/test_models.py). On a GPU,
+    where no gradient flows through the layer (a frozen front end, inference), the norm and the GELU are one
+    Triton pass (models/norm_gelu_triton.py)."""
 
     def forward(self, hidden_states):  # (batch, in, 1, frames) -> (batch, out, 1, frames'), channels-last
         weight = self.conv.weight[:, :, None].contiguous(memory_format=torch.channels_last)  # (out, in, 1, kernel)
         hidden_states = F.conv2d(hidden_states, weight, self.conv.bias, stride=(1, self.conv.stride[0]))
-        hidden_states = self.layer_norm(hidden_states.permute(0, 2, 3, 1))  # (batch, 1, frames', out), a view
-        return self.activation(hidden_states).permute(0, 3, 1, 2)
+        rows = hidden_states.permute(0, 2, 3, 1)  # (batch, 1, frames', out), a view
+        if self._norm_and_gelu_fused(rows):
+            from models.norm_gelu_triton import layer_norm_gelu  # here: Triton is a GPU machine's package
+
+            norm = self.layer_norm
+            return layer_norm_gelu(rows, norm.weight, norm.bias, norm.eps).permute(0, 3, 1, 2)
+        return self.activation(self.layer_norm(rows)).permute(0, 3, 1, 2)
+
+    def _norm_and_gelu_fused(self, rows: torch.Tensor) -> bool:
+        """Whether the Triton pass applies: CUDA, exact GELU, and no gradient wanted through the layer."""
+        wants_grad = torch.is_grad_enabled() and (rows.requires_grad or self.layer_norm.weight.requires_grad)
+        return rows.is_cuda and type(self.activation) is GELUActivation and not wants_grad
 
 
 class ChannelsLastFeatureEncoder(Wav2Vec2FeatureEncoder):

@@ -1,6 +1,7 @@
 """Compile this repository's Triton kernels for a GPU architecture on any machine, GPU or not (Triton's front end
-and the ptxas it ships need none): every kernel of models/conv_triton.py with every compile-time switch, and the
-CTC kernels of models/ctc_triton.py at their smallest and largest block of states, with the warps they launch with.
+and the ptxas it ships need none): every kernel of models/conv_triton.py with every compile-time switch, the
+CTC kernels of models/ctc_triton.py at their smallest and largest block of states, with the warps they launch with,
+and models/norm_gelu_triton.py's.
 
     python -m tests.kernel_compile            # sm_90 (H100 / H200); one line per kernel, exit status 1 on a failure
     python -m tests.kernel_compile --arch 80
@@ -15,7 +16,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from models import conv_triton, ctc_triton
+from models import conv_triton, ctc_triton, norm_gelu_triton
 
 ACTIVATION, PARAMETER, FP32 = "*bf16", "*fp32", "*fp32"  # the mixer's: bf16 activations, fp32 weights
 POINTER_TYPES = {"x_ptr": ACTIVATION, "out_ptr": ACTIVATION, "dout_ptr": ACTIVATION, "dx_ptr": ACTIVATION,
@@ -31,11 +32,13 @@ SWITCHES = ({"REVERSE": False, "HAS_INDEX": False}, {"REVERSE": True, "HAS_INDEX
 CTC_STATE_BLOCKS = (256, ctc_triton.MAX_BLOCK_STATES)
 
 
-def compile_kernel(kernel, constexprs: dict, arch: int, num_warps: int = 4):
-    """``kernel`` compiled for sm_<arch>: pointers as POINTER_TYPES, other arguments int32, ``constexprs`` fixed (a
-    pointer given as None is one the switches leave unused, as the launches pass it)."""
+def compile_kernel(kernel, constexprs: dict, arch: int, num_warps: int = 4, types: dict | None = None):
+    """``kernel`` compiled for sm_<arch>: pointers as POINTER_TYPES, other arguments int32, both but where ``types``
+    says otherwise; ``constexprs`` fixed (a pointer given as None is one the switches leave unused, as the launches
+    pass it)."""
     names = kernel.arg_names
-    signature = {name: "constexpr" if name in constexprs else POINTER_TYPES.get(name, "i32") for name in names}
+    types = {**POINTER_TYPES, **(types or {})}
+    signature = {name: "constexpr" if name in constexprs else types.get(name, "i32") for name in names}
     source = ASTSource(kernel, signature, constexprs={(names.index(k),): v for k, v in constexprs.items()})
     return triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
 
@@ -64,14 +67,23 @@ def ctc_jobs():
            {"BLOCK_T": ctc_triton.GRAD_BLOCK_T, "BLOCK_K": ctc_triton.GRAD_BLOCK_K, "BLOCK_V": classes}, 4)
 
 
+def norm_gelu_jobs():
+    """(name, kernel, constexprs, num_warps, types) of the front end's LayerNorm + GELU at its 512 channels, bf16
+    in (the conv's output under autocast), fp32 out."""
+    types = {"x_ptr": ACTIVATION, "out_ptr": FP32, "eps": "fp32"}
+    constexprs = {"BLOCK_R": norm_gelu_triton.ROWS_PER_PROGRAM, "BLOCK_C": 512}
+    yield "_layer_norm_gelu BLOCK_C=512", norm_gelu_triton._layer_norm_gelu, constexprs, 4, types
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90 for sm_90")
     args = parser.parse_args(argv)
     failed = 0
-    for name, kernel, constexprs, num_warps in (*conv_jobs(), *ctc_jobs()):
+    jobs = [(*job, None) for job in (*conv_jobs(), *ctc_jobs())] + list(norm_gelu_jobs())
+    for name, kernel, constexprs, num_warps, types in jobs:
         try:
-            compile_kernel(kernel, constexprs, args.arch, num_warps)
+            compile_kernel(kernel, constexprs, args.arch, num_warps, types)
             print(f"{name}: ok")
         except Exception as error:  # noqa: BLE001  (report every kernel, then fail)
             failed += 1

@@ -85,6 +85,44 @@ def test_mamba2_triton_backend_matches_torch_backend(autocast):
         assert relative_error(a, b) < tolerance
 
 
+def test_triton_layer_norm_gelu_matches_its_reference_on_gpu():
+    """models/norm_gelu_triton.py on the front end's first activation: 2 x 2 s at 3200 frames a second, 512
+    channels, bf16 in."""
+    from models.norm_gelu_triton import layer_norm_gelu, layer_norm_gelu_ref
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = (torch.randn(2, 6400, 512, generator=g, device=CUDA) * 3 + 1).to(torch.bfloat16)
+    weight, bias = torch.randn(512, generator=g, device=CUDA), torch.randn(512, generator=g, device=CUDA)
+    torch.testing.assert_close(layer_norm_gelu(x, weight, bias, 1e-5), layer_norm_gelu_ref(x, weight, bias, 1e-5),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_front_end_takes_the_fused_norm_without_gradients_and_agrees_on_gpu(monkeypatch):
+    """wav2vec2-large's front end as build_asr_model makes it, under bf16 autocast: without gradients (the fused
+    LayerNorm + GELU, once per layer) against with them (PyTorch's), the same convolutions either way."""
+    from transformers import Wav2Vec2ForCTC
+
+    from models import norm_gelu_triton
+    from models.build import use_channels_last_feature_encoder
+    from models.presets import preset_config
+
+    calls = []
+    fused_pass = norm_gelu_triton.layer_norm_gelu
+    monkeypatch.setattr(norm_gelu_triton, "layer_norm_gelu", lambda *args: calls.append(1) or fused_pass(*args))
+    torch.manual_seed(0)
+    model = Wav2Vec2ForCTC(preset_config("large", vocab_size=8)).to(CUDA)
+    use_channels_last_feature_encoder(model)
+    encoder = model.wav2vec2.feature_extractor
+    x = torch.randn(2, 32000, device=CUDA)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.no_grad():
+            fused = encoder(x)
+        assert len(calls) == len(encoder.conv_layers)
+        plain = encoder(x).detach()  # the parameters want gradients: PyTorch's norm and GELU
+    assert len(calls) == len(encoder.conv_layers) and fused.dtype == plain.dtype == torch.float32
+    assert relative_error(fused, plain) < 1e-2  # bf16 re-rounding of the norm's last digits, through 7 layers
+
+
 def test_padding_invariance_on_gpu(tiny_hparams):
     torch.manual_seed(0)
     model = build_asr_model(tiny_hparams("asr_use_mamba=True,mamba_backend=triton")).to(CUDA).eval()

@@ -12,8 +12,8 @@ import torch
 from transformers import Wav2Vec2ForCTC
 from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Attention
 
-from models.build import (ChannelsLastFeatureEncoder, build_asr_model, chunked_feature_encoder, forward_model,
-                          load_weights, use_channels_last_feature_encoder)
+from models.build import (ChannelsLastConvLayer, ChannelsLastFeatureEncoder, build_asr_model, chunked_feature_encoder,
+                          forward_model, load_weights, use_channels_last_feature_encoder)
 from models.mamba2 import Mamba2, causal_conv_silu_ref, resolve_backend, ssd_chunked, ssd_ref
 from models.mamba_utils import (BIMAMBA2_ATTENTION, BiMamba2Wrapper, backward_channel_mask, bimamba2_fused,
                                 causal_conv_silu_bidirectional, padded_reverse_index, replace_attention, reverse_padded,
@@ -209,7 +209,7 @@ def test_the_triton_conv_kernels_compile_for_hopper_with_every_switch():
     result = subprocess.run([sys.executable, "-m", "tests.kernel_compile", "--arch", "90"], env=env,
                             cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count(": ok") == 14, result.stdout
+    assert result.stdout.count(": ok") == 15, result.stdout
 
 
 def hugging_face_and_channels_last_models(preset: str = "tiny"):
@@ -239,6 +239,33 @@ def test_channels_last_front_end_equals_hugging_faces_and_keeps_its_weights():
         torch.testing.assert_close(kernel, ref, rtol=1e-4, atol=1e-5)
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(x).logits, reference.eval()(x).logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows,channels,dtype", [(37, 512, torch.float32), (5, 200, torch.float32),
+                                                 (20, 512, torch.bfloat16)])
+def test_triton_layer_norm_gelu_matches_its_reference(rows, channels, dtype):
+    """models/norm_gelu_triton.py (Triton's interpreter without CUDA): rows past a program's 8, channels not a power
+    of two, bf16 input (the front end's conv output under autocast); fp32 out either way."""
+    from models.norm_gelu_triton import layer_norm_gelu, layer_norm_gelu_ref
+
+    torch.manual_seed(0)
+    x = (torch.randn(2, rows, channels) * 3 + 1).to(dtype)
+    weight, bias = torch.randn(channels), torch.randn(channels)
+    out = layer_norm_gelu(x, weight, bias, 1e-5)
+    assert out.dtype == torch.float32 and out.shape == x.shape
+    torch.testing.assert_close(out, layer_norm_gelu_ref(x, weight, bias, 1e-5), rtol=1e-5, atol=1e-5)
+
+
+def test_front_end_with_the_fused_norm_equals_hugging_faces(monkeypatch):
+    """The Triton LayerNorm + GELU in the channels-last layers (taken on CUDA without gradients; forced here, in
+    Triton's interpreter): the same features as Hugging Face's front end."""
+    reference, model = hugging_face_and_channels_last_models()
+    monkeypatch.setattr(ChannelsLastConvLayer, "_norm_and_gelu_fused", lambda self, rows: True)
+    x = torch.randn(2, 5000)
+    with torch.no_grad():
+        fused, plain = model.wav2vec2.feature_extractor(x), reference.wav2vec2.feature_extractor(x)
+    assert fused.shape == plain.shape
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
