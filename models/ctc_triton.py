@@ -51,6 +51,8 @@ import triton.language as tl
 from triton.language.extra import libdevice
 from triton.runtime.interpreter import InterpretedFunction
 
+from models.heads import ctc_feasible
+
 MAX_BLOCK_STATES = 32768  # lanes of one program: 2 * max_label + 1 states at most (max_label 16383)
 RENORMALISE_EVERY = 16  # frames between shifts of alpha and beta to a largest value of 0 (see _renormalised)
 GRAD_BLOCK_T, GRAD_BLOCK_K = 64, 64  # _ctc_grad's frames per program and states per step of its dot
@@ -324,11 +326,10 @@ def ctc_loss_triton(log_probs: torch.Tensor, targets: torch.Tensor, input_length
     and max_label (larger ones are clamped: PyTorch raises). Falls back to F.ctc_loss (cudnn off) when
     2 * max_label + 1 states need more than MAX_BLOCK_STATES lanes."""
     if block_states(targets.shape[1]) > MAX_BLOCK_STATES:
-        args = (log_probs, targets, input_lengths, target_lengths)
-        with torch.backends.cudnn.flags(enabled=False):
-            nll = F.ctc_loss(*args, blank=blank, reduction="none", zero_infinity=True)  # 0, no NaN gradient, if inf
-            with torch.no_grad():
-                infinite = torch.isinf(F.ctc_loss(*args, blank=blank, reduction="none", zero_infinity=False))
+        with torch.backends.cudnn.flags(enabled=False):  # 0 and no NaN gradient where no alignment fits
+            nll = F.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=blank, reduction="none",
+                             zero_infinity=True)
+        infinite = ~ctc_feasible(input_lengths, targets, target_lengths)
         return nll.masked_fill(infinite, float("inf"))  # (batch,), masked_fill's gradient is 0 where it filled
     return CTCLossTriton.apply(log_probs.float(), targets.contiguous(), input_lengths.contiguous(),
                                target_lengths.contiguous(), blank)
