@@ -44,7 +44,7 @@ def compile_kernel(kernel, constexprs: dict, arch: int, num_warps: int = 4, type
 
 
 def conv_jobs():
-    """(name, kernel, constexprs, num_warps) of every conv kernel under every switch."""
+    """(name, kernel, constexprs, num_warps, types) of every conv kernel under every switch."""
     for kernel in KERNELS:
         for switches in SWITCHES:
             constexprs = {"WIDTH": 4, "BLOCK_T": conv_triton.BLOCK_T, "BLOCK_C": conv_triton.BLOCK_C, **switches}
@@ -53,18 +53,18 @@ def conv_jobs():
             if not switches["HAS_INDEX"]:
                 constexprs["index_ptr"] = None
             name = f"{kernel.fn.__name__} {' '.join(f'{k}={v}' for k, v in switches.items())}"
-            yield name, kernel, {k: v for k, v in constexprs.items() if k in kernel.arg_names}, 4
+            yield name, kernel, {k: v for k, v in constexprs.items() if k in kernel.arg_names}, 4, None
 
 
 def ctc_jobs():
-    """(name, kernel, constexprs, num_warps) of the CTC kernels as ctc_triton launches them on a GPU."""
+    """(name, kernel, constexprs, num_warps, types) of the CTC kernels as ctc_triton launches them on a GPU."""
     for block in CTC_STATE_BLOCKS:
         for kernel in (ctc_triton._ctc_alpha, ctc_triton._ctc_beta_occupancy):
             constexprs = {"BLOCK_S": block, "RENORMALISE_EVERY": ctc_triton.RENORMALISE_EVERY, "FAST_LOG2": True}
-            yield f"{kernel.fn.__name__} BLOCK_S={block}", kernel, constexprs, ctc_triton.num_warps_for(block)
+            yield f"{kernel.fn.__name__} BLOCK_S={block}", kernel, constexprs, ctc_triton.num_warps_for(block), None
     classes = ctc_triton.grad_block_classes(32)
     yield (f"_ctc_grad BLOCK_V={classes}", ctc_triton._ctc_grad,
-           {"BLOCK_T": ctc_triton.GRAD_BLOCK_T, "BLOCK_K": ctc_triton.GRAD_BLOCK_K, "BLOCK_V": classes}, 4)
+           {"BLOCK_T": ctc_triton.GRAD_BLOCK_T, "BLOCK_K": ctc_triton.GRAD_BLOCK_K, "BLOCK_V": classes}, 4, None)
 
 
 def norm_gelu_jobs():
@@ -80,8 +80,7 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90 for sm_90")
     args = parser.parse_args(argv)
     failed = 0
-    jobs = [(*job, None) for job in (*conv_jobs(), *ctc_jobs())] + list(norm_gelu_jobs())
-    for name, kernel, constexprs, num_warps, types in jobs:
+    for name, kernel, constexprs, num_warps, types in (*conv_jobs(), *ctc_jobs(), *norm_gelu_jobs()):
         try:
             compile_kernel(kernel, constexprs, args.arch, num_warps, types)
             print(f"{name}: ok")
