@@ -3,7 +3,8 @@
 Why: PyTorch's native CUDA CTC (``F.ctc_loss`` with cudnn off, as ``models.heads.ctc_loss_per_utterance`` runs it)
 took 610 ms (forward 283 + backward 326) of a training step on one 600-s utterance on an H200 (30000 frames, 7200
 labels, vocab 32): its kernels walk the 2L + 1 = 14401 label states in ~15 serial blocks of 1024 threads for every
-frame. Here one program per utterance holds all its states in one block and loops over the frames itself.
+frame. Here programs loop over the frames themselves: one per utterance when its states fit STATES_PER_PROGRAM,
+else several per utterance, each holding a block of its states, in a wavefront over the multiprocessors.
 
 What, per utterance b (T frames, labels l_1..l_L, lp[t, c] = log_probs[t, b, c], already log-softmaxed): the
 extended labels l'(s), s = 0..S-1, S = 2L + 1, are blank on even s and l_{(s+1)/2} on odd s; a state may be entered
@@ -22,24 +23,51 @@ utterance too short for its labels has nll = inf and a zero gradient (PyTorch's 
 zero_infinity=True, which returns 0 instead of inf; see tests/test_ctc.py); zero-length targets and zero-length
 inputs give PyTorch's values (nll 0, or inf when there are labels).
 
-How: ``_ctc_alpha`` (grid: batch) computes alpha in base 2 (lp * log2(e): exp2 and log2 are single GPU
-instructions) frame after frame, a lane (thread) per state, and stores every row in a (batch, frames,
-2 * max_label + 1) fp32 buffer that backward needs anyway (PyTorch keeps log_alpha too); after a barrier the next
-frame reads the previous row back shifted by one and two states. Every RENORMALISE_EVERY frames the row is shifted
-so that its largest value is 0, the shift summed into a per-frame fp64 offset (alpha = row + offset): on long
-utterances alpha and beta reach ~1e5 and fp32 rounding of numbers that large ruins the occupancies (on an H200, at
-1 x 600 s of random logits, native F.ctc_loss's fp32 gradient was off by 56% to 440% of its largest value against
-its own float64 result, these kernels' by 1.5% to 4.4%; at 60 s 1.0% against 0.06%). ``_ctc_beta_occupancy``
-runs beta backwards the same way (its rows in a two-row ping-pong buffer, its offset running) and overwrites each
-alpha row in place with gamma, the offsets and nll (fp64) meeting in one fp32 shift. ``_ctc_grad`` (grid: frame
-tiles, vocab tiles, batch) sums gamma per class as a dot with the states' one-hot classes (fp32 "ieee" dot: the
-training's --use_tf32 does not reach it) and writes the gradient. A batch whose padded label count needs more
-than MAX_BLOCK_STATES lanes falls back to ``F.ctc_loss`` (cudnn off).
+How: the padded row of 2 * max_label + 1 states is cut into ``num_blocks`` blocks of ``states_per_block``
+consecutive states (``state_blocks``: one block up to STATES_PER_PROGRAM states, else the fewest blocks of at most
+that many, of equal size), each block a program of BLOCK_S lanes (a thread a state, up to 32 warps; grid: batch x
+blocks). ``_ctc_alpha`` computes alpha in base 2 (lp * log2(e): exp2 and log2 are single GPU instructions) frame
+after frame and stores every row in a (batch, frames, 2 * max_label + 1) fp32 buffer that backward needs anyway
+(PyTorch keeps log_alpha too); after a barrier the next frame reads the previous row back shifted by one and two
+states. A block's first two states need the last two of the block before at the frame before, its "producer"
+(block c - 1; for beta, which runs backwards in time and states, block c + 1): the only traffic between programs.
+Every RENORMALISE_EVERY frames a block shifts its row so that its largest value is 0, the shift summed into the
+block's per-frame fp64 offset (alpha[t, s] = row[t, s] + offset[block, t], offsets (batch, blocks, frames)): on
+long utterances alpha and beta reach ~1e5 and fp32 rounding of numbers that large ruins the occupancies (on an
+H200, at 1 x 600 s of random logits, native F.ctc_loss's fp32 gradient was off by 56% to 440% of its largest value
+against its own float64 result, these kernels' by 1.5% to 4.4% with one block; at 60 s 1.0% against 0.06%). At
+every frame a block first moves its row and the producer's edge states onto the larger of the two offsets
+(``_joined_with_producer``, in fp64; nothing moves when they are equal, as with one block): so the states that
+carry the probability stay near 0 as a single row's would, and only much smaller ones lose digits. The nll comes
+from states S - 1 and S - 2 of the last frame, in one block or two, each with its block's offset; the block that
+holds S - 1 writes it. ``_ctc_beta_occupancy`` runs beta backwards the same way (its rows in a two-row ping-pong
+buffer, its offset running; each block also stores its first two states and its offset per frame, (batch, blocks,
+frames, 2) and (batch, blocks, frames), for the block before, since the ping-pong rows do not last) and overwrites
+each alpha row in place with gamma, its block's alpha offset, the beta offset and nll (fp64) meeting in one fp32
+shift. ``_ctc_grad`` (grid: frame tiles, vocab tiles, batch) sums gamma per class as a dot with the states' one-hot
+classes (fp32 "ieee" dot: the training's --use_tf32 does not reach it) and writes the gradient. A batch whose
+padded label count needs more than MAX_STATES states falls back to ``F.ctc_loss`` (cudnn off).
 
-Speed (bench/ctc_speed.py, H200, forward + backward): 16 x 10 s 0.76 ms (native 1.07), 4 x 60 s 4.5 ms (9.0),
-1 x 600 s 439 ms (627; forward 164 against 284). One program holds a whole utterance, so a long one runs on one
-multiprocessor, 16 states a thread at 600 s (past its 64 registers: spills); splitting the states of one
-utterance over several programs that hand their edge states on through flags in memory is the way further.
+Synchronisation between the blocks of an utterance (none with one block): a per-(utterance, block) int32 progress
+flag in global memory, zeroed before each launch, counts the frames the block has published (monotonic). A block
+publishes frame t after all its threads stored row t and its offset: a barrier (which also orders its own next
+frame), then one thread's release exchange of the flag at gpu scope. A consumer that needs frame t of its producer
+spins with one thread's acquire load of the producer's flag until it counts past t (remembering the count: a
+consumer behind its producer polls nothing), a barrier hands that on to its threads, which load the edge states and
+the offset with ``.cg`` (L2, past the multiprocessor's non-coherent L1). Deadlock freedom: a program takes its
+(utterance, block) from a ticket counter at its start, in the order that programs start, producers first (alpha:
+block 0 first; beta: the last block first); so a program that waits can only wait for one that has started, holds
+a multiprocessor and waits for none but its own producer, down to a block that waits for nothing: every wait ends,
+whatever order the GPU starts programs in and however few fit at once. In Triton's interpreter (the CPU tests)
+programs run one after another, so a producer has always finished; the tests force several tiny blocks there.
+
+Speed (bench/ctc_speed.py, H200, forward + backward, one program per utterance, before the split into blocks):
+16 x 10 s 0.76 ms (native 1.07), 4 x 60 s 4.5 ms (9.0), 1 x 600 s 439 ms (627; forward 164 against 284): one
+program held a whole utterance, so a long one ran on one multiprocessor, 16 states a thread at 600 s (past its 64
+registers: spills). The path of several blocks has NOT run on a GPU yet: its speed (1 x 600 s is 8 blocks of 1801
+states), STATES_PER_PROGRAM and its warps are unmeasured, and so are its memory ordering and deadlock freedom on
+hardware (tests/test_ctc.py's GPU tests take it at 1 x 600 s); with one block (every utterance of up to 2048 states,
+~80 s) the kernels compute what they did before, plus one atomic per program.
 
 """
 import math
@@ -53,7 +81,9 @@ from triton.runtime.interpreter import InterpretedFunction
 
 from models.heads import ctc_feasible
 
-MAX_BLOCK_STATES = 32768  # lanes of one program: 2 * max_label + 1 states at most (max_label 16383)
+STATES_PER_PROGRAM = 2048  # one program up to this many states of an utterance, else blocks of at most this many
+#                            (>= 2): to be tuned on a GPU (1024 or 2048 states; 1 x 600 s is 14401)
+MAX_STATES = 2 ** 30  # 2 * max_label + 1 at most (int32 state arithmetic); alpha's memory binds long before
 RENORMALISE_EVERY = 16  # frames between shifts of alpha and beta to a largest value of 0 (see _renormalised)
 GRAD_BLOCK_T, GRAD_BLOCK_K = 64, 64  # _ctc_grad's frames per program and states per step of its dot
 LOG2E: tl.constexpr = tl.constexpr(math.log2(math.e))  # alpha and beta are kept in base 2
@@ -91,13 +121,45 @@ def _logsumexp2_3(a, b, c, FAST_LOG2: tl.constexpr):
 
 
 @triton.jit
-def _utterance(input_lengths_ptr, target_lengths_ptr, frames, max_label):
-    """This program's utterance (int64: buffer offsets can pass 2^31), its frames and labels, clamped to the
-    padded sizes so that a wrong length cannot read out of bounds."""
-    batch = tl.program_id(0).to(tl.int64)
+def _claim_utterance_block(ticket_ptr, input_lengths_ptr, target_lengths_ptr, frames, max_label, num_blocks,
+                           LAST_BLOCK_FIRST: tl.constexpr):
+    """This program's utterance (int64: buffer offsets can pass 2^31) and block of states, from a ticket that one
+    thread draws at the program's start: tickets go in the order programs start, an utterance's blocks in producer
+    order (block 0 first, or the last block first), so a block's producer has started before it. Also the
+    utterance's frames and labels, clamped to the padded sizes so that a wrong length cannot read out of bounds."""
+    ticket = tl.atomic_add(ticket_ptr, 1, sem="relaxed")
+    batch = (ticket // num_blocks).to(tl.int64)
+    block = ticket % num_blocks
+    if LAST_BLOCK_FIRST:
+        block = num_blocks - 1 - block
     num_frames = tl.minimum(tl.load(input_lengths_ptr + batch), frames).to(tl.int32)
     num_labels = tl.minimum(tl.load(target_lengths_ptr + batch), max_label).to(tl.int32)
-    return batch, num_frames, num_labels
+    return batch, block, num_frames, num_labels
+
+
+@triton.jit
+def _wait_until(progress_ptr, ready, needed):
+    """The producer's progress (frames it has published) once it is at least ``needed``: one thread's acquire loads
+    of its flag, spinning; ``ready`` is the progress last seen, so a consumer behind its producer polls nothing.
+    The caller's next barrier hands the acquire on to its threads."""
+    while ready < needed:
+        ready = tl.atomic_add(progress_ptr, 0, sem="acquire", scope="gpu")
+    return ready
+
+
+@triton.jit
+def _joined_with_producer(row, one_step, two_steps, offset, edge_near, edge_far, producer_offset,
+                          steps_to_producer, two_steps_allowed):
+    """A block's previous row and its neighbours one and two states towards the producer (all relative to offset,
+    fp64), with the lanes next to the producer taking its edge states (edge_near next to the block, edge_far one
+    further; relative to producer_offset, -inf without a producer), moved onto the larger of the two offsets."""
+    joint_offset = tl.maximum(offset, producer_offset)
+    own_shift = (offset - joint_offset).to(tl.float32)  # <= 0; exactly 0 without a producer
+    edge_shift = (producer_offset - joint_offset).to(tl.float32)  # <= 0; -inf without a producer
+    one_step = tl.where(steps_to_producer == 0, edge_near + edge_shift, one_step + own_shift)
+    two_steps = tl.where(steps_to_producer == 0, edge_far + edge_shift,
+                         tl.where(steps_to_producer == 1, edge_near + edge_shift, two_steps + own_shift))
+    return row + own_shift, one_step, tl.where(two_steps_allowed, two_steps, -float("inf")), joint_offset
 
 
 @triton.jit
@@ -114,100 +176,170 @@ def _renormalised(values, is_state, offset, t, EVERY: tl.constexpr):
 
 @triton.jit
 def _ctc_alpha(log_probs_ptr, targets_ptr, input_lengths_ptr, target_lengths_ptr, alpha_ptr, alpha_offsets_ptr,
-               nll_ptr, frames, max_label, stride_lp_t, stride_lp_b, stride_lp_c, stride_targets_b, blank,
-               BLOCK_S: tl.constexpr, RENORMALISE_EVERY: tl.constexpr, FAST_LOG2: tl.constexpr):
-    """alpha rows of one utterance (base 2, each relative to its frame's offset) into alpha_ptr (batch, frames,
-    2 * max_label + 1), the offsets into alpha_offsets_ptr (batch, frames) fp64, the nll (natural log) into
-    nll_ptr (batch,) fp64."""
-    batch, num_frames, num_labels = _utterance(input_lengths_ptr, target_lengths_ptr, frames, max_label)
+               nll_ptr, ticket_ptr, progress_ptr, frames, max_label, states_per_block, num_blocks, stride_lp_t,
+               stride_lp_b, stride_lp_c, stride_targets_b, blank, BLOCK_S: tl.constexpr,
+               RENORMALISE_EVERY: tl.constexpr, FAST_LOG2: tl.constexpr):
+    """alpha rows of one block of one utterance's states (base 2, each relative to its block's offset for the
+    frame) into alpha_ptr (batch, frames, 2 * max_label + 1), the offsets into alpha_offsets_ptr (batch, blocks,
+    frames) fp64; the block holding the last state writes the nll (natural log) into nll_ptr (batch,) fp64.
+    progress_ptr (batch, blocks) int32, ticket_ptr (1,) int32: zeros."""
+    batch, block, num_frames, num_labels = _claim_utterance_block(ticket_ptr, input_lengths_ptr, target_lengths_ptr,
+                                                                  frames, max_label, num_blocks, False)
     num_states = 2 * num_labels + 1
     row_width = 2 * max_label + 1
-    state = tl.arange(0, BLOCK_S)  # (BLOCK_S,)
+    first_state = block * states_per_block
+    lane = tl.arange(0, BLOCK_S)  # (BLOCK_S,)
+    state = first_state + lane
     state_class, can_skip = _state_classes(targets_ptr + batch * stride_targets_b, state, num_labels, blank)
-    is_state = state < num_states
+    is_state = (lane < states_per_block) & (state < num_states)
+    walked_frames = tl.where(first_state < num_states, num_frames, 0)  # none in a block past the last state
+    has_producer = block > 0  # block - 1: states first_state - 2 and - 1 (states_per_block >= 2)
+    has_consumer = first_state + states_per_block < num_states
     class_offset = state_class * stride_lp_c  # (BLOCK_S,) int32: fewer registers than a vector of pointers
     lp_rows = log_probs_ptr + batch * stride_lp_b
     alpha_rows = alpha_ptr + batch * frames * row_width  # rows of row_width, written up to num_states, read so
-    offsets = alpha_offsets_ptr + batch * frames
-    lp = tl.load(lp_rows + class_offset, mask=num_frames > 0, other=0.0) * LOG2E
+    utterance_block = batch * num_blocks + block
+    offsets = alpha_offsets_ptr + utterance_block * frames  # (frames,) this block's
+    producer_offsets = offsets - frames
+    progress = progress_ptr + utterance_block
+    producer_progress = progress - 1
+    ready = tl.where(has_producer, 0, num_frames)  # the producer's frames known to be in memory
+    lp = tl.load(lp_rows + class_offset, mask=walked_frames > 0, other=0.0) * LOG2E
     alpha = tl.where(is_state & (state < 2), lp, -float("inf"))  # (BLOCK_S,) frame 0
     offset = tl.zeros((), dtype=tl.float64)
     alpha, offset = _renormalised(alpha, is_state, offset, 0, RENORMALISE_EVERY)
-    tl.store(alpha_rows + state, alpha, mask=is_state & (num_frames > 0))
-    tl.store(offsets, offset, mask=num_frames > 0)
+    tl.store(alpha_rows + state, alpha, mask=is_state & (walked_frames > 0))
+    tl.store(offsets, offset, mask=walked_frames > 0)
     t = 1
-    while t < num_frames:  # while, not range: the interpreter cannot take a loaded bound as a range's
+    while t < walked_frames:  # while, not range: the interpreter cannot take a loaded bound as a range's
         lp = tl.load(lp_rows + t * stride_lp_t + class_offset) * LOG2E
-        tl.debug_barrier()  # the previous row is in memory for every lane
-        previous_row = alpha_rows + (t - 1).to(tl.int64) * row_width + state
-        one_back = tl.load(previous_row - 1, mask=is_state & (state >= 1), other=-float("inf"))
-        two_back = tl.load(previous_row - 2, mask=can_skip, other=-float("inf"))
+        ready = _wait_until(producer_progress, ready, t)  # the producer's rows up to t - 1
+        tl.debug_barrier()  # the previous row is in memory for every lane (and the producer's edge of it)
+        tl.atomic_xchg(progress, t, mask=has_consumer, sem="release", scope="gpu")  # rows 0..t-1 published
+        previous_row = alpha_rows + (t - 1).to(tl.int64) * row_width
+        one_back = tl.load(previous_row + state - 1, mask=is_state & (lane >= 1), other=-float("inf"))
+        two_back = tl.load(previous_row + state - 2, mask=can_skip & (lane >= 2), other=-float("inf"))
+        edge_near = tl.load(previous_row + first_state - 1, mask=has_producer, other=-float("inf"),
+                            cache_modifier=".cg")
+        edge_far = tl.load(previous_row + first_state - 2, mask=has_producer, other=-float("inf"),
+                           cache_modifier=".cg")
+        producer_offset = tl.load(producer_offsets + t - 1, mask=has_producer, other=-float("inf"),
+                                  cache_modifier=".cg")
+        alpha, one_back, two_back, offset = _joined_with_producer(alpha, one_back, two_back, offset, edge_near,
+                                                                  edge_far, producer_offset, lane, can_skip)
         alpha = tl.where(is_state, lp + _logsumexp2_3(alpha, one_back, two_back, FAST_LOG2), -float("inf"))
         alpha, offset = _renormalised(alpha, is_state, offset, t, RENORMALISE_EVERY)
         tl.store(alpha_rows + t.to(tl.int64) * row_width + state, alpha, mask=is_state)
         tl.store(offsets + t, offset)
         t += 1
-    last = tl.max(tl.where(state == num_states - 1, alpha, -float("inf")), axis=0)
-    second_last = tl.max(tl.where(state == num_states - 2, alpha, -float("inf")), axis=0)
+    # the nll, from the last frame's states S - 1 (this block's, if it holds it) and S - 2 (the producer's if S - 1
+    # is this block's first state)
+    holds_last = block == (num_states - 1) // states_per_block
+    second_in_producer = has_producer & (num_states - 2 < first_state)
+    ready = _wait_until(producer_progress, ready, tl.where(holds_last & second_in_producer, walked_frames, 0))
+    tl.debug_barrier()  # the last row is in memory for every lane (and the producer's)
+    tl.atomic_xchg(progress, walked_frames, mask=has_consumer, sem="release", scope="gpu")
+    last_row = alpha_rows + (walked_frames - 1).to(tl.int64) * row_width
+    has_frames = holds_last & (walked_frames > 0)
+    last = tl.load(last_row + num_states - 1, mask=has_frames, other=-float("inf"))
+    second_last = tl.load(last_row + num_states - 2, mask=has_frames & (num_states >= 2), other=-float("inf"),
+                          cache_modifier=".cg")
+    second_offset = tl.load(producer_offsets + walked_frames - 1, mask=has_frames & second_in_producer, other=0.0,
+                            cache_modifier=".cg")
+    second_last += (tl.where(second_in_producer, second_offset, offset) - offset).to(tl.float32)
     log2_likelihood = _logsumexp2_3(last, second_last, -float("inf"), FAST_LOG2).to(tl.float64) + offset
     no_frames_nll = tl.where(num_labels == 0, 0.0, float("inf")).to(tl.float64)
-    tl.store(nll_ptr + batch, tl.where(num_frames > 0, -log2_likelihood * LN2, no_frames_nll))
+    tl.store(nll_ptr + batch, tl.where(num_frames > 0, -log2_likelihood * LN2, no_frames_nll), mask=holds_last)
 
 
 @triton.jit
-def _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, beta_rows, alpha_rows, alpha_offsets, t, state,
-                              row_width, mask):
-    """Frame t's beta row into its ping-pong slot (t % 2), and gamma over its alpha row (each lane overwrites
-    only what it read). The offsets and nll (base 2, fp64, ~1e5 on long utterances) meet in one fp32 shift of
-    modest size."""
+def _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, beta_rows, alpha_rows, alpha_offsets, edges,
+                              offsets, t, state, lane, row_width, is_state, walks, has_consumer):
+    """Frame t's beta row into its ping-pong slot (t % 2), its first two states and its offset for the block before
+    (edges (frames, 2), offsets (frames,), if it has one), and gamma over its alpha row (each lane overwrites only
+    what it read); nothing unless the block walks frame t. The offsets and nll (base 2, fp64, ~1e5 on long
+    utterances) meet in one fp32 shift of modest size."""
+    mask = is_state & walks
     tl.store(beta_rows + (t % 2) * row_width + state, beta, mask=mask)
+    tl.store(edges + 2 * t + lane, beta, mask=has_consumer & walks & (lane < 2))
+    tl.store(offsets + t, beta_offset, mask=has_consumer & walks)
     alpha_row = alpha_rows + t.to(tl.int64) * row_width + state
     alpha = tl.load(alpha_row, mask=mask, other=-float("inf"))
-    shift = tl.where(finite, (tl.load(alpha_offsets + t) + beta_offset + nll).to(tl.float32), 0.0)  # no inf - inf
+    alpha_offset = tl.load(alpha_offsets + t, mask=walks, other=0.0)  # written where the block walked
+    shift = tl.where(finite, (alpha_offset + beta_offset + nll).to(tl.float32), 0.0)  # no inf - inf
     tl.store(alpha_row, tl.where(finite, tl.exp2(alpha + beta - lp + shift), 0.0), mask=mask)
 
 
 @triton.jit
 def _ctc_beta_occupancy(log_probs_ptr, targets_ptr, input_lengths_ptr, target_lengths_ptr, alpha_ptr,
-                        alpha_offsets_ptr, nll_ptr, beta_ptr, frames, max_label, stride_lp_t, stride_lp_b, stride_lp_c,
-                        stride_targets_b, blank, BLOCK_S: tl.constexpr, RENORMALISE_EVERY: tl.constexpr,
+                        alpha_offsets_ptr, nll_ptr, beta_ptr, beta_edges_ptr, beta_offsets_ptr, ticket_ptr,
+                        progress_ptr, frames, max_label, states_per_block, num_blocks, stride_lp_t, stride_lp_b,
+                        stride_lp_c, stride_targets_b, blank, BLOCK_S: tl.constexpr, RENORMALISE_EVERY: tl.constexpr,
                         FAST_LOG2: tl.constexpr):
-    """beta of one utterance backwards in time (base 2, relative to a running offset; rows in beta_ptr (batch, 2,
-    2 * max_label + 1)), and gamma over alpha_ptr's rows, in place (0 everywhere for an infinite nll)."""
-    batch, num_frames, num_labels = _utterance(input_lengths_ptr, target_lengths_ptr, frames, max_label)
+    """beta of one block of one utterance's states backwards in time (base 2, relative to a running offset; rows in
+    beta_ptr (batch, 2, 2 * max_label + 1), the block's first two states and offset per frame in beta_edges_ptr
+    (batch, blocks, frames, 2) fp32 and beta_offsets_ptr (batch, blocks, frames) fp64), and gamma over alpha_ptr's
+    rows, in place (0 everywhere for an infinite nll). progress_ptr (batch, blocks) int32, ticket_ptr (1,) int32:
+    zeros."""
+    batch, block, num_frames, num_labels = _claim_utterance_block(ticket_ptr, input_lengths_ptr, target_lengths_ptr,
+                                                                  frames, max_label, num_blocks, True)
     num_states = 2 * num_labels + 1
     row_width = 2 * max_label + 1
-    state = tl.arange(0, BLOCK_S)  # (BLOCK_S,)
+    first_state = block * states_per_block
+    lane = tl.arange(0, BLOCK_S)  # (BLOCK_S,)
+    state = first_state + lane
     targets_row = targets_ptr + batch * stride_targets_b
     state_class, _ = _state_classes(targets_row, state, num_labels, blank)
     _, skip_from_two_ahead = _state_classes(targets_row, state + 2, num_labels, blank)  # skip(s + 2)
-    is_state = state < num_states
-    one_ahead_ok = state + 1 < num_states
+    is_state = (lane < states_per_block) & (state < num_states)
+    walking = first_state < num_states  # not a block past the last state
+    has_producer = first_state + states_per_block < num_states  # block + 1: its first two states
+    has_consumer = walking & (block > 0)
+    one_ahead_ok = (lane + 1 < states_per_block) & (state + 1 < num_states)
     nll = tl.load(nll_ptr + batch) * LOG2E  # base 2, fp64
     finite = nll < float("inf")
     class_offset = state_class * stride_lp_c  # (BLOCK_S,) int32
     lp_rows = log_probs_ptr + batch * stride_lp_b
     alpha_rows = alpha_ptr + batch * frames * row_width
-    alpha_offsets = alpha_offsets_ptr + batch * frames
+    utterance_block = batch * num_blocks + block
+    alpha_offsets = alpha_offsets_ptr + utterance_block * frames
     beta_rows = beta_ptr + batch * 2 * row_width
-    t = tl.maximum(num_frames - 1, 0)
+    edges = beta_edges_ptr + utterance_block * frames * 2  # (frames, 2) this block's
+    producer_edges = edges + frames * 2
+    offsets = beta_offsets_ptr + utterance_block * frames  # (frames,) this block's
+    producer_offsets = offsets + frames
+    progress = progress_ptr + utterance_block
+    producer_progress = progress + 1
+    ready = tl.where(has_producer, 0, num_frames)  # the producer's frames known to be in memory, from the last
+    t = tl.where(walking, tl.maximum(num_frames - 1, 0), 0)
     lp = tl.load(lp_rows + t * stride_lp_t + class_offset, mask=num_frames > 0, other=0.0) * LOG2E
     beta = tl.where(is_state & (state >= num_states - 2), lp, -float("inf"))  # (BLOCK_S,) the last frame
     beta_offset = tl.zeros((), dtype=tl.float64)
     beta, beta_offset = _renormalised(beta, is_state, beta_offset, 0, RENORMALISE_EVERY)
-    _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, beta_rows, alpha_rows, alpha_offsets, t, state,
-                              row_width, is_state & (num_frames > 0))
+    _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, beta_rows, alpha_rows, alpha_offsets, edges,
+                              offsets, t, state, lane, row_width, is_state, walking & (num_frames > 0), has_consumer)
     while t > 0:
         t -= 1
         lp = tl.load(lp_rows + t * stride_lp_t + class_offset) * LOG2E
-        tl.debug_barrier()  # frame t + 1's row is in memory for every lane
+        ready = _wait_until(producer_progress, ready, num_frames - 1 - t)  # the producer's frames T-1 .. t+1
+        tl.debug_barrier()  # frame t + 1's row is in memory for every lane (and the producer's edge of it)
+        tl.atomic_xchg(progress, num_frames - 1 - t, mask=has_consumer, sem="release", scope="gpu")
         next_row = beta_rows + ((t + 1) % 2) * row_width + state
         one_ahead = tl.load(next_row + 1, mask=one_ahead_ok, other=-float("inf"))
-        two_ahead = tl.load(next_row + 2, mask=skip_from_two_ahead, other=-float("inf"))
+        two_ahead = tl.load(next_row + 2, mask=skip_from_two_ahead & (lane + 2 < states_per_block),
+                            other=-float("inf"))
+        producer_edge = producer_edges + 2 * (t + 1)
+        edge_near = tl.load(producer_edge, mask=has_producer, other=-float("inf"), cache_modifier=".cg")
+        edge_far = tl.load(producer_edge + 1, mask=has_producer, other=-float("inf"), cache_modifier=".cg")
+        producer_offset = tl.load(producer_offsets + t + 1, mask=has_producer, other=-float("inf"),
+                                  cache_modifier=".cg")
+        beta, one_ahead, two_ahead, beta_offset = _joined_with_producer(
+            beta, one_ahead, two_ahead, beta_offset, edge_near, edge_far, producer_offset,
+            states_per_block - 1 - lane, skip_from_two_ahead)
         beta = tl.where(is_state, lp + _logsumexp2_3(beta, one_ahead, two_ahead, FAST_LOG2), -float("inf"))
         beta, beta_offset = _renormalised(beta, is_state, beta_offset, num_frames - 1 - t, RENORMALISE_EVERY)
-        _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, beta_rows, alpha_rows, alpha_offsets, t,
-                                  state, row_width, is_state)
+        _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, beta_rows, alpha_rows, alpha_offsets, edges,
+                                  offsets, t, state, lane, row_width, is_state, walking, has_consumer)
 
 
 @triton.jit
@@ -252,15 +384,20 @@ def interpreted() -> bool:
     return isinstance(_ctc_alpha, InterpretedFunction)
 
 
-def block_states(max_label: int) -> int:
-    """Lanes of the alpha / beta programs for a padded label count: a power of two holding 2 * max_label + 1."""
-    return triton.next_power_of_2(2 * max_label + 1)
+def state_blocks(max_label: int) -> tuple:
+    """(states per block, blocks per utterance) of the alpha / beta programs for a padded label count: one block of
+    2 * max_label + 1 states up to STATES_PER_PROGRAM, else the fewest blocks of at most that many, of equal size
+    (the last one possibly smaller)."""
+    states = 2 * max_label + 1
+    num_blocks = triton.cdiv(states, STATES_PER_PROGRAM)
+    return triton.cdiv(states, num_blocks), num_blocks
 
 
 def num_warps_for(block: int) -> int:
-    """Warps of the alpha / beta programs: a thread a state, up to 32 warps (1024 threads). On an H200 more warps
-    were faster at every size: 1 x 600 s took 2939 / 620 / 463 ms forward + backward with 4 / 16 / 32 warps,
-    4 x 60 s 9.9 / 4.1 ms with 4 / 32, 16 x 10 s 1.07 / 0.69 ms with 1 / 8."""
+    """Warps of the alpha / beta programs of ``block`` lanes: a thread a state, up to 32 warps (1024 threads). On an
+    H200 more warps were faster at every size (one program per utterance): 1 x 600 s took 2939 / 620 / 463 ms
+    forward + backward with 4 / 16 / 32 warps, 4 x 60 s 9.9 / 4.1 ms with 4 / 32, 16 x 10 s 1.07 / 0.69 ms with 1 /
+    8."""
     return min(32, max(1, block // 32))
 
 
@@ -269,27 +406,37 @@ def grad_block_classes(vocab: int) -> int:
     return min(64, max(16, triton.next_power_of_2(vocab)))
 
 
+def _sync_buffers(batch: int, num_blocks: int, device) -> tuple:
+    """A launch's ticket counter (1,) and progress flags (batch, blocks), int32 zeros (one allocation)."""
+    sync = torch.zeros(1 + batch * num_blocks, dtype=torch.int32, device=device)
+    return sync[:1], sync[1:]
+
+
 class CTCLossTriton(torch.autograd.Function):
     """log_probs (frames, batch, vocab) fp32, targets (batch, max_label) int64 contiguous, input_lengths and
     target_lengths (batch,) -> (batch,) fp32 nll. Saves the (batch, frames, 2 * max_label + 1) fp32 alpha buffer
-    (as much memory as native's log_alpha; native keeps a log_beta as large too), its (batch, frames) fp64 offsets
-    and the fp64 nll. Backward overwrites the alpha buffer with gamma: a second backward through the same graph is
-    refused."""
+    (as much memory as native's log_alpha; native keeps a log_beta as large too), its (batch, blocks, frames) fp64
+    offsets and the fp64 nll. Backward overwrites the alpha buffer with gamma: a second backward through the same
+    graph is refused."""
 
     @staticmethod
     def forward(ctx, log_probs, targets, input_lengths, target_lengths, blank):
         frames, batch, vocab = log_probs.shape
         max_label = targets.shape[1]
-        block = block_states(max_label)
-        alpha = torch.empty((batch, frames, 2 * max_label + 1), dtype=torch.float32, device=log_probs.device)
-        alpha_offsets = torch.empty((batch, frames), dtype=torch.float64, device=log_probs.device)
-        nll = torch.empty(batch, dtype=torch.float64, device=log_probs.device)
-        _ctc_alpha[(batch,)](log_probs, targets, input_lengths, target_lengths, alpha, alpha_offsets, nll, frames,
-                             max_label, *log_probs.stride(), targets.stride(0), blank, BLOCK_S=block,
-                             RENORMALISE_EVERY=RENORMALISE_EVERY, FAST_LOG2=not interpreted(),
-                             num_warps=num_warps_for(block))
+        states_per_block, num_blocks = state_blocks(max_label)
+        lanes = triton.next_power_of_2(states_per_block)
+        device = log_probs.device
+        alpha = torch.empty((batch, frames, 2 * max_label + 1), dtype=torch.float32, device=device)
+        alpha_offsets = torch.empty((batch, num_blocks, frames), dtype=torch.float64, device=device)
+        nll = torch.empty(batch, dtype=torch.float64, device=device)
+        _ctc_alpha[(batch * num_blocks,)](log_probs, targets, input_lengths, target_lengths, alpha, alpha_offsets,
+                                          nll, *_sync_buffers(batch, num_blocks, device), frames, max_label,
+                                          states_per_block, num_blocks, *log_probs.stride(), targets.stride(0), blank,
+                                          BLOCK_S=lanes, RENORMALISE_EVERY=RENORMALISE_EVERY,
+                                          FAST_LOG2=not interpreted(), num_warps=num_warps_for(lanes))
         ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths, alpha, alpha_offsets, nll)
         ctx.blank = blank
+        ctx.blocks = states_per_block, num_blocks  # backward's blocks must be forward's (the offsets are per block)
         ctx.alpha_spent = False
         return nll.float()
 
@@ -301,13 +448,20 @@ class CTCLossTriton(torch.autograd.Function):
         log_probs, targets, input_lengths, target_lengths, alpha, alpha_offsets, nll = ctx.saved_tensors
         frames, batch, vocab = log_probs.shape
         max_label = targets.shape[1]
-        block = block_states(max_label)
-        beta = torch.empty((batch, 2, 2 * max_label + 1), dtype=torch.float32, device=log_probs.device)
-        _ctc_beta_occupancy[(batch,)](log_probs, targets, input_lengths, target_lengths, alpha, alpha_offsets, nll,
-                                      beta, frames, max_label, *log_probs.stride(), targets.stride(0), ctx.blank,
-                                      BLOCK_S=block, RENORMALISE_EVERY=RENORMALISE_EVERY,
-                                      FAST_LOG2=not interpreted(), num_warps=num_warps_for(block))
-        grad = torch.empty((frames, batch, vocab), dtype=torch.float32, device=log_probs.device)
+        states_per_block, num_blocks = ctx.blocks
+        lanes = triton.next_power_of_2(states_per_block)
+        device = log_probs.device
+        beta = torch.empty((batch, 2, 2 * max_label + 1), dtype=torch.float32, device=device)
+        beta_edges = torch.empty((batch, num_blocks, frames, 2), dtype=torch.float32, device=device)
+        beta_offsets = torch.empty((batch, num_blocks, frames), dtype=torch.float64, device=device)
+        _ctc_beta_occupancy[(batch * num_blocks,)](log_probs, targets, input_lengths, target_lengths, alpha,
+                                                   alpha_offsets, nll, beta, beta_edges, beta_offsets,
+                                                   *_sync_buffers(batch, num_blocks, device), frames, max_label,
+                                                   states_per_block, num_blocks, *log_probs.stride(),
+                                                   targets.stride(0), ctx.blank, BLOCK_S=lanes,
+                                                   RENORMALISE_EVERY=RENORMALISE_EVERY, FAST_LOG2=not interpreted(),
+                                                   num_warps=num_warps_for(lanes))
+        grad = torch.empty((frames, batch, vocab), dtype=torch.float32, device=device)
         block_classes = grad_block_classes(vocab)
         grid = (triton.cdiv(frames, GRAD_BLOCK_T), triton.cdiv(vocab, block_classes), batch)
         _ctc_grad[grid](log_probs, targets, input_lengths, target_lengths, alpha, nll,
@@ -323,9 +477,9 @@ def ctc_loss_triton(log_probs: torch.Tensor, targets: torch.Tensor, input_length
     target_lengths, blank=blank, reduction="none", zero_infinity=False)`` (but a zero gradient, not NaN, for an
     infinite one). log_probs (frames, batch, vocab) log-softmaxed, any strides; targets (batch, max_label) padded
     (entries past target_lengths unread); lengths (batch,) integer tensors on log_probs' device, at most frames
-    and max_label (larger ones are clamped: PyTorch raises). Falls back to F.ctc_loss (cudnn off) when
-    2 * max_label + 1 states need more than MAX_BLOCK_STATES lanes."""
-    if block_states(targets.shape[1]) > MAX_BLOCK_STATES:
+    and max_label (larger ones are clamped: PyTorch raises). Falls back to F.ctc_loss (cudnn off) past
+    MAX_STATES states (2 * max_label + 1)."""
+    if 2 * targets.shape[1] + 1 > MAX_STATES:
         with torch.backends.cudnn.flags(enabled=False):  # 0 and no NaN gradient where no alignment fits
             nll = F.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=blank, reduction="none",
                              zero_infinity=True)

@@ -1,7 +1,8 @@
 """Compile this repository's Triton kernels for a GPU architecture on any machine, GPU or not (Triton's front end
-and the ptxas it ships need none): every kernel of models/conv_triton.py with every compile-time switch, the
-CTC kernels of models/ctc_triton.py at their smallest and largest block of states, with the warps they launch with,
-and models/norm_gelu_triton.py's.
+and the ptxas it ships need none): every kernel of models/conv_triton.py with every compile-time switch, and the
+CTC kernels of models/ctc_triton.py at their smallest and largest block of states, as one program per utterance and
+as several (the number of blocks given at launch: Triton specialises an integer argument of 1), with the warps they
+launch with, and models/norm_gelu_triton.py's.
 
     python -m tests.kernel_compile            # sm_90 (H100 / H200); one line per kernel, exit status 1 on a failure
     python -m tests.kernel_compile --arch 80
@@ -24,12 +25,14 @@ POINTER_TYPES = {"x_ptr": ACTIVATION, "out_ptr": ACTIVATION, "dout_ptr": ACTIVAT
                  "rev_ptr": "*i8", "index_ptr": "*i64",
                  # CTC: fp32 log-probs and buffers, int64 targets and lengths (as models.heads passes them)
                  "log_probs_ptr": FP32, "alpha_ptr": FP32, "beta_ptr": FP32, "gamma_ptr": FP32, "grad_out_ptr": FP32,
-                 "grad_ptr": FP32, "alpha_offsets_ptr": "*fp64", "nll_ptr": "*fp64", "targets_ptr": "*i64",
-                 "input_lengths_ptr": "*i64", "target_lengths_ptr": "*i64"}
+                 "grad_ptr": FP32, "beta_edges_ptr": FP32, "alpha_offsets_ptr": "*fp64", "beta_offsets_ptr": "*fp64",
+                 "nll_ptr": "*fp64", "targets_ptr": "*i64", "input_lengths_ptr": "*i64", "target_lengths_ptr": "*i64",
+                 "ticket_ptr": "*i32", "progress_ptr": "*i32"}
 KERNELS = (conv_triton._conv_silu_fwd, conv_triton._conv_silu_bwd_g, conv_triton._conv_bwd_dx)
 SWITCHES = ({"REVERSE": False, "HAS_INDEX": False}, {"REVERSE": True, "HAS_INDEX": False},
             {"REVERSE": True, "HAS_INDEX": True})
-CTC_STATE_BLOCKS = (256, ctc_triton.MAX_BLOCK_STATES)
+CTC_STATE_BLOCKS = ((256, 1), (ctc_triton.STATES_PER_PROGRAM, 1), (ctc_triton.STATES_PER_PROGRAM, None))  # lanes,
+#                                                                     blocks (None: any number, a runtime int32)
 
 
 def compile_kernel(kernel, constexprs: dict, arch: int, num_warps: int = 4, types: dict | None = None):
@@ -58,10 +61,13 @@ def conv_jobs():
 
 def ctc_jobs():
     """(name, kernel, constexprs, num_warps, types) of the CTC kernels as ctc_triton launches them on a GPU."""
-    for block in CTC_STATE_BLOCKS:
+    for block, num_blocks in CTC_STATE_BLOCKS:
         for kernel in (ctc_triton._ctc_alpha, ctc_triton._ctc_beta_occupancy):
             constexprs = {"BLOCK_S": block, "RENORMALISE_EVERY": ctc_triton.RENORMALISE_EVERY, "FAST_LOG2": True}
-            yield f"{kernel.fn.__name__} BLOCK_S={block}", kernel, constexprs, ctc_triton.num_warps_for(block), None
+            if num_blocks is not None:
+                constexprs["num_blocks"] = num_blocks
+            name = f"{kernel.fn.__name__} BLOCK_S={block} blocks={num_blocks or 'several'}"
+            yield name, kernel, constexprs, ctc_triton.num_warps_for(block), None
     classes = ctc_triton.grad_block_classes(32)
     yield (f"_ctc_grad BLOCK_V={classes}", ctc_triton._ctc_grad,
            {"BLOCK_T": ctc_triton.GRAD_BLOCK_T, "BLOCK_K": ctc_triton.GRAD_BLOCK_K, "BLOCK_V": classes}, 4, None)

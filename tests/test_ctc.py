@@ -2,7 +2,9 @@
 gradients with respect to the log-probs.
 
 CPU: the kernels in Triton's interpreter (tests/conftest.py turns it on without CUDA) on tiny batches, against
-F.ctc_loss on CPU, to 1e-4 of the largest value (fp32 either way; the interpreter's exp2 / log2 are numpy's).
+F.ctc_loss on CPU, to 1e-4 of the largest value (fp32 either way; the interpreter's exp2 / log2 are numpy's); with
+one program per utterance and, STATES_PER_PROGRAM set to a few states, with several (the interpreter runs programs
+one after another, producers first: the hand-off of edge states and offsets is checked, its timing is not).
 GPU (``pytest -m gpu``): realistic sizes, against F.ctc_loss (cudnn off) in float64: on long utterances the
 log-likelihoods reach ~1e5 and native fp32's gradient loses its digits (at 600 s it was off by 4x its largest
 value, on an H200), while the kernels renormalise alpha and beta; so both fp32 results are measured against
@@ -145,9 +147,9 @@ def test_an_infeasible_utterance_leaves_every_gradient_finite_on_cpu():
     torch.testing.assert_close(grad[kept], torch.autograd.grad(reference.sum(), logits)[0][kept])
 
 
-def test_label_counts_past_one_program_fall_back_to_native_without_nan(monkeypatch):
-    """More states than MAX_BLOCK_STATES lanes: F.ctc_loss, still inf with a zero gradient where nothing fits."""
-    monkeypatch.setattr(ctc_triton, "MAX_BLOCK_STATES", 4)  # 3 labels: 7 states, 8 lanes
+def test_label_counts_past_max_states_fall_back_to_native_without_nan(monkeypatch):
+    """More states than MAX_STATES: F.ctc_loss, still inf with a zero gradient where nothing fits."""
+    monkeypatch.setattr(ctc_triton, "MAX_STATES", 4)  # 3 labels: 7 states
     log_probs = random_log_probs(frames=6, batch=2, vocab=5, seed=8)
     targets = torch.tensor([[1, 2, 3], [2, 2, 2]])
     args = (targets, torch.tensor([6, 4]), torch.tensor([3, 3]), 0)  # the second needs 5 frames
@@ -168,6 +170,60 @@ def test_a_second_backward_is_refused():
         losses.sum().backward()
 
 
+@pytest.fixture
+def states_per_program(monkeypatch):
+    """Sets ctc_triton.STATES_PER_PROGRAM for the test, so that tiny label counts take several programs, each a
+    block of an utterance's states handing its edge states on to the next (in the interpreter the programs run one
+    after another, producers first: the blocks' hand-off runs in full, its timing does not)."""
+    def set_to(states):
+        monkeypatch.setattr(ctc_triton, "STATES_PER_PROGRAM", states)
+    return set_to
+
+
+@pytest.mark.parametrize("most_states, blocks", [(4, (4, 5)), (5, (5, 4)), (9, (9, 2))])
+def test_states_split_over_several_programs_match_native(states_per_program, most_states, blocks):
+    """17 states (8 labels) in 5 blocks of 4 (every block starts at a blank), 4 of 5 (odd and even starts) or 2 of
+    9. Labels repeated across a boundary (skip(s) off there) and not; utterances of fewer states than one block,
+    or of no labels or no frames (blocks past their states walk no frames); last states S - 1 and S - 2 in two
+    blocks (the fifth utterance with blocks of 5: S - 1 = 10; the sixth with blocks of 4: S - 1 = 4)."""
+    states_per_program(most_states)
+    assert ctc_triton.state_blocks(8) == blocks
+    log_probs = random_log_probs(frames=20, batch=7, vocab=6, scale=2.0, seed=9)
+    targets = torch.tensor([[1, 2, 2, 3, 3, 1, 4, 4], [1, 2, 3, 4, 1, 2, 3, 4], [3, 0, 0, 0, 0, 0, 0, 0],
+                            [0] * 8, [2, 2, 2, 1, 1, 0, 0, 0], [4, 4, 0, 0, 0, 0, 0, 0], [0] * 8])
+    input_lengths = torch.tensor([20, 16, 7, 0, 11, 3, 5])  # the sixth: one alignment ([4, 4] needs 3 frames)
+    target_lengths = torch.tensor([8, 8, 1, 0, 5, 2, 0])
+    losses, grad = assert_matches_native(log_probs, targets, input_lengths, target_lengths)
+    assert losses[3] == 0 and (grad[:, 3] == 0).all() and (grad[16:, 1] == 0).all()
+
+
+@pytest.mark.parametrize("most_states", [10, 16])
+def test_several_programs_through_several_renormalisations(states_per_program, most_states):
+    """70 frames, 41 states in 5 blocks of 9 (starts odd and even) or 3 of 14: each block renormalises on its own,
+    its offsets apart from its neighbours' (alpha and beta are moved onto the larger of two offsets at every
+    hand-off)."""
+    states_per_program(most_states)
+    assert ctc_triton.state_blocks(20)[1] == {10: 5, 16: 3}[most_states]
+    log_probs = random_log_probs(frames=70, batch=2, vocab=5, scale=3.0, seed=5)
+    targets = torch.randint(1, 5, (2, 20), generator=torch.Generator().manual_seed(5))
+    assert_matches_native(log_probs, targets, torch.tensor([70, 53]), torch.tensor([20, 11]))
+
+
+def test_an_infeasible_utterance_over_several_programs_is_inf_with_a_zero_gradient(states_per_program):
+    """13 states in 4 blocks of 4: the second utterance needs 6 + 3 = 9 frames and has 8."""
+    states_per_program(4)
+    assert ctc_triton.state_blocks(6) == (4, 4)
+    log_probs = random_log_probs(frames=10, batch=2, vocab=6, seed=10)
+    targets = torch.tensor([[1, 2, 3, 4, 5, 1], [2, 2, 3, 3, 4, 4]])
+    args = (targets, torch.tensor([10, 8]), torch.tensor([6, 6]), 0)
+    losses, grad = loss_and_grad(ctc_loss_triton, log_probs, *args)
+    assert torch.isinf(losses[1]) and torch.isfinite(grad).all() and (grad[:, 1] == 0).all()
+    reference_losses, reference_grad = loss_and_grad(native, log_probs[:, :1], targets[:1], args[1][:1],
+                                                     args[2][:1], 0)
+    assert relative_error(losses[:1], reference_losses) < 1e-4
+    assert relative_error(grad[:, :1], reference_grad) < 1e-4
+
+
 def float64_errors(log_probs, targets, input_lengths, target_lengths):
     """Relative errors from the float64 native result: {name: (loss error, grad error)} of triton and native
     fp32."""
@@ -180,22 +236,39 @@ def float64_errors(log_probs, targets, input_lengths, target_lengths):
     return errors
 
 
-@pytest.mark.gpu
-def test_sixty_second_batch_matches_native_on_gpu():
-    """4 utterances of up to 60 s (3000 frames, 720 labels at most), vocab 32, padded."""
+def sixty_second_batch():
+    """4 utterances of up to 60 s (3000 frames, 720 labels at most), vocab 32, padded: float64_errors' arguments."""
     log_probs = random_log_probs(frames=3000, batch=4, vocab=32, device="cuda", scale=3.0)
     targets = torch.randint(1, 32, (4, 720), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
     targets[1, 100:200] = 7  # a long run of one label: skip(s) off along it
     input_lengths = torch.tensor([3000, 2500, 1200, 3000], device="cuda")
     target_lengths = torch.tensor([720, 600, 250, 0], device="cuda")
-    errors = float64_errors(log_probs, targets, input_lengths, target_lengths)
+    return log_probs, targets, input_lengths, target_lengths
+
+
+@pytest.mark.gpu
+def test_sixty_second_batch_matches_native_on_gpu():
+    """4 utterances of up to 60 s (3000 frames, 720 labels at most: 1441 states, one program each), vocab 32."""
+    errors = float64_errors(*sixty_second_batch())
     assert errors["triton"][0] < 1e-5, errors
     assert errors["triton"][1] < min(5e-3, max(2 * errors["native"][1], 1e-4)), errors  # 5.9e-4 seen
 
 
 @pytest.mark.gpu
+def test_sixty_second_batch_over_several_programs_matches_native_on_gpu(states_per_program):
+    """The same batch, its 1441 states in 6 blocks of 241 (24 programs at once, the third utterance's 501 states in
+    3 of them, the fourth's 1 in one): the blocks' hand-off through flags on the GPU (not yet run there)."""
+    states_per_program(256)
+    assert ctc_triton.state_blocks(720) == (241, 6)
+    errors = float64_errors(*sixty_second_batch())
+    assert errors["triton"][0] < 1e-5, errors
+    assert errors["triton"][1] < min(5e-3, max(2 * errors["native"][1], 1e-4)), errors
+
+
+@pytest.mark.gpu
 def test_six_hundred_seconds_match_native_on_gpu():
-    """One 600-s utterance: 30000 frames, 7200 labels (14401 states: 16384 lanes, 32 warps), vocab 32."""
+    """One 600-s utterance: 30000 frames, 7200 labels, vocab 32: 14401 states, in 8 blocks of 1801 (2048 lanes,
+    32 warps each; the 0.044 below was one program of 16384 lanes: the blocks have not run on a GPU yet)."""
     log_probs = random_log_probs(frames=30000, batch=1, vocab=32, device="cuda", scale=3.0)
     targets = torch.randint(1, 32, (1, 7200), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
     lengths = torch.tensor([30000], device="cuda"), torch.tensor([7200], device="cuda")
