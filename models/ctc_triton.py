@@ -23,30 +23,31 @@ utterance too short for its labels has nll = inf and a zero gradient (PyTorch's 
 zero_infinity=True, which returns 0 instead of inf; see tests/test_ctc.py); zero-length targets and zero-length
 inputs give PyTorch's values (nll 0, or inf when there are labels).
 
-How: the padded row of 2 * max_label + 1 states is cut into ``num_blocks`` blocks of ``states_per_block``
-consecutive states (``state_blocks``: one block up to STATES_PER_PROGRAM states, else the fewest blocks of at most
-that many, of equal size), each block a program of BLOCK_S lanes (a thread a state, up to 32 warps; grid: batch x
-blocks). ``_ctc_alpha`` computes alpha in base 2 (lp * log2(e): exp2 and log2 are single GPU instructions) frame
-after frame and stores every row in a (batch, frames, 2 * max_label + 1) fp32 buffer that backward needs anyway
-(PyTorch keeps log_alpha too); after a barrier the next frame reads the previous row back shifted by one and two
-states. A block's first two states need the last two of the block before at the frame before, its "producer"
-(block c - 1; for beta, which runs backwards in time and states, block c + 1): the only traffic between programs.
-Every RENORMALISE_EVERY frames a block shifts its row so that its largest value is 0, the shift summed into the
-block's per-frame fp64 offset (alpha[t, s] = row[t, s] + offset[block, t], offsets (batch, blocks, frames)): on
-long utterances alpha and beta reach ~1e5 and fp32 rounding of numbers that large ruins the occupancies (on an
-H200, at 1 x 600 s of random logits, native F.ctc_loss's fp32 gradient was off by 56% to 440% of its largest value
-against its own float64 result, these kernels' by 1.5% to 4.4% with one block; at 60 s 1.0% against 0.06%). At
-every frame a block first moves its row and the producer's edge states onto the larger of the two offsets
-(``_joined_with_producer``, in fp64; nothing moves when they are equal, as with one block): so the states that
-carry the probability stay near 0 as a single row's would, and only much smaller ones lose digits. The nll comes
-from states S - 1 and S - 2 of the last frame, in one block or two, each with its block's offset; the block that
-holds S - 1 writes it. ``_ctc_beta_occupancy`` runs beta backwards the same way (its rows in a two-row ping-pong
-buffer, its offset running; each block also stores its first two states and its offset per frame, (batch, blocks,
-frames, 2) and (batch, blocks, frames), for the block before, since the ping-pong rows do not last) and overwrites
-each alpha row in place with gamma, its block's alpha offset, the beta offset and nll (fp64) meeting in one fp32
-shift. ``_ctc_grad`` (grid: frame tiles, vocab tiles, batch) sums gamma per class as a dot with the states' one-hot
-classes (fp32 "ieee" dot: the training's --use_tf32 does not reach it) and writes the gradient. A batch whose
-padded label count needs more than MAX_STATES states falls back to ``F.ctc_loss`` (cudnn off).
+How: the padded row of 2 * max_label + 1 states is cut into ``num_blocks`` blocks of ``states_per_block`` consecutive
+states (``state_blocks``: one block up to STATES_PER_PROGRAM states, else the fewest blocks of at most that many, of
+equal size), each block a program of BLOCK_S lanes (a thread a state, up to 32 warps; grid: batch * blocks programs).
+``_ctc_alpha`` computes alpha in base 2 (lp * log2(e): exp2 and log2 are single GPU instructions) frame after frame and
+stores every row in a (batch, frames, 2 * max_label + 1) fp32 buffer that backward needs anyway (PyTorch keeps log_alpha
+too); after a barrier the next frame reads the previous row back shifted by one and two states. A block's first two
+states need the last two of the block before at the frame before, its "producer" (block c - 1; for beta, which runs
+backwards in time and states, block c + 1): the only traffic between programs. Every RENORMALISE_EVERY frames a block
+shifts its row so that its largest value is 0, the shift summed into the block's per-frame fp64 offset (alpha[t, s] =
+row[t, s] + offset[block, t], offsets (batch, blocks, frames)): on long utterances alpha and beta reach ~1e5 and fp32
+rounding of numbers that large ruins the occupancies (on an H200, at 1 x 600 s of random logits, native F.ctc_loss's
+fp32 gradient was off by 56% to 440% of its largest value against its own float64 result, these kernels' by 1.5% to 4.4%
+with one block; at 60 s 1.0% against 0.06%). At every frame a block first moves its row and the producer's edge states
+onto the larger of the two offsets (``_joined_with_producer``, in fp64; nothing moves when they are equal, as with one
+block): so the states that carry the probability stay near 0 as a single row's would, and only much smaller ones lose
+digits (a precaution for long utterances: in the interpreter at 1 x 1000 frames, 240 labels, vocab 32, the gradient was
+off from float64 by 1.1e-4 of its largest value in 8 blocks, 1.35e-4 with the edges moved onto the block's own offset
+instead, 1.3e-4 in one block, native fp32's 3.5e-3). The nll comes from states S - 1 and S - 2 of the last frame, in one
+block or two, each with its block's offset; the block that holds S - 1 writes it. ``_ctc_beta_occupancy`` runs beta
+backwards the same way (its rows in a two-row ping-pong buffer, its offset running; each block also stores its first two
+states and its offset per frame, (batch, blocks, frames, 2) and (batch, blocks, frames), for the block before, since the
+ping-pong rows do not last) and overwrites each alpha row in place with gamma, its block's alpha offset, the beta offset
+and nll (fp64) meeting in one fp32 shift. ``_ctc_grad`` (grid: frame tiles, vocab tiles, batch) sums gamma per class as
+a dot with the states' one-hot classes (fp32 "ieee" dot: the training's --use_tf32 does not reach it) and writes the
+gradient. A batch whose padded label count needs more than MAX_STATES states falls back to ``F.ctc_loss`` (cudnn off).
 
 Synchronisation between the blocks of an utterance (none with one block): a per-(utterance, block) int32 progress
 flag in global memory, zeroed before each launch, counts the frames the block has published (monotonic). A block
@@ -61,13 +62,15 @@ a multiprocessor and waits for none but its own producer, down to a block that w
 whatever order the GPU starts programs in and however few fit at once. In Triton's interpreter (the CPU tests)
 programs run one after another, so a producer has always finished; the tests force several tiny blocks there.
 
-Speed (bench/ctc_speed.py, H200, forward + backward, one program per utterance, before the split into blocks):
-16 x 10 s 0.76 ms (native 1.07), 4 x 60 s 4.5 ms (9.0), 1 x 600 s 439 ms (627; forward 164 against 284): one
-program held a whole utterance, so a long one ran on one multiprocessor, 16 states a thread at 600 s (past its 64
-registers: spills). The path of several blocks has NOT run on a GPU yet: its speed (1 x 600 s is 8 blocks of 1801
-states), STATES_PER_PROGRAM and its warps are unmeasured, and so are its memory ordering and deadlock freedom on
-hardware (tests/test_ctc.py's GPU tests take it at 1 x 600 s); with one block (every utterance of up to 2048 states,
-~80 s) the kernels compute what they did before, plus one atomic per program.
+Speed (bench/ctc_speed.py, H200, forward + backward, one program per utterance, before the split into blocks): 16 x 10 s
+0.76 ms (native 1.07), 4 x 60 s 4.5 ms (9.0), 1 x 600 s 439 ms (627; forward 164 against 284): one program held a whole
+utterance, so a long one ran on one multiprocessor, 16 states a thread at 600 s (past its 64 registers: spills);
+compiled for sm_90, 2048 lanes in 32 warps take 32 registers (alpha) and 56 (beta), no spills. The path of several
+blocks has NOT run on a GPU yet: its speed (1 x 600 s is 8 blocks of 1801 states), STATES_PER_PROGRAM and its warps are
+unmeasured, and so are its memory ordering and deadlock freedom on hardware (tests/test_ctc.py's GPU tests take it at
+4 x 60 s in 6 blocks and at 1 x 600 s); with one block (every utterance of up to 2048 states, ~85 s at 12 labels a
+second) the kernels compute what they did before (bitwise, in the interpreter), plus one atomic per program and a few
+instructions per frame.
 
 """
 import math
