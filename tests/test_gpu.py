@@ -213,9 +213,10 @@ def test_cuda_graph_replays_equal_eager(tiny_hparams, mamba):
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=0.0)  # lr 0: the steps leave the weights as they are
     labels = torch.randint(1, hparams.asr_vocab_size, (2, 12), device=CUDA)
-    graphed_step = speed.graphed_train_step(model, optimizer, x, labels)
+    batch = speed.Batch(x, labels, torch.full((2,), 12, device=CUDA), attention_mask=None)
+    graphed_step = speed.graphed_train_step(model, optimizer, batch)
     grads = {}  # run -> {parameter index: gradient}
-    for run, step in (("eager", lambda: speed.train_step(model, optimizer, x, labels)), ("graph", graphed_step)):
+    for run, step in (("eager", lambda: speed.train_step(model, optimizer, batch)), ("graph", graphed_step)):
         grads[run] = {}
         hooks = [p.register_post_accumulate_grad_hook(lambda p, i=i, g=grads[run]: g.update({i: p.grad.clone()}))
                  for i, p in enumerate(params)]
