@@ -153,15 +153,27 @@ class ChannelsLastConvLayer(Wav2Vec2LayerNormConvLayer):
     Triton pass (models/norm_gelu_triton.py)."""
 
     def forward(self, hidden_states):  # (batch, in, 1, frames) -> (batch, out, 1, frames'), channels-last
-        weight = self.conv.weight[:, :, None].contiguous(memory_format=torch.channels_last)  # (out, in, 1, kernel)
-        hidden_states = F.conv2d(hidden_states, weight, self.conv.bias, stride=(1, self.conv.stride[0]))
-        rows = hidden_states.permute(0, 2, 3, 1)  # (batch, 1, frames', out), a view
+        if self.conv.in_channels == 1:  # the first layer, on the waveform: one GEMM over its windows
+            rows = self._waveform_rows(hidden_states[:, 0, 0])
+        else:
+            weight = self.conv.weight[:, :, None].contiguous(memory_format=torch.channels_last)  # (out, in, 1, k)
+            hidden_states = F.conv2d(hidden_states, weight, self.conv.bias, stride=(1, self.conv.stride[0]))
+            rows = hidden_states.permute(0, 2, 3, 1)  # (batch, 1, frames', out), a view
         if self._norm_and_gelu_fused(rows):
             from models.norm_gelu_triton import layer_norm_gelu  # here: Triton is a GPU machine's package
 
             norm = self.layer_norm
             return layer_norm_gelu(rows, norm.weight, norm.bias, norm.eps).permute(0, 3, 1, 2)
         return self.activation(self.layer_norm(rows)).permute(0, 3, 1, 2)
+
+    def _waveform_rows(self, samples: torch.Tensor) -> torch.Tensor:
+        """The first layer's conv (1 input channel) as a GEMM over the waveform's windows: (batch, samples) ->
+        (batch, 1, frames', out), contiguous. A 2-d convolution of one input channel returned NCHW (channels-last
+        and contiguous are the same layout for its input, and cuDNN took the latter), so the norm read a strided
+        view that PyTorch copied whole: 14 ms a step of 10 minutes of audio (H200), as much as the conv."""
+        kernel, stride = self.conv.kernel_size[0], self.conv.stride[0]
+        windows = samples.unfold(-1, kernel, stride)  # (batch, frames', kernel), an overlapping view
+        return F.linear(windows, self.conv.weight[:, 0], self.conv.bias)[:, None]  # (batch, 1, frames', out)
 
     def _norm_and_gelu_fused(self, rows: torch.Tensor) -> bool:
         """Whether the Triton pass applies: CUDA, exact GELU, and no gradient wanted through the layer."""
