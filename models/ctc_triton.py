@@ -62,15 +62,13 @@ a multiprocessor and waits for none but its own producer, down to a block that w
 whatever order the GPU starts programs in and however few fit at once. In Triton's interpreter (the CPU tests)
 programs run one after another, so a producer has always finished; the tests force several tiny blocks there.
 
-Speed (bench/ctc_speed.py, H200, forward + backward, one program per utterance, before the split into blocks): 16 x 10 s
-0.76 ms (native 1.07), 4 x 60 s 4.5 ms (9.0), 1 x 600 s 439 ms (627; forward 164 against 284): one program held a whole
-utterance, so a long one ran on one multiprocessor, 16 states a thread at 600 s (past its 64 registers: spills);
-compiled for sm_90, 2048 lanes in 32 warps take 32 registers (alpha) and 56 (beta), no spills. The path of several
-blocks has NOT run on a GPU yet: its speed (1 x 600 s is 8 blocks of 1801 states), STATES_PER_PROGRAM and its warps are
-unmeasured, and so are its memory ordering and deadlock freedom on hardware (tests/test_ctc.py's GPU tests take it at
-4 x 60 s in 6 blocks and at 1 x 600 s); with one block (every utterance of up to 2048 states, ~85 s at 12 labels a
-second) the kernels compute what they did before (bitwise, in the interpreter), plus one atomic per program and a few
-instructions per frame.
+Speed (bench/ctc_speed.py, H200, forward + backward, ms): one program per utterance, as the kernels were before the
+split into blocks, took 0.76 at 16 x 10 s (native 1.07), 4.5 at 4 x 60 s (9.0) and 439 at 1 x 600 s (627): a long
+utterance ran on one multiprocessor, 16 states a thread at 600 s. With the blocks, 1 x 600 s took 70 / 73 / 98 / 146 ms
+with STATES_PER_PROGRAM 512 / 1024 / 2048 / 4096 (29, 15, 8 and 4 blocks), 4 x 60 s 6.6 / 6.4 / 6.1 / 6.1 and 16 x 10 s
+about 1 whatever the size (one block): 512 is the default. The GPU tests (tests/test_ctc.py, against float64) passed
+in three runs in a row on the H200 with 2048 (4 x 60 s forced into 6 blocks, 1 x 600 s in 8), with no hang. Compiled for sm_90, 2048 lanes in
+32 warps take 32 registers (alpha) and 56 (beta), no spills.
 
 """
 import math
@@ -84,8 +82,8 @@ from triton.runtime.interpreter import InterpretedFunction
 
 from models.heads import ctc_feasible
 
-STATES_PER_PROGRAM = 2048  # one program up to this many states of an utterance, else blocks of at most this many
-#                            (>= 2): to be tuned on a GPU (1024 or 2048 states; 1 x 600 s is 14401)
+STATES_PER_PROGRAM = 512  # one program up to this many states of an utterance, else blocks of at most this many
+#                           (>= 2); the fastest at 1 x 600 s (14401 states) of 512 to 4096 on an H200, see above
 MAX_STATES = 2 ** 30  # 2 * max_label + 1 at most (int32 state arithmetic); alpha's memory binds long before
 RENORMALISE_EVERY = 16  # frames between shifts of alpha and beta to a largest value of 0 (see _renormalised)
 GRAD_BLOCK_T, GRAD_BLOCK_K = 64, 64  # _ctc_grad's frames per program and states per step of its dot

@@ -248,7 +248,7 @@ def sixty_second_batch():
 
 @pytest.mark.gpu
 def test_sixty_second_batch_matches_native_on_gpu():
-    """4 utterances of up to 60 s (3000 frames, 720 labels at most: 1441 states, one program each), vocab 32."""
+    """4 utterances of up to 60 s (3000 frames, 720 labels at most: 1441 states, 3 blocks of 481), vocab 32."""
     errors = float64_errors(*sixty_second_batch())
     assert errors["triton"][0] < 1e-5, errors
     assert errors["triton"][1] < min(5e-3, max(2 * errors["native"][1], 1e-4)), errors  # 5.9e-4 seen
@@ -257,7 +257,7 @@ def test_sixty_second_batch_matches_native_on_gpu():
 @pytest.mark.gpu
 def test_sixty_second_batch_over_several_programs_matches_native_on_gpu(states_per_program):
     """The same batch, its 1441 states in 6 blocks of 241 (24 programs at once, the third utterance's 501 states in
-    3 of them, the fourth's 1 in one): the blocks' hand-off through flags on the GPU (not yet run there)."""
+    3 of them, the fourth's 1 in one): the blocks' hand-off through flags on the GPU."""
     states_per_program(256)
     assert ctc_triton.state_blocks(720) == (241, 6)
     errors = float64_errors(*sixty_second_batch())
@@ -267,8 +267,8 @@ def test_sixty_second_batch_over_several_programs_matches_native_on_gpu(states_p
 
 @pytest.mark.gpu
 def test_six_hundred_seconds_match_native_on_gpu():
-    """One 600-s utterance: 30000 frames, 7200 labels, vocab 32: 14401 states, in 8 blocks of 1801 (2048 lanes,
-    32 warps each; the 0.044 below was one program of 16384 lanes: the blocks have not run on a GPU yet)."""
+    """One 600-s utterance: 30000 frames, 7200 labels, vocab 32: 14401 states, in blocks of STATES_PER_PROGRAM at
+    most (29 of 497 states at 512; the 0.044 below was one program of 16384 lanes, 8 blocks of 1801 passed too)."""
     log_probs = random_log_probs(frames=30000, batch=1, vocab=32, device="cuda", scale=3.0)
     targets = torch.randint(1, 32, (1, 7200), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
     lengths = torch.tensor([30000], device="cuda"), torch.tensor([7200], device="cuda")
