@@ -33,14 +33,8 @@ import torch
 import triton
 import triton.language as tl
 
-BLOCK_T = 8  # frames per tile: 8 x 128 elements over 4 warps, 8 a thread (at 32 frames the kernels took up to 255
-#              registers and spilled, compiled for sm_90: two programs a multiprocessor, and 4 to 6 times the time
-#              their memory traffic takes)
-BLOCK_C = 128  # channels per tile (contiguous in memory: coalesced loads)
-G_TILES = 8  # tiles one _conv_silu_bwd_g program reduces into one row of the dweight / dbias buffers
-G_NUM_WARPS = 8  # _conv_silu_bwd_g's warps: 121 registers a thread for the mixer's reversed channels (sm_90), 198
-#                  with 4 warps (the other kernels: 4 warps, 48 to 80 registers)
-INT32_OFFSETS_BELOW = 2 ** 31  # elements of one batch item (frame stride x frames): offsets in int32 below, else int64
+BLOCK_T = 32  # frames per program
+BLOCK_C = 128  # channels per program (contiguous in memory: coalesced loads)
 
 
 MIXED = tl.constexpr(2)  # tile_kind of a tile holding channels of both directions (0: all forward, 1: all reversed)
@@ -51,18 +45,17 @@ def _reversed_frames(t, index_ptr, batch, seqlen, HAS_INDEX: tl.constexpr):
     """(BLOCK_T,) the frames of x that frames t of a reversed channel read: their padded reversal, index[batch, t],
     or without an index seqlen - 1 - t."""
     if HAS_INDEX:
-        flipped = tl.load((index_ptr + batch * seqlen) + t, mask=(t >= 0) & (t < seqlen), other=0)
+        flipped = tl.load(index_ptr + batch * seqlen + t, mask=(t >= 0) & (t < seqlen), other=0)
     else:
         flipped = seqlen - 1 - t
     return flipped
 
 
 @triton.jit
-def _tap(x_item, c_offsets, reversed_c, tile_kind, index_ptr, batch, t, c_ok, k, seqlen, stride_xt,
-         WIDTH: tl.constexpr, REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr):
+def _tap(x_base, reversed_c, tile_kind, index_ptr, batch, t, c_ok, k, seqlen, stride_xt, WIDTH: tl.constexpr,
+         REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr):
     """x (BLOCK_T, BLOCK_C) as tap k of the outputs at frames t reads it: frame t - (WIDTH - 1) + k, zero before the
-    first, for reversed channels in reversed time; x_item points at (batch, frame 0, channel 0), c_offsets (BLOCK_C,)
-    are the int32 offsets of channels c.
+    first, for reversed channels in reversed time; x_base points at (batch, frame 0, channels c).
 
     A tile of one direction reads one frame per row (channels contiguous: vectorised loads); only a tile that
     straddles the two directions' channels gathers a frame per element. Each load sits in its own branch: the
@@ -76,38 +69,33 @@ def _tap(x_item, c_offsets, reversed_c, tile_kind, index_ptr, batch, t, c_ok, k,
         frame_of_element = tl.where(reversed_c[None, :], flipped[:, None], src[:, None])  # (BLOCK_T, BLOCK_C)
         frame_of_row = tl.where(tile_kind == 1, flipped, src)  # (BLOCK_T,)
         if tile_kind == MIXED:
-            x = tl.load(x_item + (frame_of_element * stride_xt + c_offsets[None, :]), mask=mask, other=0.0)
+            x = tl.load(x_base + frame_of_element * stride_xt, mask=mask, other=0.0)
         else:
-            x = tl.load(x_item + (frame_of_row[:, None] * stride_xt + c_offsets[None, :]), mask=mask, other=0.0)
+            x = tl.load(x_base + frame_of_row[:, None] * stride_xt, mask=mask, other=0.0)
     else:
-        x = tl.load(x_item + (src[:, None] * stride_xt + c_offsets[None, :]), mask=mask, other=0.0)
+        x = tl.load(x_base + src[:, None] * stride_xt, mask=mask, other=0.0)
     return x
 
 
 @triton.jit
-def _pre_activation(x_item, c_offsets, w_ptr, b_ptr, reversed_c, tile_kind, index_ptr, batch, t, c, c_ok, seqlen, stride_xt,
+def _pre_activation(x_base, w_ptr, b_ptr, reversed_c, tile_kind, index_ptr, batch, t, c, c_ok, seqlen, stride_xt,
                     WIDTH: tl.constexpr, REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, BLOCK_T: tl.constexpr,
                     BLOCK_C: tl.constexpr):
     """pre (BLOCK_T, BLOCK_C) fp32 at frames t, channels c."""
     pre = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32) + tl.load(b_ptr + c, mask=c_ok, other=0.0)[None, :]
     for k in tl.static_range(WIDTH):
-        x_k = _tap(x_item, c_offsets, reversed_c, tile_kind, index_ptr, batch, t, c_ok, k, seqlen, stride_xt, WIDTH,
-                   REVERSE, HAS_INDEX)
+        x_k = _tap(x_base, reversed_c, tile_kind, index_ptr, batch, t, c_ok, k, seqlen, stride_xt, WIDTH, REVERSE,
+                   HAS_INDEX)
         w_k = tl.load(w_ptr + c * WIDTH + k, mask=c_ok, other=0.0)
         pre += x_k.to(tl.float32) * w_k.to(tl.float32)[None, :]
     return pre
 
 
 @triton.jit
-def _tile(rev_ptr, channels, REVERSE: tl.constexpr, LONG_OFFSETS: tl.constexpr, BLOCK_T: tl.constexpr,
-          BLOCK_C: tl.constexpr, TILES: tl.constexpr = 1):
-    """The frames t of this program's first tile (of TILES), its channels c, their mask, its batch (int64: a
-    batch may hold more than 2^31 elements; each item's base pointer takes it, offsets within an item are int32
-    unless LONG_OFFSETS), which of its channels are reversed and its tile_kind (0 all forward, 1 all reversed,
-    MIXED)."""
-    t = tl.program_id(0) * (TILES * BLOCK_T) + tl.arange(0, BLOCK_T)  # (BLOCK_T,)
-    if LONG_OFFSETS:
-        t = t.to(tl.int64)
+def _tile(rev_ptr, channels, REVERSE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's frames t, channels c, their mask, its batch (int64 offsets: a batch may hold more than
+    2^31 elements), which of its channels are reversed and its tile_kind (0 all forward, 1 all reversed, MIXED)."""
+    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)  # (BLOCK_T,)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # (BLOCK_C,)
     batch = tl.program_id(2).to(tl.int64)
     c_ok = c < channels
@@ -123,66 +111,50 @@ def _tile(rev_ptr, channels, REVERSE: tl.constexpr, LONG_OFFSETS: tl.constexpr, 
 
 @triton.jit
 def _conv_silu_fwd(x_ptr, w_ptr, b_ptr, rev_ptr, index_ptr, out_ptr, seqlen, channels, stride_xb, stride_xt, stride_xc,
-                   WIDTH: tl.constexpr, REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, LONG_OFFSETS: tl.constexpr,
-                   BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
-    t, c, c_ok, batch, reversed_c, tile_kind = _tile(rev_ptr, channels, REVERSE, LONG_OFFSETS, BLOCK_T, BLOCK_C)
-    x_item, c_offsets = x_ptr + batch * stride_xb, c * stride_xc
-    pre = _pre_activation(x_item, c_offsets, w_ptr, b_ptr, reversed_c, tile_kind, index_ptr, batch, t, c, c_ok,
-                          seqlen, stride_xt, WIDTH, REVERSE, HAS_INDEX, BLOCK_T, BLOCK_C)
-    out_item = out_ptr + batch * seqlen * channels  # out is contiguous
-    tl.store(out_item + (t[:, None] * channels + c[None, :]), (pre * tl.sigmoid(pre)).to(out_ptr.dtype.element_ty),
+                   WIDTH: tl.constexpr, REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, BLOCK_T: tl.constexpr,
+                   BLOCK_C: tl.constexpr):
+    t, c, c_ok, batch, reversed_c, tile_kind = _tile(rev_ptr, channels, REVERSE, BLOCK_T, BLOCK_C)
+    x_base = x_ptr + batch * stride_xb + c[None, :] * stride_xc
+    pre = _pre_activation(x_base, w_ptr, b_ptr, reversed_c, tile_kind, index_ptr, batch, t, c, c_ok, seqlen,
+                          stride_xt, WIDTH, REVERSE, HAS_INDEX, BLOCK_T, BLOCK_C)
+    offsets = batch * seqlen * channels + t[:, None] * channels + c[None, :]  # out is contiguous
+    tl.store(out_ptr + offsets, (pre * tl.sigmoid(pre)).to(out_ptr.dtype.element_ty),
              mask=(t < seqlen)[:, None] & c_ok[None, :])
 
 
 @triton.jit
 def _conv_silu_bwd_g(x_ptr, w_ptr, b_ptr, rev_ptr, index_ptr, dout_ptr, g_ptr, dw_rows_ptr, db_rows_ptr, seqlen,
-                     channels, stride_xb, stride_xt, stride_xc, WIDTH: tl.constexpr, WIDTH_P2: tl.constexpr,
-                     REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, LONG_OFFSETS: tl.constexpr,
-                     BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr, TILES: tl.constexpr):
-    """g = dout * silu'(pre) at the frames of this program's TILES tiles, one after the other, and their sums for
-    one row of the dweight and dbias buffers."""
-    t, c, c_ok, batch, reversed_c, tile_kind = _tile(rev_ptr, channels, REVERSE, LONG_OFFSETS, BLOCK_T, BLOCK_C,
-                                                     TILES)
-    x_item, c_offsets = x_ptr + batch * stride_xb, c * stride_xc
-    item = batch * seqlen * channels  # dout and g are contiguous
-    dout_item, g_item = dout_ptr + item, g_ptr + item
-    taps = tl.arange(0, WIDTH_P2)  # (WIDTH_P2,): dweight's row k is tap k
-    db = tl.zeros((BLOCK_C,), dtype=tl.float32)
-    dw = tl.zeros((WIDTH_P2, BLOCK_C), dtype=tl.float32)
-    for _ in range(TILES):
-        offsets = t[:, None] * channels + c[None, :]
-        mask = (t < seqlen)[:, None] & c_ok[None, :]
-        pre = _pre_activation(x_item, c_offsets, w_ptr, b_ptr, reversed_c, tile_kind, index_ptr, batch, t, c, c_ok,
-                              seqlen, stride_xt, WIDTH, REVERSE, HAS_INDEX, BLOCK_T, BLOCK_C)
-        sig = tl.sigmoid(pre)
-        g = tl.load(dout_item + offsets, mask=mask, other=0.0).to(tl.float32) * sig * (1.0 + pre * (1.0 - sig))
-        tl.store(g_item + offsets, g, mask=mask)  # 0 past seqlen (dout is): no term in the sums below
-        db += tl.sum(g, axis=0)
-        for k in tl.static_range(WIDTH):  # the taps _pre_activation read, again (cached)
-            x_k = _tap(x_item, c_offsets, reversed_c, tile_kind, index_ptr, batch, t, c_ok, k, seqlen, stride_xt,
-                       WIDTH, REVERSE, HAS_INDEX)
-            dw += tl.where(taps[:, None] == k, tl.sum(g * x_k.to(tl.float32), axis=0)[None, :], 0.0)
-        t += BLOCK_T
-    row = batch * tl.num_programs(0) + tl.program_id(0)  # this program's row of the dweight / dbias buffers
-    tl.store(db_rows_ptr + row * channels + c, db, mask=c_ok)
-    tl.store(dw_rows_ptr + (row * WIDTH + taps[:, None]) * channels + c[None, :], dw,
-             mask=(taps < WIDTH)[:, None] & c_ok[None, :])
+                     channels, stride_xb, stride_xt, stride_xc, WIDTH: tl.constexpr, REVERSE: tl.constexpr,
+                     HAS_INDEX: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """g = dout * silu'(pre) at this tile's frames, and the tile's dweight and dbias rows."""
+    t, c, c_ok, batch, reversed_c, tile_kind = _tile(rev_ptr, channels, REVERSE, BLOCK_T, BLOCK_C)
+    x_base = x_ptr + batch * stride_xb + c[None, :] * stride_xc
+    offsets = batch * seqlen * channels + t[:, None] * channels + c[None, :]  # dout and g are contiguous
+    mask = (t < seqlen)[:, None] & c_ok[None, :]
+    pre = _pre_activation(x_base, w_ptr, b_ptr, reversed_c, tile_kind, index_ptr, batch, t, c, c_ok, seqlen,
+                          stride_xt, WIDTH, REVERSE, HAS_INDEX, BLOCK_T, BLOCK_C)
+    sig = tl.sigmoid(pre)
+    g = tl.load(dout_ptr + offsets, mask=mask, other=0.0).to(tl.float32) * sig * (1.0 + pre * (1.0 - sig))
+    tl.store(g_ptr + offsets, g, mask=mask)
+    row = batch * tl.num_programs(0) + tl.program_id(0)  # this tile's row of the dweight / dbias buffers
+    tl.store(db_rows_ptr + row * channels + c, tl.sum(g, axis=0), mask=c_ok)
+    for k in tl.static_range(WIDTH):  # the taps _pre_activation read, again (cached)
+        x_k = _tap(x_base, reversed_c, tile_kind, index_ptr, batch, t, c_ok, k, seqlen, stride_xt, WIDTH, REVERSE,
+                   HAS_INDEX)
+        tl.store(dw_rows_ptr + (row * WIDTH + k) * channels + c, tl.sum(g * x_k.to(tl.float32), axis=0), mask=c_ok)
 
 
 @triton.jit
 def _conv_bwd_dx(g_ptr, w_ptr, rev_ptr, index_ptr, dx_ptr, seqlen, channels, WIDTH: tl.constexpr,
-                 REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, LONG_OFFSETS: tl.constexpr, BLOCK_T: tl.constexpr,
-                 BLOCK_C: tl.constexpr):
+                 REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     """dx at this tile's frames t: frame t feeds the outputs t + (WIDTH - 1) - k through tap k, and goes back to
     the frame of x it was read from."""
-    t, c, c_ok, batch, reversed_c, tile_kind = _tile(rev_ptr, channels, REVERSE, LONG_OFFSETS, BLOCK_T, BLOCK_C)
-    item = batch * seqlen * channels  # g and dx are contiguous
-    g_item, dx_item = g_ptr + item, dx_ptr + item
+    t, c, c_ok, batch, reversed_c, tile_kind = _tile(rev_ptr, channels, REVERSE, BLOCK_T, BLOCK_C)
+    base = batch * seqlen * channels + c[None, :]  # g and dx are contiguous
     dx = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
     for k in tl.static_range(WIDTH):
         dst = t + (WIDTH - 1) - k
-        g_k = tl.load(g_item + (dst[:, None] * channels + c[None, :]), mask=(dst < seqlen)[:, None] & c_ok[None, :],
-                      other=0.0)
+        g_k = tl.load(g_ptr + base + dst[:, None] * channels, mask=(dst < seqlen)[:, None] & c_ok[None, :], other=0.0)
         w_k = tl.load(w_ptr + c * WIDTH + k, mask=c_ok, other=0.0)
         dx += g_k * w_k.to(tl.float32)[None, :]
     dx = dx.to(dx_ptr.dtype.element_ty)
@@ -190,17 +162,17 @@ def _conv_bwd_dx(g_ptr, w_ptr, rev_ptr, index_ptr, dx_ptr, seqlen, channels, WID
     if REVERSE:  # back to the frames x was read from (a permutation: no clash); one branch per pointer, as in _tap
         flipped = _reversed_frames(t, index_ptr, batch, seqlen, HAS_INDEX)
         if tile_kind == MIXED:
-            frames = tl.where(reversed_c[None, :], flipped[:, None], t[:, None])
-            tl.store(dx_item + (frames * channels + c[None, :]), dx, mask=mask)
+            tl.store(dx_ptr + base + tl.where(reversed_c[None, :], flipped[:, None], t[:, None]) * channels, dx,
+                     mask=mask)
         else:
-            tl.store(dx_item + (tl.where(tile_kind == 1, flipped, t)[:, None] * channels + c[None, :]), dx, mask=mask)
+            tl.store(dx_ptr + base + tl.where(tile_kind == 1, flipped, t)[:, None] * channels, dx, mask=mask)
     else:
-        tl.store(dx_item + (t[:, None] * channels + c[None, :]), dx, mask=mask)
+        tl.store(dx_ptr + base + t[:, None] * channels, dx, mask=mask)
 
 
-def _grid(batch: int, seqlen: int, channels: int, tiles: int = 1) -> tuple[int, int, int]:
-    """Programs of the kernels here: (frame tiles / tiles, channel tiles, batch)."""
-    return triton.cdiv(seqlen, tiles * BLOCK_T), triton.cdiv(channels, BLOCK_C), batch
+def _grid(batch: int, seqlen: int, channels: int) -> tuple[int, int, int]:
+    """Programs of every kernel here: (frame tiles, channel tiles, batch)."""
+    return triton.cdiv(seqlen, BLOCK_T), triton.cdiv(channels, BLOCK_C), batch
 
 
 class CausalConvSiLU(torch.autograd.Function):
@@ -215,8 +187,7 @@ class CausalConvSiLU(torch.autograd.Function):
         out = torch.empty((batch, seqlen, channels), dtype=x.dtype, device=x.device)
         _conv_silu_fwd[_grid(batch, seqlen, channels)](
             x, weight, bias, reversed_channels, index, out, seqlen, channels, *x.stride(),
-            WIDTH=weight.shape[1], **_switches(x, weight.shape[1], reversed_channels, index), BLOCK_T=BLOCK_T,
-            BLOCK_C=BLOCK_C)
+            WIDTH=weight.shape[1], **_switches(reversed_channels, index), BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
         ctx.save_for_backward(x, weight, bias, reversed_channels, index)
         return out
 
@@ -226,30 +197,24 @@ class CausalConvSiLU(torch.autograd.Function):
         batch, seqlen, channels = x.shape
         width = weight.shape[1]
         dout = dout.contiguous()
-        switches = _switches(x, width, reversed_channels, index)
-        g_grid = _grid(batch, seqlen, channels, G_TILES)
-        rows = g_grid[0] * batch
+        grid = _grid(batch, seqlen, channels)
+        rows = grid[0] * batch
+        switches = _switches(reversed_channels, index)
         g = torch.empty((batch, seqlen, channels), dtype=torch.float32, device=x.device)
         dw_rows = torch.empty((rows, width, channels), dtype=torch.float32, device=x.device)
         db_rows = torch.empty((rows, channels), dtype=torch.float32, device=x.device)
-        _conv_silu_bwd_g[g_grid](x, weight, bias, reversed_channels, index, dout, g, dw_rows, db_rows, seqlen,
-                                 channels, *x.stride(), WIDTH=width, WIDTH_P2=triton.next_power_of_2(width),
-                                 **switches, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C, TILES=G_TILES, num_warps=G_NUM_WARPS)
+        _conv_silu_bwd_g[grid](x, weight, bias, reversed_channels, index, dout, g, dw_rows, db_rows, seqlen, channels,
+                               *x.stride(), WIDTH=width, **switches, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
         dx = torch.empty((batch, seqlen, channels), dtype=x.dtype, device=x.device)
-        _conv_bwd_dx[_grid(batch, seqlen, channels)](g, weight, reversed_channels, index, dx, seqlen, channels,
-                                                     WIDTH=width, **switches, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
+        _conv_bwd_dx[grid](g, weight, reversed_channels, index, dx, seqlen, channels, WIDTH=width, **switches,
+                           BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C)
         dweight = dw_rows.sum(0).t().to(weight.dtype)  # (channels, width)
         return dx, dweight, db_rows.sum(0).to(bias.dtype), None, None
 
 
-def _switches(x: torch.Tensor, width: int, reversed_channels, index) -> dict:
-    """The kernels' compile-time switches; a pointer they leave unused is passed as None. LONG_OFFSETS where an
-    offset within one batch item of x (read up to width frames past the last) or of a contiguous (seqlen,
-    channels) tensor may pass int32."""
-    _, seqlen, channels = x.shape
-    largest = (seqlen + width) * max(abs(x.stride(1)), channels) + channels * abs(x.stride(2))
-    return {"REVERSE": reversed_channels is not None, "HAS_INDEX": index is not None,
-            "LONG_OFFSETS": largest >= INT32_OFFSETS_BELOW}
+def _switches(reversed_channels, index) -> dict:
+    """The kernels' compile-time switches; a pointer they leave unused is passed as None."""
+    return {"REVERSE": reversed_channels is not None, "HAS_INDEX": index is not None}
 
 
 def causal_conv_silu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,

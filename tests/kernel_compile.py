@@ -50,15 +50,13 @@ def conv_jobs():
     """(name, kernel, constexprs, num_warps, types) of every conv kernel under every switch."""
     for kernel in KERNELS:
         for switches in SWITCHES:
-            constexprs = {"WIDTH": 4, "WIDTH_P2": 4, "LONG_OFFSETS": False, "BLOCK_T": conv_triton.BLOCK_T,
-                          "BLOCK_C": conv_triton.BLOCK_C, "TILES": conv_triton.G_TILES, **switches}
+            constexprs = {"WIDTH": 4, "BLOCK_T": conv_triton.BLOCK_T, "BLOCK_C": conv_triton.BLOCK_C, **switches}
             if not switches["REVERSE"]:
                 constexprs["rev_ptr"] = None
             if not switches["HAS_INDEX"]:
                 constexprs["index_ptr"] = None
             name = f"{kernel.fn.__name__} {' '.join(f'{k}={v}' for k, v in switches.items())}"
-            num_warps = conv_triton.G_NUM_WARPS if kernel is conv_triton._conv_silu_bwd_g else 4
-            yield name, kernel, {k: v for k, v in constexprs.items() if k in kernel.arg_names}, num_warps, None
+            yield name, kernel, {k: v for k, v in constexprs.items() if k in kernel.arg_names}, 4, None
 
 
 def ctc_jobs():

@@ -148,17 +148,11 @@ def test_recomputed_mixer_gives_the_same_gradients():
 
 @pytest.mark.parametrize("seqlen", [1, 3, 37, 70])
 @pytest.mark.parametrize("channels", [5, 200])
-@pytest.mark.parametrize("long_offsets", [False, True])
-def test_triton_causal_conv_matches_the_conv1d_reference(seqlen, channels, long_offsets, monkeypatch):
+def test_triton_causal_conv_matches_the_conv1d_reference(seqlen, channels):
     """Forward and all three gradients, on a strided input (a slice of a wider activation, as the mixer's x, B, C
-    of in_proj's output): frames and channels past a tile's edge and past one weight-gradient program's frames,
-    a sequence shorter than the kernel; offsets within an item in int32 and, as past 2^31 elements, in int64.
-    Without CUDA the kernels run in Triton's interpreter (tests/conftest.py)."""
-    from models import conv_triton
+    of in_proj's output): frames and channels past a block's edge, a sequence shorter than the kernel. Without
+    CUDA the kernels run in Triton's interpreter (tests/conftest.py)."""
     from models.conv_triton import causal_conv_silu_triton
-
-    if long_offsets:
-        monkeypatch.setattr(conv_triton, "INT32_OFFSETS_BELOW", 0)
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
