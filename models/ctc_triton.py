@@ -67,7 +67,8 @@ split into blocks, took 0.76 at 16 x 10 s (native 1.07), 4.5 at 4 x 60 s (9.0) a
 utterance ran on one multiprocessor, 16 states a thread at 600 s. With the blocks, 1 x 600 s took 70 / 73 / 98 / 146 ms
 with STATES_PER_PROGRAM 512 / 1024 / 2048 / 4096 (29, 15, 8 and 4 blocks), 4 x 60 s 6.6 / 6.4 / 6.1 / 6.1 and 16 x 10 s
 about 1 whatever the size (one block): 512 is the default. The GPU tests (tests/test_ctc.py, against float64) passed
-in three runs in a row on the H200 with 2048 (4 x 60 s forced into 6 blocks, 1 x 600 s in 8), with no hang. Compiled for sm_90, 2048 lanes in
+three runs in a row on the H200 with 2048 (4 x 60 s forced into 6 blocks, 1 x 600 s in 8) and three with 512 (1 x
+600 s in 29 blocks), with no hang. Compiled for sm_90, 2048 lanes in
 32 warps take 32 registers (alpha) and 56 (beta), no spills.
 
 """
