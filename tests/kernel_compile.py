@@ -2,7 +2,10 @@
 and the ptxas it ships need none): every kernel of models/conv_triton.py with every compile-time switch, and the
 CTC kernels of models/ctc_triton.py at their smallest and largest block of states, as one program per utterance and
 as several (the number of blocks given at launch: Triton specialises an integer argument of 1), with the warps they
-launch with, and models/norm_gelu_triton.py's.
+launch with, and models/norm_gelu_triton.py's. As a launch of the large model specialises them: pointers 16-byte
+aligned, the conv's channel stride 1 (channels-last activations) and its channels and frame strides multiples of 16. Each line gives the registers a thread and the stack (spills) of the
+compiled kernel, read with the cuobjdump Triton ships: on sm_90 a multiprocessor's 65536 registers hold
+65536 / (registers x 32 x warps) programs, so a memory-bound kernel past ~128 registers a thread runs few.
 
     python -m tests.kernel_compile            # sm_90 (H100 / H200); one line per kernel, exit status 1 on a failure
     python -m tests.kernel_compile --arch 80
@@ -11,7 +14,11 @@ tests/test_models.py runs it in a subprocess: Triton's interpreter, which tests/
 runs kernels as Python and so accepts programs the compiler refuses.
 """
 import argparse
+import re
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import triton
 from triton.backends.compiler import GPUTarget
@@ -28,6 +35,9 @@ POINTER_TYPES = {"x_ptr": ACTIVATION, "out_ptr": ACTIVATION, "dout_ptr": ACTIVAT
                  "grad_ptr": FP32, "beta_edges_ptr": FP32, "alpha_offsets_ptr": "*fp64", "beta_offsets_ptr": "*fp64",
                  "nll_ptr": "*fp64", "targets_ptr": "*i64", "input_lengths_ptr": "*i64", "target_lengths_ptr": "*i64",
                  "ticket_ptr": "*i32", "progress_ptr": "*i32"}
+# integers a launch of the large model passes as multiples of 16 (the mixer's 2560 conv channels, in_proj's 4640
+# columns), which Triton marks so at launch as it does a 16-byte aligned pointer
+DIVISIBLE_BY_16 = {"channels", "stride_xt", "stride_xb"}
 KERNELS = (conv_triton._conv_silu_fwd, conv_triton._conv_silu_bwd_g, conv_triton._conv_bwd_dx)
 SWITCHES = ({"REVERSE": False, "HAS_INDEX": False}, {"REVERSE": True, "HAS_INDEX": False},
             {"REVERSE": True, "HAS_INDEX": True})
@@ -42,15 +52,33 @@ def compile_kernel(kernel, constexprs: dict, arch: int, num_warps: int = 4, type
     names = kernel.arg_names
     types = {**POINTER_TYPES, **(types or {})}
     signature = {name: "constexpr" if name in constexprs else types.get(name, "i32") for name in names}
-    source = ASTSource(kernel, signature, constexprs={(names.index(k),): v for k, v in constexprs.items()})
+    aligned = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(names)  # as a launch marks them
+               if signature[name].startswith("*") or (name in DIVISIBLE_BY_16 and signature[name] == "i32")}
+    source = ASTSource(kernel, signature, constexprs={(names.index(k),): v for k, v in constexprs.items()},
+                       attrs=aligned)
     return triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+
+
+def resource_usage(compiled) -> str:
+    """", N registers, S bytes of stack" of a compiled kernel, by the cuobjdump Triton ships ("" without it)."""
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if not cuobjdump.exists():
+        return ""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as cubin:
+        cubin.write(compiled.asm["cubin"])
+        cubin.flush()
+        report = subprocess.run([str(cuobjdump), "--dump-resource-usage", cubin.name], capture_output=True,
+                                text=True).stdout
+    usage = re.search(r"REG:(\d+) STACK:(\d+)", report)
+    return f", {usage[1]} registers, {usage[2]} bytes of stack" if usage else ""
 
 
 def conv_jobs():
     """(name, kernel, constexprs, num_warps, types) of every conv kernel under every switch."""
     for kernel in KERNELS:
         for switches in SWITCHES:
-            constexprs = {"WIDTH": 4, "BLOCK_T": conv_triton.BLOCK_T, "BLOCK_C": conv_triton.BLOCK_C, **switches}
+            constexprs = {"WIDTH": 4, "BLOCK_T": conv_triton.BLOCK_T, "BLOCK_C": conv_triton.BLOCK_C,
+                          "stride_xc": 1, **switches}
             if not switches["REVERSE"]:
                 constexprs["rev_ptr"] = None
             if not switches["HAS_INDEX"]:
@@ -88,8 +116,8 @@ def main(argv=None) -> int:
     failed = 0
     for name, kernel, constexprs, num_warps, types in (*conv_jobs(), *ctc_jobs(), *norm_gelu_jobs()):
         try:
-            compile_kernel(kernel, constexprs, args.arch, num_warps, types)
-            print(f"{name}: ok")
+            compiled = compile_kernel(kernel, constexprs, args.arch, num_warps, types)
+            print(f"{name}: ok{resource_usage(compiled)}")
         except Exception as error:  # noqa: BLE001  (report every kernel, then fail)
             failed += 1
             print(f"{name}: FAILED: {type(error).__name__}: {error}")
