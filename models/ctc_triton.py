@@ -140,6 +140,18 @@ def _claim_utterance_block(ticket_ptr, input_lengths_ptr, target_lengths_ptr, fr
 
 
 @triton.jit
+def _block_states(block, num_labels, max_label, states_per_block, BLOCK_S: tl.constexpr):
+    """The states of an utterance's block: (num_states, row_width (the padded row, 2 * max_label + 1), the block's
+    first state, lane (BLOCK_S,), state (BLOCK_S,) = first_state + lane, is_state: the lanes holding one)."""
+    num_states = 2 * num_labels + 1
+    first_state = block * states_per_block
+    lane = tl.arange(0, BLOCK_S)
+    state = first_state + lane
+    is_state = (lane < states_per_block) & (state < num_states)
+    return num_states, 2 * max_label + 1, first_state, lane, state, is_state
+
+
+@triton.jit
 def _wait_until(progress_ptr, ready, needed):
     """The producer's progress (frames it has published) once it is at least ``needed``: one thread's acquire loads
     of its flag, spinning; ``ready`` is the progress last seen, so a consumer behind its producer polls nothing.
@@ -187,13 +199,9 @@ def _ctc_alpha(log_probs_ptr, targets_ptr, input_lengths_ptr, target_lengths_ptr
     progress_ptr (batch, blocks) int32, ticket_ptr (1,) int32: zeros."""
     batch, block, num_frames, num_labels = _claim_utterance_block(ticket_ptr, input_lengths_ptr, target_lengths_ptr,
                                                                   frames, max_label, num_blocks, False)
-    num_states = 2 * num_labels + 1
-    row_width = 2 * max_label + 1
-    first_state = block * states_per_block
-    lane = tl.arange(0, BLOCK_S)  # (BLOCK_S,)
-    state = first_state + lane
+    num_states, row_width, first_state, lane, state, is_state = _block_states(block, num_labels, max_label,
+                                                                              states_per_block, BLOCK_S)
     state_class, can_skip = _state_classes(targets_ptr + batch * stride_targets_b, state, num_labels, blank)
-    is_state = (lane < states_per_block) & (state < num_states)
     walked_frames = tl.where(first_state < num_states, num_frames, 0)  # none in a block past the last state
     has_producer = block > 0  # block - 1: states first_state - 2 and - 1 (states_per_block >= 2)
     has_consumer = first_state + states_per_block < num_states
@@ -285,15 +293,11 @@ def _ctc_beta_occupancy(log_probs_ptr, targets_ptr, input_lengths_ptr, target_le
     zeros."""
     batch, block, num_frames, num_labels = _claim_utterance_block(ticket_ptr, input_lengths_ptr, target_lengths_ptr,
                                                                   frames, max_label, num_blocks, True)
-    num_states = 2 * num_labels + 1
-    row_width = 2 * max_label + 1
-    first_state = block * states_per_block
-    lane = tl.arange(0, BLOCK_S)  # (BLOCK_S,)
-    state = first_state + lane
+    num_states, row_width, first_state, lane, state, is_state = _block_states(block, num_labels, max_label,
+                                                                              states_per_block, BLOCK_S)
     targets_row = targets_ptr + batch * stride_targets_b
     state_class, _ = _state_classes(targets_row, state, num_labels, blank)
     _, skip_from_two_ahead = _state_classes(targets_row, state + 2, num_labels, blank)  # skip(s + 2)
-    is_state = (lane < states_per_block) & (state < num_states)
     walking = first_state < num_states  # not a block past the last state
     has_producer = first_state + states_per_block < num_states  # block + 1: its first two states
     has_consumer = walking & (block > 0)

@@ -3,9 +3,10 @@ and the ptxas it ships need none): every kernel of models/conv_triton.py with ev
 CTC kernels of models/ctc_triton.py at their smallest and largest block of states, as one program per utterance and
 as several (the number of blocks given at launch: Triton specialises an integer argument of 1), with the warps they
 launch with, and models/norm_gelu_triton.py's. As a launch of the large model specialises them: pointers 16-byte
-aligned, the conv's channel stride 1 (channels-last activations) and its channels and frame strides multiples of 16. Each line gives the registers a thread and the stack (spills) of the
-compiled kernel, read with the cuobjdump Triton ships: on sm_90 a multiprocessor's 65536 registers hold
-65536 / (registers x 32 x warps) programs, so a memory-bound kernel past ~128 registers a thread runs few.
+aligned, the conv's channel stride 1 (channels-last activations) and its channels and frame strides multiples of
+16. Each line gives the registers a thread and the stack (spills) of the compiled kernel, read with the cuobjdump
+Triton ships: on sm_90 a multiprocessor's 65536 registers hold 65536 / (registers x 32 x warps) programs, so a
+memory-bound kernel past ~128 registers a thread runs few.
 
     python -m tests.kernel_compile            # sm_90 (H100 / H200); one line per kernel, exit status 1 on a failure
     python -m tests.kernel_compile --arch 80
