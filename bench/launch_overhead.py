@@ -18,11 +18,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.conv_triton import causal_conv_silu_triton  # noqa: E402
-from models.mamba_utils import BiMamba2Wrapper  # noqa: E402
+from models.mamba_utils import BiMamba2Wrapper, linear_pieces  # noqa: E402
 
 D_MODEL, HEADS, HEADDIM, D_STATE, CONV_CHANNELS = 1024, 32, 64, 128, 2560
 SHAPES = ((1, 64), (16, 500))
@@ -47,6 +46,8 @@ def parts(layer: BiMamba2Wrapper, batch: int, frames: int) -> dict:
     """name -> a no-argument forward + backward (or forward) of that part on fixed random inputs."""
     from mamba_ssm.ops.triton.layernorm_gated import rmsnorm_fn
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
+    from models.gated_norm_triton import bidirectional_gated_rms_norm
 
     cuda = torch.device("cuda")
 
@@ -76,8 +77,13 @@ def parts(layer: BiMamba2Wrapper, batch: int, frames: int) -> dict:
 
     def in_proj_train():
         with autocast():
-            out = F.linear(hidden, in_weight)
-        out.sum().backward()
+            pieces = linear_pieces(hidden, in_weight, (2 * D_MODEL, CONV_CHANNELS, HEADS))
+        sum(piece.sum() for piece in pieces).backward()
+
+    def norm_reversed_first_train():  # the mixer's norm before models/gated_norm_triton.py
+        y_input_time = torch.cat([y[..., :D_MODEL], y[..., D_MODEL:].flip(1)], dim=-1)
+        rmsnorm_fn(y_input_time, norm_weight, None, z=z, eps=1e-5, group_size=D_MODEL,
+                   norm_before_gate=False).sum().backward()
 
     return {
         "layer fwd+bwd": layer_train,
@@ -85,8 +91,8 @@ def parts(layer: BiMamba2Wrapper, batch: int, frames: int) -> dict:
         "SSD scan fwd+bwd": lambda: mamba_chunk_scan_combined(x, dt, A, B, C, 256, D=D, dt_bias=dt_bias,
                                                               dt_softplus=True).sum().backward(),
         "conv fwd+bwd": lambda: causal_conv_silu_triton(conv_in, conv_weight, conv_bias).sum().backward(),
-        "gated norm fwd+bwd": lambda: rmsnorm_fn(y, norm_weight, None, z=z, eps=1e-5, group_size=D_MODEL,
-                                                 norm_before_gate=False).sum().backward(),
+        "gated norm fwd+bwd": lambda: bidirectional_gated_rms_norm(y, z, norm_weight, 1e-5, None).sum().backward(),
+        "norm, y flipped first": norm_reversed_first_train,  # mamba_ssm's norm after a flip of the backward half
         "in_proj GEMM fwd+bwd": in_proj_train,
         "one add (floor)": lambda: y.detach() + 1,
     }

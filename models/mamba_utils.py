@@ -94,6 +94,51 @@ def reverse_padded_ref(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return out
 
 
+class _LinearPieces(torch.autograd.Function):
+    """``F.linear(hidden, weight).split(sizes, dim=-1)`` with a backward that takes the pieces' gradients as they
+    come: dhidden summed over one GEMM a piece, dweight written piece by piece. Split's own backward first
+    concatenates the pieces' gradients into one tensor the size of the output (the mixer's in_proj: 4640 channels
+    a frame, a copy as large as the GEMM's output, every layer)."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, sizes):
+        ctx.save_for_backward(hidden, weight)
+        ctx.sizes = sizes
+        return F.linear(hidden, weight).split(sizes, dim=-1)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        hidden, weight = ctx.saved_tensors
+        rows = hidden.reshape(-1, hidden.shape[-1])  # (batch * seqlen, in_features)
+        dhidden = None
+        dweight = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
+        start = 0
+        for grad, size in zip(grads, ctx.sizes):
+            piece = slice(start, start + size)
+            start += size
+            if grad is None:  # a piece no loss depends on: a zero gradient
+                if dweight is not None:
+                    dweight[piece].zero_()
+                continue
+            grad = grad.reshape(-1, size)  # (batch * seqlen, size)
+            if ctx.needs_input_grad[0]:
+                dhidden = grad @ weight[piece] if dhidden is None else dhidden.addmm_(grad, weight[piece])
+            if dweight is not None:
+                torch.mm(grad.t(), rows, out=dweight[piece])
+        return dhidden.view_as(hidden) if dhidden is not None else None, dweight, None
+
+
+def linear_pieces(hidden: torch.Tensor, weight: torch.Tensor, sizes: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+    """``F.linear(hidden, weight).split(sizes, dim=-1)``, views of one GEMM's output, whose backward does not
+    concatenate the pieces' gradients (``_LinearPieces``). Under autocast, in its dtype, as F.linear would be."""
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        hidden, weight = hidden.to(dtype), weight.to(dtype)
+    with torch.autocast(device_type, enabled=False):
+        return _LinearPieces.apply(hidden, weight, tuple(sizes))
+
+
 def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Tensor | None,
                    backend: str) -> torch.Tensor:
     """fw(hidden) + reverse(bw(reverse(hidden))) with both directions in one pass of each GEMM, conv, scan and norm.
@@ -107,8 +152,9 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
     A projection, the gate and the norm act on each frame alone, so they commute with the time reversal: the input
     is projected unreversed, and what the backward scan reads is reversed on the way in: x, B and C by the conv
     itself, which reads the backward channels in reversed time from the GEMM's output in place, and dt by a copy.
-    The scan's backward half is reversed back before the norm, whose gate z is then in input time for both
-    directions.
+    The norm reads the scan's backward half in reversed time where the scan wrote it (on the triton backend; a
+    reversed copy first on the others), with the gate z in input time for both directions. in_proj's three pieces
+    (z, xBC, dt) are views of one GEMM's output whose gradients are not concatenated (``linear_pieces``).
     hidden (batch, seqlen, d_model), index from ``padded_reverse_index`` (None: no padding) -> (batch, seqlen,
     d_model)
     """
@@ -116,7 +162,7 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
     # in_proj rows [z_fw, z_bw, x_fw, x_bw, B_fw, B_bw, C_fw, C_bw, dt_fw, dt_bw]: the conv's channels in one slice
     in_weight = _interleave(fw.in_proj.weight, bw.in_proj.weight, [d_inner, d_inner, d_state, d_state, nheads])
     conv_sizes = [d_inner, d_state, d_state]
-    z, xBC, dt = torch.split(F.linear(hidden, in_weight), [2 * d_inner, 2 * sum(conv_sizes), 2 * nheads], dim=-1)
+    z, xBC, dt = linear_pieces(hidden, in_weight, (2 * d_inner, 2 * sum(conv_sizes), 2 * nheads))
 
     conv_weight = _interleave(fw.conv1d.weight, bw.conv1d.weight, conv_sizes)  # (2 * conv_dim, 1, d_conv)
     conv_bias = _interleave(fw.conv1d.bias, bw.conv1d.bias, conv_sizes)
@@ -137,9 +183,8 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
         dt_bias=torch.cat([fw.dt_bias, bw.dt_bias]),
         dt_softplus=True,
     ).flatten(-2)  # (batch, seqlen, 2 * d_inner), the backward half in reversed time
-    y_fw, y_bw = torch.split(y, [d_inner, d_inner], dim=-1)
-    y = torch.cat([y_fw, reverse_padded(y_bw, index)], dim=-1)  # (batch, seqlen, 2 * d_inner), input time
-    y = grouped_gated_rms_norm(y, z, torch.cat([fw.norm.weight, bw.norm.weight]), fw.norm.eps, d_inner, backend)
+    # (batch, seqlen, 2 * d_inner), input time: the norm reads the backward half reversed
+    y = bidirectional_gated_norm(y, z, torch.cat([fw.norm.weight, bw.norm.weight]), fw.norm.eps, index, backend)
     # [y_fw | y_bw] against [W_fw | W_bw]: one GEMM gives fw.out_proj(y_fw) + bw.out_proj(y_bw)
     return F.linear(y, torch.cat([fw.out_proj.weight, bw.out_proj.weight], dim=1))
 
@@ -179,15 +224,24 @@ def _interleave(fw_param: torch.Tensor, bw_param: torch.Tensor, sizes: list[int]
     return torch.cat([p for pair in zip(parts_fw, parts_bw) for p in pair])
 
 
-def grouped_gated_rms_norm(y, z, weight, eps: float, group_size: int, backend: str) -> torch.Tensor:
-    """Gated RMSNorm over each group of ``group_size`` channels (one group per direction): mamba_ssm's Triton
-    kernel on the triton backend, else ``gated_rms_norm`` per group."""
-    if backend == "triton":
-        from mamba_ssm.ops.triton.layernorm_gated import rmsnorm_fn
-
-        return rmsnorm_fn(y, weight, None, z=z, eps=eps, group_size=group_size, norm_before_gate=False)
+def grouped_gated_rms_norm(y, z, weight, eps: float, group_size: int) -> torch.Tensor:
+    """``gated_rms_norm`` (mamba_ssm's gated RMSNorm) over each group of ``group_size`` channels."""
     grouped = lambda t: t.unflatten(-1, (-1, group_size))  # noqa: E731  (..., groups, group_size)
     return gated_rms_norm(grouped(y), grouped(z), grouped(weight), eps).flatten(-2)
+
+
+def bidirectional_gated_norm(y, z, weight, eps: float, index: torch.Tensor | None, backend: str) -> torch.Tensor:
+    """The mixer's gated norm, one group per direction, of the scan's output y (batch, seqlen, 2 * d_inner) whose
+    backward half is in padded-reverse time, gate z (batch, seqlen, 2 * d_inner) in input time -> input time.
+    On the triton backend one Triton pass that reads the backward half reversed in place
+    (models/gated_norm_triton.py); otherwise that half reversed first, its reference."""
+    if backend == "triton":
+        from models.gated_norm_triton import bidirectional_gated_rms_norm
+
+        return bidirectional_gated_rms_norm(y, z, weight, eps, index)
+    d_inner = y.shape[-1] // 2
+    y = torch.cat([y[..., :d_inner], reverse_padded(y[..., d_inner:], index)], dim=-1)  # input time
+    return grouped_gated_rms_norm(y, z, weight, eps, d_inner)
 
 
 class BiMamba2Wrapper(nn.Module):

@@ -2,11 +2,12 @@
 and the ptxas it ships need none): every kernel of models/conv_triton.py with every compile-time switch, and the
 CTC kernels of models/ctc_triton.py at their smallest and largest block of states, as one program per utterance and
 as several (the number of blocks given at launch: Triton specialises an integer argument of 1), with the warps they
-launch with, and models/norm_gelu_triton.py's. As a launch of the large model specialises them: pointers 16-byte
-aligned, the conv's channel stride 1 (channels-last activations) and its channels and frame strides multiples of
-16. Each line gives the registers a thread and the stack (spills) of the compiled kernel, read with the cuobjdump
-Triton ships: on sm_90 a multiprocessor's 65536 registers hold 65536 / (registers x 32 x warps) programs, so a
-memory-bound kernel past ~128 registers a thread runs few.
+launch with, models/norm_gelu_triton.py's, and models/gated_norm_triton.py's with and without an index. As a launch
+of the large model specialises them: pointers 16-byte aligned, the conv's and the gate's channel stride 1
+(channels-last activations), their channels and frame strides multiples of 16. Each line gives the registers a
+thread and the stack (spills) of the compiled kernel, read with the cuobjdump Triton ships: on sm_90 a
+multiprocessor's 65536 registers hold 65536 / (registers x 32 x warps) programs, so a memory-bound kernel past ~128
+registers a thread runs few.
 
     python -m tests.kernel_compile            # sm_90 (H100 / H200); one line per kernel, exit status 1 on a failure
     python -m tests.kernel_compile --arch 80
@@ -25,21 +26,21 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from models import conv_triton, ctc_triton, norm_gelu_triton
+from models import conv_triton, ctc_triton, gated_norm_triton, norm_gelu_triton
 
 ACTIVATION, PARAMETER, FP32 = "*bf16", "*fp32", "*fp32"  # the mixer's: bf16 activations, fp32 weights
 POINTER_TYPES = {"x_ptr": ACTIVATION, "out_ptr": ACTIVATION, "dout_ptr": ACTIVATION, "dx_ptr": ACTIVATION,
-                 "w_ptr": PARAMETER, "b_ptr": PARAMETER, "g_ptr": FP32, "dw_rows_ptr": FP32, "db_rows_ptr": FP32,
+                 "w_ptr": PARAMETER, "b_ptr": PARAMETER, "dw_rows_ptr": FP32, "db_rows_ptr": FP32,
                  "rev_ptr": "*i8", "index_ptr": "*i64",
                  # CTC: fp32 log-probs and buffers, int64 targets and lengths (as models.heads passes them)
                  "log_probs_ptr": FP32, "alpha_ptr": FP32, "beta_ptr": FP32, "gamma_ptr": FP32, "grad_out_ptr": FP32,
                  "grad_ptr": FP32, "beta_edges_ptr": FP32, "alpha_offsets_ptr": "*fp64", "beta_offsets_ptr": "*fp64",
                  "nll_ptr": "*fp64", "targets_ptr": "*i64", "input_lengths_ptr": "*i64", "target_lengths_ptr": "*i64",
                  "ticket_ptr": "*i32", "progress_ptr": "*i32"}
-# integers a launch of the large model passes as multiples of 16 (the mixer's 2560 conv channels, in_proj's 4640
-# columns), which Triton marks so at launch as it does a 16-byte aligned pointer
-DIVISIBLE_BY_16 = {"channels", "stride_xt", "stride_xb"}
-KERNELS = (conv_triton._conv_silu_fwd, conv_triton._conv_silu_bwd_g, conv_triton._conv_bwd_dx)
+# integers a launch of the large model passes as multiples of 16 (the mixer's 2560 conv channels, its norm's 1024 a
+# group, in_proj's 4640 columns), which Triton marks so at launch as it does a 16-byte aligned pointer
+DIVISIBLE_BY_16 = {"channels", "stride_xt", "stride_xb", "d", "stride_zt", "stride_zb"}
+KERNELS = (conv_triton._conv_silu_fwd, conv_triton._conv_silu_bwd)
 SWITCHES = ({"REVERSE": False, "HAS_INDEX": False}, {"REVERSE": True, "HAS_INDEX": False},
             {"REVERSE": True, "HAS_INDEX": True})
 CTC_STATE_BLOCKS = ((256, 1), (ctc_triton.STATES_PER_PROGRAM, 1), (ctc_triton.STATES_PER_PROGRAM, None))  # lanes,
@@ -85,7 +86,8 @@ def conv_jobs():
             if not switches["HAS_INDEX"]:
                 constexprs["index_ptr"] = None
             name = f"{kernel.fn.__name__} {' '.join(f'{k}={v}' for k, v in switches.items())}"
-            yield name, kernel, {k: v for k, v in constexprs.items() if k in kernel.arg_names}, 4, None
+            constexprs = {k: v for k, v in constexprs.items() if k in kernel.arg_names}
+            yield name, kernel, constexprs, conv_triton.NUM_WARPS, None
 
 
 def ctc_jobs():
@@ -110,12 +112,29 @@ def norm_gelu_jobs():
     yield "_layer_norm_gelu BLOCK_C=512", norm_gelu_triton._layer_norm_gelu, constexprs, 4, types
 
 
+def gated_norm_jobs():
+    """(name, kernel, constexprs, num_warps, types) of the mixer's gated norm as the large model launches it: d 1024
+    channels a direction, bf16 y, z (in_proj's output, channel stride 1) and gradients, fp32 weight and dweight
+    rows, with and without the padded reversal's index."""
+    types = {"y_ptr": ACTIVATION, "z_ptr": ACTIVATION, "dy_ptr": ACTIVATION, "dz_ptr": ACTIVATION, "eps": "fp32"}
+    for kernel in (gated_norm_triton._gated_norm_fwd, gated_norm_triton._gated_norm_bwd):
+        for has_index in (False, True):
+            constexprs = {"HAS_INDEX": has_index, "STEPS": gated_norm_triton.BACKWARD_STEPS,
+                          "BLOCK_R": gated_norm_triton.ROWS_PER_PROGRAM, "BLOCK_D": 1024, "stride_zc": 1}
+            if not has_index:
+                constexprs["index_ptr"] = None
+            constexprs = {k: v for k, v in constexprs.items() if k in kernel.arg_names}
+            yield (f"{kernel.fn.__name__} HAS_INDEX={has_index} BLOCK_D=1024", kernel, constexprs,
+                   gated_norm_triton.NUM_WARPS, types)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, e.g. 90 for sm_90")
     args = parser.parse_args(argv)
     failed = 0
-    for name, kernel, constexprs, num_warps, types in (*conv_jobs(), *ctc_jobs(), *norm_gelu_jobs()):
+    for name, kernel, constexprs, num_warps, types in (*conv_jobs(), *ctc_jobs(), *norm_gelu_jobs(),
+                                                    *gated_norm_jobs()):
         try:
             compiled = compile_kernel(kernel, constexprs, args.arch, num_warps, types)
             print(f"{name}: ok{resource_usage(compiled)}")
