@@ -13,11 +13,11 @@ Backward, with g = dout * silu'(pre):
     dx[b, s, c]     = sum_k weight[c, k] * g[b, s + (width - 1) - k, c]            (g = 0 past the last frame)
     dweight[c, k]   = sum_{b, t} g[b, t, c] * x[b, t - (width - 1) + k, c]
     dbias[c]        = sum_{b, t} g[b, t, c]
-Only x is kept for backward (PyTorch's conv + SiLU keep the pre-activation too), and the backward is one kernel:
-a tile of dx needs g at its frames and the WIDTH - 1 after them, so it recomputes pre there from x (WIDTH x WIDTH
-taps of a tile, cache hits after the first) instead of reading g from a buffer another kernel wrote; its own g
-reduces into one row of small fp32 buffers for dweight and dbias, summed afterwards by PyTorch (deterministic, no
-atomics). Accumulation is fp32 throughout; the outputs take x's dtype, dweight and dbias the parameters'.
+Only x is kept for backward (PyTorch's conv + SiLU keep the pre-activation too): the first backward kernel
+recomputes pre from the same taps that dweight needs, writes g (fp32, freed after the backward) and reduces its
+(frames, channels) tile for dweight and dbias into one row of a small fp32 buffer, summed afterwards by PyTorch
+(deterministic, no atomics); the second gathers dx from g. Accumulation is fp32 throughout; the outputs take x's
+dtype, dweight and dbias the parameters'.
 
 Reversed channels (the backward direction of the bidirectional mixer) see each sequence in padded-reverse time:
 the frames t above are then those of x read at rev(t) = index[b, t] (``models.mamba_utils.padded_reverse_index``;
@@ -124,34 +124,40 @@ def _conv_silu_fwd(x_ptr, w_ptr, b_ptr, rev_ptr, index_ptr, out_ptr, seqlen, cha
 
 
 @triton.jit
-def _conv_silu_bwd(x_ptr, w_ptr, b_ptr, rev_ptr, index_ptr, dout_ptr, dx_ptr, dw_rows_ptr, db_rows_ptr, seqlen,
-                   channels, stride_xb, stride_xt, stride_xc, WIDTH: tl.constexpr, REVERSE: tl.constexpr,
-                   HAS_INDEX: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
-    """dx at this tile's frames t, and the tile's dweight and dbias rows. Frame t of x feeds the outputs at
-    t + shift through tap WIDTH - 1 - shift, so g = dout * silu'(pre) is recomputed at the WIDTH shifted tiles
-    (their taps of x are cache hits); the unshifted one is the tile's own g, which dweight and dbias reduce."""
+def _conv_silu_bwd_g(x_ptr, w_ptr, b_ptr, rev_ptr, index_ptr, dout_ptr, g_ptr, dw_rows_ptr, db_rows_ptr, seqlen,
+                     channels, stride_xb, stride_xt, stride_xc, WIDTH: tl.constexpr, REVERSE: tl.constexpr,
+                     HAS_INDEX: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """g = dout * silu'(pre) at this tile's frames, and the tile's dweight and dbias rows."""
     t, c, c_ok, batch, reversed_c, tile_kind = _tile(rev_ptr, channels, REVERSE, BLOCK_T, BLOCK_C)
     x_base = x_ptr + batch * stride_xb + c[None, :] * stride_xc
-    base = batch * seqlen * channels + c[None, :]  # dout and dx are contiguous
+    offsets = batch * seqlen * channels + t[:, None] * channels + c[None, :]  # dout and g are contiguous
+    mask = (t < seqlen)[:, None] & c_ok[None, :]
+    pre = _pre_activation(x_base, w_ptr, b_ptr, reversed_c, tile_kind, index_ptr, batch, t, c, c_ok, seqlen,
+                          stride_xt, WIDTH, REVERSE, HAS_INDEX, BLOCK_T, BLOCK_C)
+    sig = tl.sigmoid(pre)
+    g = tl.load(dout_ptr + offsets, mask=mask, other=0.0).to(tl.float32) * sig * (1.0 + pre * (1.0 - sig))
+    tl.store(g_ptr + offsets, g, mask=mask)
+    row = batch * tl.num_programs(0) + tl.program_id(0)  # this tile's row of the dweight / dbias buffers
+    tl.store(db_rows_ptr + row * channels + c, tl.sum(g, axis=0), mask=c_ok)
+    for k in tl.static_range(WIDTH):  # the taps _pre_activation read, again (cached)
+        x_k = _tap(x_base, reversed_c, tile_kind, index_ptr, batch, t, c_ok, k, seqlen, stride_xt, WIDTH, REVERSE,
+                   HAS_INDEX)
+        tl.store(dw_rows_ptr + (row * WIDTH + k) * channels + c, tl.sum(g * x_k.to(tl.float32), axis=0), mask=c_ok)
+
+
+@triton.jit
+def _conv_bwd_dx(g_ptr, w_ptr, rev_ptr, index_ptr, dx_ptr, seqlen, channels, WIDTH: tl.constexpr,
+                 REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+    """dx at this tile's frames t: frame t feeds the outputs t + (WIDTH - 1) - k through tap k, and goes back to
+    the frame of x it was read from."""
+    t, c, c_ok, batch, reversed_c, tile_kind = _tile(rev_ptr, channels, REVERSE, BLOCK_T, BLOCK_C)
+    base = batch * seqlen * channels + c[None, :]  # g and dx are contiguous
     dx = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
-    for shift in tl.static_range(WIDTH):
-        u = t + shift  # (BLOCK_T,) output frames; g = 0 past the last (dout reads 0)
-        pre = _pre_activation(x_base, w_ptr, b_ptr, reversed_c, tile_kind, index_ptr, batch, u, c, c_ok, seqlen,
-                              stride_xt, WIDTH, REVERSE, HAS_INDEX, BLOCK_T, BLOCK_C)
-        dout = tl.load(dout_ptr + base + u[:, None] * channels, mask=(u < seqlen)[:, None] & c_ok[None, :],
-                       other=0.0)
-        sig = tl.sigmoid(pre)
-        g = dout.to(tl.float32) * sig * (1.0 + pre * (1.0 - sig))  # (BLOCK_T, BLOCK_C)
-        w_k = tl.load(w_ptr + c * WIDTH + (WIDTH - 1 - shift), mask=c_ok, other=0.0)
-        dx += g * w_k.to(tl.float32)[None, :]
-        if shift == 0:  # this tile's own outputs: its rows of the dweight and dbias buffers
-            row = batch * tl.num_programs(0) + tl.program_id(0)
-            tl.store(db_rows_ptr + row * channels + c, tl.sum(g, axis=0), mask=c_ok)
-            for k in tl.static_range(WIDTH):  # the taps _pre_activation read, again (cached)
-                x_k = _tap(x_base, reversed_c, tile_kind, index_ptr, batch, t, c_ok, k, seqlen, stride_xt, WIDTH,
-                           REVERSE, HAS_INDEX)
-                tl.store(dw_rows_ptr + (row * WIDTH + k) * channels + c, tl.sum(g * x_k.to(tl.float32), axis=0),
-                         mask=c_ok)
+    for k in tl.static_range(WIDTH):
+        dst = t + (WIDTH - 1) - k
+        g_k = tl.load(g_ptr + base + dst[:, None] * channels, mask=(dst < seqlen)[:, None] & c_ok[None, :], other=0.0)
+        w_k = tl.load(w_ptr + c * WIDTH + k, mask=c_ok, other=0.0)
+        dx += g_k * w_k.to(tl.float32)[None, :]
     dx = dx.to(dx_ptr.dtype.element_ty)
     mask = (t < seqlen)[:, None] & c_ok[None, :]
     if REVERSE:  # back to the frames x was read from (a permutation: no clash); one branch per pointer, as in _tap
@@ -196,12 +202,15 @@ class CausalConvSiLU(torch.autograd.Function):
         grid = _grid(batch, seqlen, channels)
         rows = grid[0] * batch
         switches = _switches(reversed_channels, index)
-        dx = torch.empty((batch, seqlen, channels), dtype=x.dtype, device=x.device)
+        g = torch.empty((batch, seqlen, channels), dtype=torch.float32, device=x.device)
         dw_rows = torch.empty((rows, width, channels), dtype=torch.float32, device=x.device)
         db_rows = torch.empty((rows, channels), dtype=torch.float32, device=x.device)
-        _conv_silu_bwd[grid](x, weight, bias, reversed_channels, index, dout, dx, dw_rows, db_rows, seqlen, channels,
-                             *x.stride(), WIDTH=width, **switches, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C,
-                             num_warps=NUM_WARPS)
+        _conv_silu_bwd_g[grid](x, weight, bias, reversed_channels, index, dout, g, dw_rows, db_rows, seqlen, channels,
+                               *x.stride(), WIDTH=width, **switches, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C,
+                               num_warps=NUM_WARPS)
+        dx = torch.empty((batch, seqlen, channels), dtype=x.dtype, device=x.device)
+        _conv_bwd_dx[grid](g, weight, reversed_channels, index, dx, seqlen, channels, WIDTH=width, **switches,
+                           BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C, num_warps=NUM_WARPS)
         dweight = dw_rows.sum(0).t().to(weight.dtype)  # (channels, width)
         return dx, dweight, db_rows.sum(0).to(bias.dtype), None, None
 

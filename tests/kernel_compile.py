@@ -30,7 +30,7 @@ from models import conv_triton, ctc_triton, gated_norm_triton, norm_gelu_triton
 
 ACTIVATION, PARAMETER, FP32 = "*bf16", "*fp32", "*fp32"  # the mixer's: bf16 activations, fp32 weights
 POINTER_TYPES = {"x_ptr": ACTIVATION, "out_ptr": ACTIVATION, "dout_ptr": ACTIVATION, "dx_ptr": ACTIVATION,
-                 "w_ptr": PARAMETER, "b_ptr": PARAMETER, "dw_rows_ptr": FP32, "db_rows_ptr": FP32,
+                 "w_ptr": PARAMETER, "b_ptr": PARAMETER, "g_ptr": FP32, "dw_rows_ptr": FP32, "db_rows_ptr": FP32,
                  "rev_ptr": "*i8", "index_ptr": "*i64",
                  # CTC: fp32 log-probs and buffers, int64 targets and lengths (as models.heads passes them)
                  "log_probs_ptr": FP32, "alpha_ptr": FP32, "beta_ptr": FP32, "gamma_ptr": FP32, "grad_out_ptr": FP32,
@@ -40,7 +40,7 @@ POINTER_TYPES = {"x_ptr": ACTIVATION, "out_ptr": ACTIVATION, "dout_ptr": ACTIVAT
 # integers a launch of the large model passes as multiples of 16 (the mixer's 2560 conv channels, its norm's 1024 a
 # group, in_proj's 4640 columns), which Triton marks so at launch as it does a 16-byte aligned pointer
 DIVISIBLE_BY_16 = {"channels", "stride_xt", "stride_xb", "d", "stride_zt", "stride_zb"}
-KERNELS = (conv_triton._conv_silu_fwd, conv_triton._conv_silu_bwd)
+KERNELS = (conv_triton._conv_silu_fwd, conv_triton._conv_silu_bwd_g, conv_triton._conv_bwd_dx)
 SWITCHES = ({"REVERSE": False, "HAS_INDEX": False}, {"REVERSE": True, "HAS_INDEX": False},
             {"REVERSE": True, "HAS_INDEX": True})
 CTC_STATE_BLOCKS = ((256, 1), (ctc_triton.STATES_PER_PROGRAM, 1), (ctc_triton.STATES_PER_PROGRAM, None))  # lanes,
