@@ -94,51 +94,6 @@ def reverse_padded_ref(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class _LinearPieces(torch.autograd.Function):
-    """``F.linear(hidden, weight).split(sizes, dim=-1)`` with a backward that takes the pieces' gradients as they
-    come: dhidden summed over one GEMM a piece, dweight written piece by piece. Split's own backward first
-    concatenates the pieces' gradients into one tensor the size of the output (the mixer's in_proj: 4640 channels
-    a frame, a copy as large as the GEMM's output, every layer)."""
-
-    @staticmethod
-    def forward(ctx, hidden, weight, sizes):
-        ctx.save_for_backward(hidden, weight)
-        ctx.sizes = sizes
-        return F.linear(hidden, weight).split(sizes, dim=-1)
-
-    @staticmethod
-    def backward(ctx, *grads):
-        hidden, weight = ctx.saved_tensors
-        rows = hidden.reshape(-1, hidden.shape[-1])  # (batch * seqlen, in_features)
-        dhidden = None
-        dweight = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
-        start = 0
-        for grad, size in zip(grads, ctx.sizes):
-            piece = slice(start, start + size)
-            start += size
-            if grad is None:  # a piece no loss depends on: a zero gradient
-                if dweight is not None:
-                    dweight[piece].zero_()
-                continue
-            grad = grad.reshape(-1, size)  # (batch * seqlen, size)
-            if ctx.needs_input_grad[0]:
-                dhidden = grad @ weight[piece] if dhidden is None else dhidden.addmm_(grad, weight[piece])
-            if dweight is not None:
-                torch.mm(grad.t(), rows, out=dweight[piece])
-        return dhidden.view_as(hidden) if dhidden is not None else None, dweight, None
-
-
-def linear_pieces(hidden: torch.Tensor, weight: torch.Tensor, sizes: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
-    """``F.linear(hidden, weight).split(sizes, dim=-1)``, views of one GEMM's output, whose backward does not
-    concatenate the pieces' gradients (``_LinearPieces``). Under autocast, in its dtype, as F.linear would be."""
-    device_type = hidden.device.type
-    if torch.is_autocast_enabled(device_type):
-        dtype = torch.get_autocast_dtype(device_type)
-        hidden, weight = hidden.to(dtype), weight.to(dtype)
-    with torch.autocast(device_type, enabled=False):
-        return _LinearPieces.apply(hidden, weight, tuple(sizes))
-
-
 def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Tensor | None,
                    backend: str) -> torch.Tensor:
     """fw(hidden) + reverse(bw(reverse(hidden))) with both directions in one pass of each GEMM, conv, scan and norm.
@@ -153,8 +108,7 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
     is projected unreversed, and what the backward scan reads is reversed on the way in: x, B and C by the conv
     itself, which reads the backward channels in reversed time from the GEMM's output in place, and dt by a copy.
     The norm reads the scan's backward half in reversed time where the scan wrote it (on the triton backend; a
-    reversed copy first on the others), with the gate z in input time for both directions. in_proj's three pieces
-    (z, xBC, dt) are views of one GEMM's output whose gradients are not concatenated (``linear_pieces``).
+    reversed copy first on the others), with the gate z in input time for both directions.
     hidden (batch, seqlen, d_model), index from ``padded_reverse_index`` (None: no padding) -> (batch, seqlen,
     d_model)
     """
@@ -162,7 +116,7 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
     # in_proj rows [z_fw, z_bw, x_fw, x_bw, B_fw, B_bw, C_fw, C_bw, dt_fw, dt_bw]: the conv's channels in one slice
     in_weight = _interleave(fw.in_proj.weight, bw.in_proj.weight, [d_inner, d_inner, d_state, d_state, nheads])
     conv_sizes = [d_inner, d_state, d_state]
-    z, xBC, dt = linear_pieces(hidden, in_weight, (2 * d_inner, 2 * sum(conv_sizes), 2 * nheads))
+    z, xBC, dt = torch.split(F.linear(hidden, in_weight), [2 * d_inner, 2 * sum(conv_sizes), 2 * nheads], dim=-1)
 
     conv_weight = _interleave(fw.conv1d.weight, bw.conv1d.weight, conv_sizes)  # (2 * conv_dim, 1, d_conv)
     conv_bias = _interleave(fw.conv1d.bias, bw.conv1d.bias, conv_sizes)
