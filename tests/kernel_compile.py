@@ -30,7 +30,7 @@ from models import conv_triton, ctc_triton, gated_norm_triton, norm_gelu_triton
 
 ACTIVATION, PARAMETER, FP32 = "*bf16", "*fp32", "*fp32"  # the mixer's: bf16 activations, fp32 weights
 POINTER_TYPES = {"x_ptr": ACTIVATION, "out_ptr": ACTIVATION, "dout_ptr": ACTIVATION, "dx_ptr": ACTIVATION,
-                 "w_ptr": PARAMETER, "b_ptr": PARAMETER, "g_ptr": FP32, "dw_rows_ptr": FP32, "db_rows_ptr": FP32,
+                 "w_ptr": PARAMETER, "b_ptr": PARAMETER, "g_ptr": ACTIVATION, "dw_rows_ptr": FP32, "db_rows_ptr": FP32,
                  "rev_ptr": "*i8", "index_ptr": "*i64",
                  # CTC: fp32 log-probs and buffers, int64 targets and lengths (as models.heads passes them)
                  "log_probs_ptr": FP32, "alpha_ptr": FP32, "beta_ptr": FP32, "gamma_ptr": FP32, "grad_out_ptr": FP32,
