@@ -9,7 +9,9 @@ directions), in bf16 autocast, from a channels-last (batch, frames, channels) ac
 Prints the median of 20 timed repeats (CUDA events, after 5 warm-up) of forward + backward (all three gradients)
 and of a no-grad forward, and the kernels' largest difference from the reference relative to its largest output.
 "triton, bw reversed" is the mixer's call: the backward direction's channels read in reversed time (unpadded: a
-flip), against its reference, those channels reversed first and then conv1d. ``--sweep`` times that call alone
+flip), every tile of channels one way (mixed_tiles=False), against its reference, those channels reversed first and
+then conv1d; "triton, mixed tiles" the same call compiled with the per-element gather a tile of both directions
+needs. ``--sweep`` times that call alone
 under each (BLOCK_T, BLOCK_C, NUM_WARPS) of models/conv_triton.py, with the bandwidth its least traffic would take
 (forward: x read, out written; backward: x and dout read, dx written; bf16) against a copy of x (torch's clone).
 """
@@ -78,7 +80,8 @@ def compare() -> None:
             "conv1d reference": causal_conv_silu_ref,
             "triton": causal_conv_silu_triton,
             "reversed first": lambda x, w, b: causal_conv_silu_ref(reverse_channels(x, backward_channels, None), w, b),
-            "triton, bw reversed": lambda x, w, b: causal_conv_silu_triton(x, w, b, backward_channels),
+            "triton, bw reversed": lambda x, w, b: causal_conv_silu_triton(x, w, b, backward_channels, None, False),
+            "triton, mixed tiles": lambda x, w, b: causal_conv_silu_triton(x, w, b, backward_channels),
         }
         outputs = {}
         for name, conv in convs.items():
@@ -87,7 +90,8 @@ def compare() -> None:
                 outputs[name] = conv(x, weight, bias).float()
             print(f"{batch:3d} x {frames:6d} frames  {name:19s}  fwd+bwd {train_ms:8.3f} ms  fwd {infer_ms:8.3f} ms",
                   flush=True)
-        for kernel, reference in (("triton", "conv1d reference"), ("triton, bw reversed", "reversed first")):
+        for kernel, reference in (("triton", "conv1d reference"), ("triton, bw reversed", "reversed first"),
+                                  ("triton, mixed tiles", "reversed first")):
             error = (outputs[kernel] - outputs[reference]).abs().max() / outputs[reference].abs().max()
             print(f"{'':22s}max |{kernel} - {reference}| / max |{reference}| = {error.item():.2e}")
 
@@ -103,8 +107,8 @@ def sweep(block_ts: list[int], block_cs: list[int], warps: list[int]) -> None:
               f"({2 * tensor_bytes / copy_ms / 1e6:.0f} GB/s)")
         for block_t, block_c, num_warps in itertools.product(block_ts, block_cs, warps):
             conv_triton.BLOCK_T, conv_triton.BLOCK_C, conv_triton.NUM_WARPS = block_t, block_c, num_warps
-            train_ms, infer_ms = timed_passes(lambda x, w, b: causal_conv_silu_triton(x, w, b, backward_channels),
-                                              x, weight, bias, dout)
+            train_ms, infer_ms = timed_passes(
+                lambda x, w, b: causal_conv_silu_triton(x, w, b, backward_channels, None, False), x, weight, bias, dout)
             backward_ms = train_ms - infer_ms
             print(f"{batch:3d} x {frames:6d} frames  BLOCK_T {block_t:3d} BLOCK_C {block_c:4d} warps {num_warps}  "
                   f"fwd {infer_ms:7.3f} ms ({2 * tensor_bytes / infer_ms / 1e6:5.0f} GB/s)  "

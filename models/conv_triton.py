@@ -57,23 +57,27 @@ def _reversed_frames(t, index_ptr, batch, seqlen, HAS_INDEX: tl.constexpr):
 
 @triton.jit
 def _tap(x_base, reversed_c, tile_kind, index_ptr, batch, t, c_ok, k, seqlen, stride_xt, WIDTH: tl.constexpr,
-         REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr):
+         REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, MIXED_TILES: tl.constexpr):
     """x (BLOCK_T, BLOCK_C) as tap k of the outputs at frames t reads it: frame t - (WIDTH - 1) + k, zero before the
     first, for reversed channels in reversed time; x_base points at (batch, frame 0, channels c).
 
     A tile of one direction reads one frame per row (channels contiguous: vectorised loads); only a tile that
-    straddles the two directions' channels gathers a frame per element. Each load sits in its own branch: the
-    compiler's contiguity analysis does not see through a pointer chosen by a branch."""
+    straddles the two directions' channels gathers a frame per element, and only where MIXED_TILES compiles that
+    gather in. Each load sits in its own branch: the compiler's contiguity analysis does not see through a pointer
+    chosen by a branch."""
     src = t - (WIDTH - 1) + k
     mask = ((src >= 0) & (src < seqlen))[:, None] & c_ok[None, :]
     if REVERSE:
         flipped = _reversed_frames(src, index_ptr, batch, seqlen, HAS_INDEX)
-        # both computed outside the branches: Triton 3.6 merged copies made inside them across branches, then
-        # failed to compile (a value used where it is not defined)
-        frame_of_element = tl.where(reversed_c[None, :], flipped[:, None], src[:, None])  # (BLOCK_T, BLOCK_C)
         frame_of_row = tl.where(tile_kind == 1, flipped, src)  # (BLOCK_T,)
-        if tile_kind == MIXED:
-            x = tl.load(x_base + frame_of_element * stride_xt, mask=mask, other=0.0)
+        if MIXED_TILES:
+            # computed outside the branches: Triton 3.6 merged copies made inside them across branches, then failed
+            # to compile (a value used where it is not defined)
+            frame_of_element = tl.where(reversed_c[None, :], flipped[:, None], src[:, None])  # (BLOCK_T, BLOCK_C)
+            if tile_kind == MIXED:
+                x = tl.load(x_base + frame_of_element * stride_xt, mask=mask, other=0.0)
+            else:
+                x = tl.load(x_base + frame_of_row[:, None] * stride_xt, mask=mask, other=0.0)
         else:
             x = tl.load(x_base + frame_of_row[:, None] * stride_xt, mask=mask, other=0.0)
     else:
@@ -83,13 +87,13 @@ def _tap(x_base, reversed_c, tile_kind, index_ptr, batch, t, c_ok, k, seqlen, st
 
 @triton.jit
 def _pre_activation(x_base, w_ptr, b_ptr, reversed_c, tile_kind, index_ptr, batch, t, c, c_ok, seqlen, stride_xt,
-                    WIDTH: tl.constexpr, REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, BLOCK_T: tl.constexpr,
-                    BLOCK_C: tl.constexpr):
+                    WIDTH: tl.constexpr, REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, MIXED_TILES: tl.constexpr,
+                    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     """pre (BLOCK_T, BLOCK_C) fp32 at frames t, channels c."""
     pre = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32) + tl.load(b_ptr + c, mask=c_ok, other=0.0)[None, :]
     for k in tl.static_range(WIDTH):
         x_k = _tap(x_base, reversed_c, tile_kind, index_ptr, batch, t, c_ok, k, seqlen, stride_xt, WIDTH, REVERSE,
-                   HAS_INDEX)
+                   HAS_INDEX, MIXED_TILES)
         w_k = tl.load(w_ptr + c * WIDTH + k, mask=c_ok, other=0.0)
         pre += x_k.to(tl.float32) * w_k.to(tl.float32)[None, :]
     return pre
@@ -115,12 +119,12 @@ def _tile(rev_ptr, channels, REVERSE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK
 
 @triton.jit
 def _conv_silu_fwd(x_ptr, w_ptr, b_ptr, rev_ptr, index_ptr, out_ptr, seqlen, channels, stride_xb, stride_xt, stride_xc,
-                   WIDTH: tl.constexpr, REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, BLOCK_T: tl.constexpr,
-                   BLOCK_C: tl.constexpr):
+                   WIDTH: tl.constexpr, REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, MIXED_TILES: tl.constexpr,
+                   BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
     t, c, c_ok, batch, reversed_c, tile_kind = _tile(rev_ptr, channels, REVERSE, BLOCK_T, BLOCK_C)
     x_base = x_ptr + batch * stride_xb + c[None, :] * stride_xc
     pre = _pre_activation(x_base, w_ptr, b_ptr, reversed_c, tile_kind, index_ptr, batch, t, c, c_ok, seqlen,
-                          stride_xt, WIDTH, REVERSE, HAS_INDEX, BLOCK_T, BLOCK_C)
+                          stride_xt, WIDTH, REVERSE, HAS_INDEX, MIXED_TILES, BLOCK_T, BLOCK_C)
     offsets = batch * seqlen * channels + t[:, None] * channels + c[None, :]  # out is contiguous
     tl.store(out_ptr + offsets, (pre * tl.sigmoid(pre)).to(out_ptr.dtype.element_ty),
              mask=(t < seqlen)[:, None] & c_ok[None, :])
@@ -129,14 +133,15 @@ def _conv_silu_fwd(x_ptr, w_ptr, b_ptr, rev_ptr, index_ptr, out_ptr, seqlen, cha
 @triton.jit
 def _conv_silu_bwd_g(x_ptr, w_ptr, b_ptr, rev_ptr, index_ptr, dout_ptr, g_ptr, dw_rows_ptr, db_rows_ptr, seqlen,
                      channels, stride_xb, stride_xt, stride_xc, WIDTH: tl.constexpr, REVERSE: tl.constexpr,
-                     HAS_INDEX: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+                     HAS_INDEX: tl.constexpr, MIXED_TILES: tl.constexpr, BLOCK_T: tl.constexpr,
+                     BLOCK_C: tl.constexpr):
     """g = dout * silu'(pre) at this tile's frames, and the tile's dweight and dbias rows."""
     t, c, c_ok, batch, reversed_c, tile_kind = _tile(rev_ptr, channels, REVERSE, BLOCK_T, BLOCK_C)
     x_base = x_ptr + batch * stride_xb + c[None, :] * stride_xc
     offsets = batch * seqlen * channels + t[:, None] * channels + c[None, :]  # dout and g are contiguous
     mask = (t < seqlen)[:, None] & c_ok[None, :]
     pre = _pre_activation(x_base, w_ptr, b_ptr, reversed_c, tile_kind, index_ptr, batch, t, c, c_ok, seqlen,
-                          stride_xt, WIDTH, REVERSE, HAS_INDEX, BLOCK_T, BLOCK_C)
+                          stride_xt, WIDTH, REVERSE, HAS_INDEX, MIXED_TILES, BLOCK_T, BLOCK_C)
     sig = tl.sigmoid(pre)
     g = tl.load(dout_ptr + offsets, mask=mask, other=0.0).to(tl.float32) * sig * (1.0 + pre * (1.0 - sig))
     tl.store(g_ptr + offsets, g.to(g_ptr.dtype.element_ty), mask=mask)
@@ -144,13 +149,14 @@ def _conv_silu_bwd_g(x_ptr, w_ptr, b_ptr, rev_ptr, index_ptr, dout_ptr, g_ptr, d
     tl.store(db_rows_ptr + row * channels + c, tl.sum(g, axis=0), mask=c_ok)
     for k in tl.static_range(WIDTH):  # the taps _pre_activation read, again (cached)
         x_k = _tap(x_base, reversed_c, tile_kind, index_ptr, batch, t, c_ok, k, seqlen, stride_xt, WIDTH, REVERSE,
-                   HAS_INDEX)
+                   HAS_INDEX, MIXED_TILES)
         tl.store(dw_rows_ptr + (row * WIDTH + k) * channels + c, tl.sum(g * x_k.to(tl.float32), axis=0), mask=c_ok)
 
 
 @triton.jit
 def _conv_bwd_dx(g_ptr, w_ptr, rev_ptr, index_ptr, dx_ptr, seqlen, channels, WIDTH: tl.constexpr,
-                 REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+                 REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, MIXED_TILES: tl.constexpr, BLOCK_T: tl.constexpr,
+                 BLOCK_C: tl.constexpr):
     """dx at this tile's frames t: frame t feeds the outputs t + (WIDTH - 1) - k through tap k, and goes back to
     the frame of x it was read from."""
     t, c, c_ok, batch, reversed_c, tile_kind = _tile(rev_ptr, channels, REVERSE, BLOCK_T, BLOCK_C)
@@ -165,9 +171,12 @@ def _conv_bwd_dx(g_ptr, w_ptr, rev_ptr, index_ptr, dx_ptr, seqlen, channels, WID
     mask = (t < seqlen)[:, None] & c_ok[None, :]
     if REVERSE:  # back to the frames x was read from (a permutation: no clash); one branch per pointer, as in _tap
         flipped = _reversed_frames(t, index_ptr, batch, seqlen, HAS_INDEX)
-        if tile_kind == MIXED:
-            tl.store(dx_ptr + base + tl.where(reversed_c[None, :], flipped[:, None], t[:, None]) * channels, dx,
-                     mask=mask)
+        if MIXED_TILES:
+            if tile_kind == MIXED:
+                tl.store(dx_ptr + base + tl.where(reversed_c[None, :], flipped[:, None], t[:, None]) * channels, dx,
+                         mask=mask)
+            else:
+                tl.store(dx_ptr + base + tl.where(tile_kind == 1, flipped, t)[:, None] * channels, dx, mask=mask)
         else:
             tl.store(dx_ptr + base + tl.where(tile_kind == 1, flipped, t)[:, None] * channels, dx, mask=mask)
     else:
@@ -181,19 +190,20 @@ def _grid(batch: int, seqlen: int, channels: int) -> tuple[int, int, int]:
 
 class CausalConvSiLU(torch.autograd.Function):
     """x (batch, seqlen, channels) any strides, weight (channels, width), bias (channels,), reversed_channels
-    (channels,) int8 0 / 1 or None, index (batch, seqlen) or None -> (batch, seqlen, channels) contiguous, x's
-    dtype. Saves x only."""
+    (channels,) int8 0 / 1 or None, index (batch, seqlen) or None, mixed_tiles (whether a tile may hold both
+    directions) -> (batch, seqlen, channels) contiguous, x's dtype. Saves x only."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, reversed_channels, index):
+    def forward(ctx, x, weight, bias, reversed_channels, index, mixed_tiles):
         batch, seqlen, channels = x.shape
         weight, bias = weight.contiguous(), bias.contiguous()
         out = torch.empty((batch, seqlen, channels), dtype=x.dtype, device=x.device)
         _conv_silu_fwd[_grid(batch, seqlen, channels)](
             x, weight, bias, reversed_channels, index, out, seqlen, channels, *x.stride(),
-            WIDTH=weight.shape[1], **_switches(reversed_channels, index), BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C,
-            num_warps=NUM_WARPS)
+            WIDTH=weight.shape[1], **_switches(reversed_channels, index, mixed_tiles), BLOCK_T=BLOCK_T,
+            BLOCK_C=BLOCK_C, num_warps=NUM_WARPS)
         ctx.save_for_backward(x, weight, bias, reversed_channels, index)
+        ctx.mixed_tiles = mixed_tiles
         return out
 
     @staticmethod
@@ -204,7 +214,7 @@ class CausalConvSiLU(torch.autograd.Function):
         dout = dout.contiguous()
         grid = _grid(batch, seqlen, channels)
         rows = grid[0] * batch
-        switches = _switches(reversed_channels, index)
+        switches = _switches(reversed_channels, index, ctx.mixed_tiles)
         g = torch.empty((batch, seqlen, channels), dtype=x.dtype, device=x.device)
         dw_rows = torch.empty((rows, width, channels), dtype=torch.float32, device=x.device)
         db_rows = torch.empty((rows, channels), dtype=torch.float32, device=x.device)
@@ -215,24 +225,35 @@ class CausalConvSiLU(torch.autograd.Function):
         _conv_bwd_dx[grid](g, weight, reversed_channels, index, dx, seqlen, channels, WIDTH=width, **switches,
                            BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C, num_warps=NUM_WARPS)
         dweight = dw_rows.sum(0).t().to(weight.dtype)  # (channels, width)
-        return dx, dweight, db_rows.sum(0).to(bias.dtype), None, None
+        return dx, dweight, db_rows.sum(0).to(bias.dtype), None, None, None
 
 
-def _switches(reversed_channels, index) -> dict:
+def _switches(reversed_channels, index, mixed_tiles: bool) -> dict:
     """The kernels' compile-time switches; a pointer they leave unused is passed as None."""
-    return {"REVERSE": reversed_channels is not None, "HAS_INDEX": index is not None}
+    return {"REVERSE": reversed_channels is not None, "HAS_INDEX": index is not None,
+            "MIXED_TILES": reversed_channels is not None and mixed_tiles}
+
+
+def one_way_tiles(piece_sizes) -> bool:
+    """Whether two directions' channels laid piece by piece, [fw, bw] of each size as
+    ``models.mamba_utils.backward_channel_mask`` lays them, leave every tile of BLOCK_C channels in one direction:
+    every piece a multiple of BLOCK_C (the large mixer's 1024, 128, 128)."""
+    return all(size % BLOCK_C == 0 for size in piece_sizes)
 
 
 def causal_conv_silu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                            reversed_channels: torch.Tensor | None = None,
-                            index: torch.Tensor | None = None) -> torch.Tensor:
+                            reversed_channels: torch.Tensor | None = None, index: torch.Tensor | None = None,
+                            mixed_tiles: bool = True) -> torch.Tensor:
     """x (batch, seqlen, channels), weight (channels, 1, width) as nn.Conv1d's, bias (channels,) -> like x.
     reversed_channels (channels,) bool: those channels run in padded-reverse time (index from
-    ``padded_reverse_index``, None: the whole sequence reversed), their outputs reversed too."""
+    ``padded_reverse_index``, None: the whole sequence reversed), their outputs reversed too. mixed_tiles=False
+    is the caller's word that no tile of BLOCK_C channels holds both directions (``one_way_tiles``): the kernels
+    are then compiled without the per-element gather such a tile needs (fewer registers); a wrong word gives wrong
+    outputs."""
     if reversed_channels is None:
         index = None
     elif reversed_channels.dtype != torch.int8:
         reversed_channels = reversed_channels.to(torch.int8)  # 0 / 1 bytes, as the kernels read them
     if index is not None:
         index = index.contiguous()
-    return CausalConvSiLU.apply(x, weight.squeeze(1), bias, reversed_channels, index)
+    return CausalConvSiLU.apply(x, weight.squeeze(1), bias, reversed_channels, index, mixed_tiles)

@@ -122,7 +122,8 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
     conv_bias = _interleave(fw.conv1d.bias, bw.conv1d.bias, conv_sizes)
     backward_channels = backward_channel_mask(tuple(conv_sizes), hidden.device)  # (2 * conv_dim,)
     # (batch, seqlen, 2 * conv_dim): the backward direction's channels in reversed time
-    xBC = causal_conv_silu_bidirectional(xBC, conv_weight, conv_bias, backward_channels, index, backend)
+    xBC = causal_conv_silu_bidirectional(xBC, conv_weight, conv_bias, backward_channels, index, backend,
+                                         tuple(conv_sizes))
     x, B, C = torch.split(xBC, [2 * d_inner, 2 * d_state, 2 * d_state], dim=-1)
     dt_fw, dt_bw = torch.split(dt, [nheads, nheads], dim=-1)
 
@@ -158,16 +159,19 @@ def reverse_channels(x: torch.Tensor, reversed_channels: torch.Tensor, index: to
 
 
 def causal_conv_silu_bidirectional(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                                   reversed_channels: torch.Tensor, index: torch.Tensor | None,
-                                   backend: str) -> torch.Tensor:
+                                   reversed_channels: torch.Tensor, index: torch.Tensor | None, backend: str,
+                                   piece_sizes: tuple[int, ...] | None = None) -> torch.Tensor:
     """``causal_conv_silu`` of ``reverse_channels(x, ...)``: the flagged channels' causal conv runs in
     padded-reverse time, and their outputs stay there. Where ``conv_implementation`` is models/conv_triton.py's
-    kernels, they read the flagged channels reversed where x lies (no reversed copy, in either pass); otherwise
-    the channels are reversed first, which is this function's reference."""
+    kernels, they read the flagged channels reversed where x lies (no reversed copy, in either pass), compiled
+    without the per-element gather of a tile holding both directions when ``piece_sizes`` (those the mask was made
+    from by ``backward_channel_mask``) leave none; otherwise the channels are reversed first, which is this
+    function's reference."""
     if conv_implementation(backend) == "triton":
-        from models.conv_triton import causal_conv_silu_triton
+        from models.conv_triton import causal_conv_silu_triton, one_way_tiles
 
-        return causal_conv_silu_triton(x, weight, bias, reversed_channels, index)
+        mixed_tiles = piece_sizes is None or not one_way_tiles(piece_sizes)
+        return causal_conv_silu_triton(x, weight, bias, reversed_channels, index, mixed_tiles)
     return causal_conv_silu(reverse_channels(x, reversed_channels, index), weight, bias, backend)
 
 

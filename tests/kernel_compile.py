@@ -41,8 +41,9 @@ POINTER_TYPES = {"x_ptr": ACTIVATION, "out_ptr": ACTIVATION, "dout_ptr": ACTIVAT
 # group, in_proj's 4640 columns), which Triton marks so at launch as it does a 16-byte aligned pointer
 DIVISIBLE_BY_16 = {"channels", "stride_xt", "stride_xb", "d", "stride_zt", "stride_zb"}
 KERNELS = (conv_triton._conv_silu_fwd, conv_triton._conv_silu_bwd_g, conv_triton._conv_bwd_dx)
-SWITCHES = ({"REVERSE": False, "HAS_INDEX": False}, {"REVERSE": True, "HAS_INDEX": False},
-            {"REVERSE": True, "HAS_INDEX": True})
+SWITCHES = ({"REVERSE": False, "HAS_INDEX": False, "MIXED_TILES": False},
+            *({"REVERSE": True, "HAS_INDEX": has_index, "MIXED_TILES": mixed} for has_index in (False, True)
+              for mixed in (True, False)))
 CTC_STATE_BLOCKS = ((256, 1), (ctc_triton.STATES_PER_PROGRAM, 1), (ctc_triton.STATES_PER_PROGRAM, None))  # lanes,
 #                                                                     blocks (None: any number, a runtime int32)
 

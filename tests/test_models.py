@@ -170,19 +170,21 @@ def test_triton_causal_conv_matches_the_conv1d_reference(seqlen, channels):
         torch.testing.assert_close(triton_result, reference, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("layout", ["random", "mixer"])
+@pytest.mark.parametrize("layout", ["random", "mixer", "one_way"])
 @pytest.mark.parametrize("lengths", [None, [37, 20]])  # None: no padding, the whole sequence reversed
 def test_triton_conv_reads_reversed_channels_in_place_as_the_reference_reverses_them(lengths, layout):
     """The fused mixer's conv: the backward direction's channels in padded-reverse time, read from in_proj's output
     where it lies (a strided slice), against reversing them first; forward and all three gradients. Layouts:
     channels flagged at random (every 128-channel tile holds both directions), and the mixer's [x_fw, x_bw, B_fw,
     B_bw, C_fw, C_bw] with pieces of 128, 32, 32 channels: a tile of forward channels only, one of backward channels
-    only (the kernels' one-frame-per-row path) and a mixed one."""
+    only (the kernels' one-frame-per-row path) and a mixed one; and pieces of 128 channels each, every tile one way,
+    which compiles the kernels without the per-element gather (``one_way_tiles``)."""
     torch.manual_seed(0)
-    if layout == "random":
+    piece_sizes = {"random": None, "mixer": (128, 32, 32), "one_way": (128, 128, 128)}[layout]
+    if piece_sizes is None:
         reversed_channels = (torch.rand(200) < 0.5).to(torch.int8)
     else:
-        reversed_channels = backward_channel_mask((128, 32, 32), torch.device("cpu"))
+        reversed_channels = backward_channel_mask(piece_sizes, torch.device("cpu"))
     channels = len(reversed_channels)
     wide = torch.randn(2, 37, channels + 9)
     x = wide[..., 4:4 + channels].requires_grad_()  # (batch, seqlen, channels): blocks of 128 channels and a rest
@@ -192,7 +194,7 @@ def test_triton_conv_reads_reversed_channels_in_place_as_the_reference_reverses_
     dout = torch.randn(2, 37, channels)
     results = []
     for backend in ("triton", "torch"):  # triton without CUDA: Triton's interpreter (tests/conftest.py)
-        out = causal_conv_silu_bidirectional(x, weight, bias, reversed_channels, index, backend)
+        out = causal_conv_silu_bidirectional(x, weight, bias, reversed_channels, index, backend, piece_sizes)
         results.append((out, *torch.autograd.grad(out, [x, weight, bias], dout)))
     for triton_result, reference in zip(*results):
         torch.testing.assert_close(triton_result, reference, rtol=1e-5, atol=1e-5)
@@ -209,7 +211,7 @@ def test_the_triton_conv_kernels_compile_for_hopper_with_every_switch():
     result = subprocess.run([sys.executable, "-m", "tests.kernel_compile", "--arch", "90"], env=env,
                             cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count(": ok") == 21, result.stdout
+    assert result.stdout.count(": ok") == 27, result.stdout
 
 
 def hugging_face_and_channels_last_models(preset: str = "tiny"):
