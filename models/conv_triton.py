@@ -30,7 +30,9 @@ mixer's conv then reads in_proj's output in place for both directions, with no r
 way (every program of the large mixer, whose pieces are multiples of BLOCK_C) reads and writes a frame per row,
 channels contiguous, in vector loads and stores; only a program straddling the directions gathers per element
 (compiled for sm_90, a uniform program issues 16 vector loads of x per thread where a per-element one issues 128
-scalar loads).
+scalar loads). A launch whose caller says no program straddles them (``mixed_tiles=False``, the mixer's) is compiled
+without that gather (MIXED_TILES): fewer registers, and the mixer's conv forward + backward took 3.11 ms instead of
+3.66 at 1 x 90000 frames on an H200 (bench/conv_speed.py).
 """
 import torch
 import triton
