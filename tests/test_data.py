@@ -450,7 +450,8 @@ def test_eval_batches(tmp_path):
     _check_batches(plan, utts, 4, 8000, 2e7)  # halved limits
     lengths = [u.num_samples for b in plan for u in b]
     assert lengths == sorted(lengths)  # one length sort, no shuffling
-    batches = list(data.eval_batches(utts, hparams, tokenizer))
+    batches = data.eval_batches(utts, hparams, tokenizer)
+    assert len(batches) == len(plan)  # a progress bar's total, before any batch is built
     assert [_names(b) for b in batches] == [tuple(u.name for u in b) for b in plan]
     ranks = [[_names(b) for b in data.eval_batches(utts, hparams, tokenizer, rank=r, world_size=4)]
              for r in range(4)]
@@ -458,10 +459,10 @@ def test_eval_batches(tmp_path):
     capped = data.plan_eval_batches(utts, hp("max_eval_batches=3"))
     assert len(capped) == 3 and capped[0] == plan[0] and capped[-1] == plan[-1]
     assert len(data.plan_eval_batches(utts, hp("max_eval_batches=3"), max_batches=0)) == len(plan)
-    batches = data.eval_batches(utts, hparams, tokenizer, prefetch=1)
+    batches = iter(data.eval_batches(utts, hparams, tokenizer, prefetch=1))
     next(batches)
     assert _prefetch_threads() >= 2  # the prefetcher and its workers (started as work comes)
-    batches.close()  # what a `break` out of the loop does (when the generator is dropped)
+    batches.close()  # what a `break` out of the loop does (when the iterator is dropped)
     assert _prefetch_threads() == 0
 
 

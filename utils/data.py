@@ -819,24 +819,38 @@ def plan_eval_batches(utts: Sequence[Utterance], hparams, rank: int = 0, world_s
     return shard(batches, rank, world_size, trim=False)
 
 
+class EvalBatches:
+    """An evaluation's collated batches in order, built by background threads while the model runs (``iter``
+    starts them; they stop when the iteration is exhausted or closed: a ``break`` out of the loop closes it once
+    the iterator is dropped). ``len`` is the number of batches, a progress bar's total."""
+
+    def __init__(self, plan: list[list[Utterance]], build, prefetch: int, workers: int):
+        self.plan, self.build, self.prefetch, self.workers = plan, build, prefetch, workers
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __iter__(self) -> Iterator[dict]:
+        prefetcher = _Prefetcher(iter(self.plan), self.build, self.prefetch, self.workers)
+        try:
+            while True:
+                try:
+                    yield prefetcher.get()
+                except StopIteration:
+                    return
+        finally:
+            prefetcher.close()
+
+
 def eval_batches(utts: Sequence[Utterance], hparams, tokenizer, feature_extractor=None, rank: int = 0,
                  world_size: int = 1, max_batches: Optional[int] = None, prefetch: int = 4,
-                 workers: int = 2) -> Iterator[dict]:
-    """Collated ``plan_eval_batches`` in order, built by ``workers`` background threads; no data warm-up filter;
-    characters outside the vocab encode as ``[UNK]`` (logged once). The threads stop when the generator is
-    exhausted or closed (a ``break`` out of the loop closes it once the generator is dropped)."""
+                 workers: int = 2) -> EvalBatches:
+    """Collated ``plan_eval_batches`` (``EvalBatches``: an iterable with a length), built by ``workers``
+    background threads; no data warm-up filter; characters outside the vocab encode as ``[UNK]`` (logged once)."""
     feature_extractor = feature_extractor or build_feature_extractor(hparams)
     if any(u.text for u in utts):
         check_transcripts(utts, tokenizer, strict=False)
     plan = plan_eval_batches(utts, hparams, rank, world_size, max_batches)
     build = functools.partial(collate, tokenizer=tokenizer, feature_extractor=feature_extractor, hparams=hparams,
                               strict_vocab=False)
-    prefetcher = _Prefetcher(iter(plan), build, prefetch, workers)
-    try:
-        while True:
-            try:
-                yield prefetcher.get()
-            except StopIteration:
-                return
-    finally:
-        prefetcher.close()
+    return EvalBatches(plan, build, prefetch, workers)
