@@ -11,9 +11,9 @@ and of a no-grad forward, and the kernels' largest difference from the reference
 "triton, bw reversed" is the mixer's call: the backward direction's channels read in reversed time (unpadded: a
 flip), every tile of channels one way (mixed_tiles=False), against its reference, those channels reversed first and
 then conv1d; "triton, mixed tiles" the same call compiled with the per-element gather a tile of both directions
-needs. ``--sweep`` times that call alone
-under each (BLOCK_T, BLOCK_C, NUM_WARPS) of models/conv_triton.py, with the bandwidth its least traffic would take
-(forward: x read, out written; backward: x and dout read, dx written; bf16) against a copy of x (torch's clone).
+needs. ``--sweep`` times the mixer's call alone under each (BLOCK_T, BLOCK_C, NUM_WARPS) of models/conv_triton.py,
+with the bandwidth its least traffic would take (forward: x read, out written; backward: x and dout read, dx
+written; bf16) against a copy of x (torch's clone).
 """
 import argparse
 import itertools
@@ -33,6 +33,7 @@ from models.mamba_utils import backward_channel_mask, reverse_channels
 CHANNELS, WIDTH = 2560, 4
 SHAPES = ((16, 500), (4, 3000), (1, 90000))  # (batch, frames): 16 x 10 s, 4 x 60 s, 1 x 1800 s
 SWEEP_SHAPES = ((16, 500), (1, 30000))  # 16 x 10 s and 1 x 600 s
+MIXER_PIECES = (1024, 128, 128)  # the large mixer's x, B, C channels per direction
 
 
 def median_ms(fn, repeats: int = 20, warmup: int = 5) -> float:
@@ -57,6 +58,11 @@ def inputs(batch: int, frames: int):
     return x, weight, bias, torch.randn_like(x)
 
 
+def mixer_conv(x, weight, bias):
+    """The mixer's call: the backward direction's channels of MIXER_PIECES reversed, every tile one way."""
+    return causal_conv_silu_triton(x, weight, bias, backward_channel_mask(MIXER_PIECES, x.device), None, False)
+
+
 def timed_passes(conv, x, weight, bias, dout) -> tuple[float, float]:
     """Median ms of forward + backward (all three gradients) and of a no-grad forward, in bf16 autocast."""
     def train():
@@ -75,12 +81,12 @@ def compare() -> None:
     """Every conv at every shape of SHAPES, and the kernels' differences from their references."""
     for batch, frames in SHAPES:
         x, weight, bias, dout = inputs(batch, frames)
-        backward_channels = backward_channel_mask((1024, 128, 128), x.device)  # the large mixer's layout
+        backward_channels = backward_channel_mask(MIXER_PIECES, x.device)
         convs = {
             "conv1d reference": causal_conv_silu_ref,
             "triton": causal_conv_silu_triton,
             "reversed first": lambda x, w, b: causal_conv_silu_ref(reverse_channels(x, backward_channels, None), w, b),
-            "triton, bw reversed": lambda x, w, b: causal_conv_silu_triton(x, w, b, backward_channels, None, False),
+            "triton, bw reversed": mixer_conv,
             "triton, mixed tiles": lambda x, w, b: causal_conv_silu_triton(x, w, b, backward_channels),
         }
         outputs = {}
@@ -100,15 +106,13 @@ def sweep(block_ts: list[int], block_cs: list[int], warps: list[int]) -> None:
     """The mixer's call (backward channels reversed) under each tile and warp count."""
     for batch, frames in SWEEP_SHAPES:
         x, weight, bias, dout = inputs(batch, frames)
-        backward_channels = backward_channel_mask((1024, 128, 128), x.device)
         tensor_bytes = x.numel() * x.element_size()
         copy_ms = median_ms(lambda: x.detach().clone())  # reads and writes one tensor: 2 x tensor_bytes
         print(f"{batch:3d} x {frames:6d} frames  copy of x {copy_ms:.3f} ms "
               f"({2 * tensor_bytes / copy_ms / 1e6:.0f} GB/s)")
         for block_t, block_c, num_warps in itertools.product(block_ts, block_cs, warps):
             conv_triton.BLOCK_T, conv_triton.BLOCK_C, conv_triton.NUM_WARPS = block_t, block_c, num_warps
-            train_ms, infer_ms = timed_passes(
-                lambda x, w, b: causal_conv_silu_triton(x, w, b, backward_channels, None, False), x, weight, bias, dout)
+            train_ms, infer_ms = timed_passes(mixer_conv, x, weight, bias, dout)
             backward_ms = train_ms - infer_ms
             print(f"{batch:3d} x {frames:6d} frames  BLOCK_T {block_t:3d} BLOCK_C {block_c:4d} warps {num_warps}  "
                   f"fwd {infer_ms:7.3f} ms ({2 * tensor_bytes / infer_ms / 1e6:5.0f} GB/s)  "

@@ -115,15 +115,15 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
     d_inner, d_state, nheads = fw.d_inner, fw.d_state, fw.nheads
     # in_proj rows [z_fw, z_bw, x_fw, x_bw, B_fw, B_bw, C_fw, C_bw, dt_fw, dt_bw]: the conv's channels in one slice
     in_weight = _interleave(fw.in_proj.weight, bw.in_proj.weight, [d_inner, d_inner, d_state, d_state, nheads])
-    conv_sizes = [d_inner, d_state, d_state]
+    conv_sizes = (d_inner, d_state, d_state)
     z, xBC, dt = torch.split(F.linear(hidden, in_weight), [2 * d_inner, 2 * sum(conv_sizes), 2 * nheads], dim=-1)
 
     conv_weight = _interleave(fw.conv1d.weight, bw.conv1d.weight, conv_sizes)  # (2 * conv_dim, 1, d_conv)
     conv_bias = _interleave(fw.conv1d.bias, bw.conv1d.bias, conv_sizes)
-    backward_channels = backward_channel_mask(tuple(conv_sizes), hidden.device)  # (2 * conv_dim,)
+    backward_channels = backward_channel_mask(conv_sizes, hidden.device)  # (2 * conv_dim,)
     # (batch, seqlen, 2 * conv_dim): the backward direction's channels in reversed time
     xBC = causal_conv_silu_bidirectional(xBC, conv_weight, conv_bias, backward_channels, index, backend,
-                                         tuple(conv_sizes))
+                                         conv_sizes)
     x, B, C = torch.split(xBC, [2 * d_inner, 2 * d_state, 2 * d_state], dim=-1)
     dt_fw, dt_bw = torch.split(dt, [nheads, nheads], dim=-1)
 
@@ -175,7 +175,7 @@ def causal_conv_silu_bidirectional(x: torch.Tensor, weight: torch.Tensor, bias: 
     return causal_conv_silu(reverse_channels(x, reversed_channels, index), weight, bias, backend)
 
 
-def _interleave(fw_param: torch.Tensor, bw_param: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+def _interleave(fw_param: torch.Tensor, bw_param: torch.Tensor, sizes: list[int] | tuple[int, ...]) -> torch.Tensor:
     """Two directions' parameters (rows or channels first) split by ``sizes`` and laid piece by piece side by side:
     [x, B, C] per direction -> [x_fw, x_bw, B_fw, B_bw, C_fw, C_bw]. A split, not slices: one cat in backward."""
     parts_fw, parts_bw = fw_param.split(sizes), bw_param.split(sizes)
