@@ -87,6 +87,7 @@ STATES_PER_PROGRAM = 512  # one program up to this many states of an utterance, 
 #                           (>= 2); the fastest at 1 x 600 s (14401 states) of 512 to 4096 on an H200, see above
 MAX_STATES = 2 ** 30  # 2 * max_label + 1 at most (int32 state arithmetic); alpha's memory binds long before
 RENORMALISE_EVERY = 16  # frames between shifts of alpha and beta to a largest value of 0 (see _renormalised)
+PUBLISH_EVERY = 1  # frames between a block's releases of its progress to the block after it (see "Synchronisation")
 GRAD_BLOCK_T, GRAD_BLOCK_K = 64, 64  # _ctc_grad's frames per program and states per step of its dot
 LOG2E: tl.constexpr = tl.constexpr(math.log2(math.e))  # alpha and beta are kept in base 2
 LN2: tl.constexpr = tl.constexpr(math.log(2.0))
@@ -192,7 +193,7 @@ def _renormalised(values, is_state, offset, t, EVERY: tl.constexpr):
 def _ctc_alpha(log_probs_ptr, targets_ptr, input_lengths_ptr, target_lengths_ptr, alpha_ptr, alpha_offsets_ptr,
                nll_ptr, ticket_ptr, progress_ptr, frames, max_label, states_per_block, num_blocks, stride_lp_t,
                stride_lp_b, stride_lp_c, stride_targets_b, blank, BLOCK_S: tl.constexpr,
-               RENORMALISE_EVERY: tl.constexpr, FAST_LOG2: tl.constexpr):
+               RENORMALISE_EVERY: tl.constexpr, PUBLISH_EVERY: tl.constexpr, FAST_LOG2: tl.constexpr):
     """alpha rows of one block of one utterance's states (base 2, each relative to its block's offset for the
     frame) into alpha_ptr (batch, frames, 2 * max_label + 1), the offsets into alpha_offsets_ptr (batch, blocks,
     frames) fp64; the block holding the last state writes the nll (natural log) into nll_ptr (batch,) fp64.
@@ -225,7 +226,8 @@ def _ctc_alpha(log_probs_ptr, targets_ptr, input_lengths_ptr, target_lengths_ptr
         lp = tl.load(lp_rows + t * stride_lp_t + class_offset) * LOG2E
         ready = _wait_until(producer_progress, ready, t)  # the producer's rows up to t - 1
         tl.debug_barrier()  # the previous row is in memory for every lane (and the producer's edge of it)
-        tl.atomic_xchg(progress, t, mask=has_consumer, sem="release", scope="gpu")  # rows 0..t-1 published
+        if t % PUBLISH_EVERY == 0:
+            tl.atomic_xchg(progress, t, mask=has_consumer, sem="release", scope="gpu")  # rows 0..t-1 published
         previous_row = alpha_rows + (t - 1).to(tl.int64) * row_width
         one_back = tl.load(previous_row + state - 1, mask=is_state & (lane >= 1), other=-float("inf"))
         two_back = tl.load(previous_row + state - 2, mask=can_skip & (lane >= 2), other=-float("inf"))
@@ -263,19 +265,27 @@ def _ctc_alpha(log_probs_ptr, targets_ptr, input_lengths_ptr, target_lengths_ptr
 
 
 @triton.jit
-def _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, beta_rows, alpha_rows, alpha_offsets, edges,
+def _alpha_at(alpha_rows, alpha_offsets, t, state, row_width, is_state, walks):
+    """Frame t's alpha row at this block's states and its offset (fp64), where the block walks frame t (else -inf
+    and 0), with the row's pointers (BLOCK_S,). Loaded at the top of a frame, before the wait and the barrier, so
+    that the load from memory overlaps them: nothing in the frame's chain of dependent steps waits for it."""
+    alpha_row = alpha_rows + t.to(tl.int64) * row_width + state
+    alpha = tl.load(alpha_row, mask=is_state & walks, other=-float("inf"))
+    alpha_offset = tl.load(alpha_offsets + t, mask=walks, other=0.0)  # written where the block walked
+    return alpha_row, alpha, alpha_offset
+
+
+@triton.jit
+def _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, beta_rows, alpha_row, alpha, alpha_offset, edges,
                               offsets, t, state, lane, row_width, is_state, walks, has_consumer):
     """Frame t's beta row into its ping-pong slot (t % 2), its first two states and its offset for the block before
-    (edges (frames, 2), offsets (frames,), if it has one), and gamma over its alpha row (each lane overwrites only
-    what it read); nothing unless the block walks frame t. The offsets and nll (base 2, fp64, ~1e5 on long
-    utterances) meet in one fp32 shift of modest size."""
+    (edges (frames, 2), offsets (frames,), if it has one), and gamma over its alpha row (``_alpha_at``'s; each lane
+    overwrites only what it read); nothing unless the block walks frame t. The offsets and nll (base 2, fp64, ~1e5
+    on long utterances) meet in one fp32 shift of modest size."""
     mask = is_state & walks
     tl.store(beta_rows + (t % 2) * row_width + state, beta, mask=mask)
     tl.store(edges + 2 * t + lane, beta, mask=has_consumer & walks & (lane < 2))
     tl.store(offsets + t, beta_offset, mask=has_consumer & walks)
-    alpha_row = alpha_rows + t.to(tl.int64) * row_width + state
-    alpha = tl.load(alpha_row, mask=mask, other=-float("inf"))
-    alpha_offset = tl.load(alpha_offsets + t, mask=walks, other=0.0)  # written where the block walked
     shift = tl.where(finite, (alpha_offset + beta_offset + nll).to(tl.float32), 0.0)  # no inf - inf
     tl.store(alpha_row, tl.where(finite, tl.exp2(alpha + beta - lp + shift), 0.0), mask=mask)
 
@@ -285,7 +295,7 @@ def _ctc_beta_occupancy(log_probs_ptr, targets_ptr, input_lengths_ptr, target_le
                         alpha_offsets_ptr, nll_ptr, beta_ptr, beta_edges_ptr, beta_offsets_ptr, ticket_ptr,
                         progress_ptr, frames, max_label, states_per_block, num_blocks, stride_lp_t, stride_lp_b,
                         stride_lp_c, stride_targets_b, blank, BLOCK_S: tl.constexpr, RENORMALISE_EVERY: tl.constexpr,
-                        FAST_LOG2: tl.constexpr):
+                        PUBLISH_EVERY: tl.constexpr, FAST_LOG2: tl.constexpr):
     """beta of one block of one utterance's states backwards in time (base 2, relative to a running offset; rows in
     beta_ptr (batch, 2, 2 * max_label + 1), the block's first two states and offset per frame in beta_edges_ptr
     (batch, blocks, frames, 2) fp32 and beta_offsets_ptr (batch, blocks, frames) fp64), and gamma over alpha_ptr's
@@ -318,18 +328,23 @@ def _ctc_beta_occupancy(log_probs_ptr, targets_ptr, input_lengths_ptr, target_le
     producer_progress = progress + 1
     ready = tl.where(has_producer, 0, num_frames)  # the producer's frames known to be in memory, from the last
     t = tl.where(walking, tl.maximum(num_frames - 1, 0), 0)
+    walks_last = walking & (num_frames > 0)
     lp = tl.load(lp_rows + t * stride_lp_t + class_offset, mask=num_frames > 0, other=0.0) * LOG2E
+    alpha_row, alpha, alpha_offset = _alpha_at(alpha_rows, alpha_offsets, t, state, row_width, is_state, walks_last)
     beta = tl.where(is_state & (state >= num_states - 2), lp, -float("inf"))  # (BLOCK_S,) the last frame
     beta_offset = tl.zeros((), dtype=tl.float64)
     beta, beta_offset = _renormalised(beta, is_state, beta_offset, 0, RENORMALISE_EVERY)
-    _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, beta_rows, alpha_rows, alpha_offsets, edges,
-                              offsets, t, state, lane, row_width, is_state, walking & (num_frames > 0), has_consumer)
+    _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, beta_rows, alpha_row, alpha, alpha_offset, edges,
+                              offsets, t, state, lane, row_width, is_state, walks_last, has_consumer)
     while t > 0:
         t -= 1
         lp = tl.load(lp_rows + t * stride_lp_t + class_offset) * LOG2E
+        alpha_row, alpha, alpha_offset = _alpha_at(alpha_rows, alpha_offsets, t, state, row_width, is_state, walking)
         ready = _wait_until(producer_progress, ready, num_frames - 1 - t)  # the producer's frames T-1 .. t+1
         tl.debug_barrier()  # frame t + 1's row is in memory for every lane (and the producer's edge of it)
-        tl.atomic_xchg(progress, num_frames - 1 - t, mask=has_consumer, sem="release", scope="gpu")
+        published = num_frames - 1 - t  # frames T-1 .. t+1; a consumer needs them all before its frame 0
+        if (published % PUBLISH_EVERY == 0) | (t == 0):
+            tl.atomic_xchg(progress, published, mask=has_consumer, sem="release", scope="gpu")
         next_row = beta_rows + ((t + 1) % 2) * row_width + state
         one_ahead = tl.load(next_row + 1, mask=one_ahead_ok, other=-float("inf"))
         two_ahead = tl.load(next_row + 2, mask=skip_from_two_ahead & (lane + 2 < states_per_block),
@@ -344,8 +359,8 @@ def _ctc_beta_occupancy(log_probs_ptr, targets_ptr, input_lengths_ptr, target_le
             states_per_block - 1 - lane, skip_from_two_ahead)
         beta = tl.where(is_state, lp + _logsumexp2_3(beta, one_ahead, two_ahead, FAST_LOG2), -float("inf"))
         beta, beta_offset = _renormalised(beta, is_state, beta_offset, num_frames - 1 - t, RENORMALISE_EVERY)
-        _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, beta_rows, alpha_rows, alpha_offsets, edges,
-                                  offsets, t, state, lane, row_width, is_state, walking, has_consumer)
+        _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, beta_rows, alpha_row, alpha, alpha_offset,
+                                  edges, offsets, t, state, lane, row_width, is_state, walking, has_consumer)
 
 
 @triton.jit
@@ -439,7 +454,8 @@ class CTCLossTriton(torch.autograd.Function):
                                           nll, *_sync_buffers(batch, num_blocks, device), frames, max_label,
                                           states_per_block, num_blocks, *log_probs.stride(), targets.stride(0), blank,
                                           BLOCK_S=lanes, RENORMALISE_EVERY=RENORMALISE_EVERY,
-                                          FAST_LOG2=not interpreted(), num_warps=num_warps_for(lanes))
+                                          PUBLISH_EVERY=PUBLISH_EVERY, FAST_LOG2=not interpreted(),
+                                          num_warps=num_warps_for(lanes))
         ctx.save_for_backward(log_probs, targets, input_lengths, target_lengths, alpha, alpha_offsets, nll)
         ctx.blank = blank
         ctx.blocks = states_per_block, num_blocks  # backward's blocks must be forward's (the offsets are per block)
@@ -465,7 +481,8 @@ class CTCLossTriton(torch.autograd.Function):
                                                    *_sync_buffers(batch, num_blocks, device), frames, max_label,
                                                    states_per_block, num_blocks, *log_probs.stride(),
                                                    targets.stride(0), ctx.blank, BLOCK_S=lanes,
-                                                   RENORMALISE_EVERY=RENORMALISE_EVERY, FAST_LOG2=not interpreted(),
+                                                   RENORMALISE_EVERY=RENORMALISE_EVERY, PUBLISH_EVERY=PUBLISH_EVERY,
+                                                   FAST_LOG2=not interpreted(),
                                                    num_warps=num_warps_for(lanes))
         grad = torch.empty((frames, batch, vocab), dtype=torch.float32, device=device)
         block_classes = grad_block_classes(vocab)

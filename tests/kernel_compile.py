@@ -95,7 +95,8 @@ def ctc_jobs():
     """(name, kernel, constexprs, num_warps, types) of the CTC kernels as ctc_triton launches them on a GPU."""
     for block, num_blocks in CTC_STATE_BLOCKS:
         for kernel in (ctc_triton._ctc_alpha, ctc_triton._ctc_beta_occupancy):
-            constexprs = {"BLOCK_S": block, "RENORMALISE_EVERY": ctc_triton.RENORMALISE_EVERY, "FAST_LOG2": True}
+            constexprs = {"BLOCK_S": block, "RENORMALISE_EVERY": ctc_triton.RENORMALISE_EVERY,
+                          "PUBLISH_EVERY": ctc_triton.PUBLISH_EVERY, "FAST_LOG2": True}
             if num_blocks is not None:
                 constexprs["num_blocks"] = num_blocks
             name = f"{kernel.fn.__name__} BLOCK_S={block} blocks={num_blocks or 'several'}"

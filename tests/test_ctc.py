@@ -197,6 +197,25 @@ def test_states_split_over_several_programs_match_native(states_per_program, mos
     assert losses[3] == 0 and (grad[:, 3] == 0).all() and (grad[16:, 1] == 0).all()
 
 
+@pytest.fixture
+def publish_every(monkeypatch):
+    """Sets ctc_triton.PUBLISH_EVERY (frames between a block's releases of its progress) for the test."""
+    def set_to(frames):
+        monkeypatch.setattr(ctc_triton, "PUBLISH_EVERY", frames)
+    return set_to
+
+
+@pytest.mark.parametrize("frames_between", [3, 100])
+def test_progress_published_every_few_frames_matches_native(states_per_program, publish_every, frames_between):
+    """Blocks of 4 states releasing their progress every 3 frames, or only at their last (20 frames and fewer):
+    a consumer's waits are for counts its producer publishes, its last wait included."""
+    states_per_program(4)
+    publish_every(frames_between)
+    log_probs = random_log_probs(frames=20, batch=3, vocab=6, scale=2.0, seed=4)
+    targets = torch.tensor([[1, 2, 2, 3, 3, 1, 4, 4], [1, 2, 3, 4, 1, 2, 0, 0], [3, 0, 0, 0, 0, 0, 0, 0]])
+    assert_matches_native(log_probs, targets, torch.tensor([20, 17, 7]), torch.tensor([8, 6, 1]))
+
+
 @pytest.mark.parametrize("most_states", [10, 16])
 def test_several_programs_through_several_renormalisations(states_per_program, most_states):
     """70 frames, 41 states in 5 blocks of 9 (starts odd and even) or 3 of 14: each block renormalises on its own,
@@ -255,10 +274,14 @@ def test_sixty_second_batch_matches_native_on_gpu():
 
 
 @pytest.mark.gpu
-def test_sixty_second_batch_over_several_programs_matches_native_on_gpu(states_per_program):
+@pytest.mark.parametrize("frames_between", [1, 8])
+def test_sixty_second_batch_over_several_programs_matches_native_on_gpu(states_per_program, publish_every,
+                                                                          frames_between):
     """The same batch, its 1441 states in 6 blocks of 241 (24 programs at once, the third utterance's 501 states in
-    3 of them, the fourth's 1 in one): the blocks' hand-off through flags on the GPU."""
+    3 of them, the fourth's 1 in one): the blocks' hand-off through flags on the GPU, released every frame or every
+    8."""
     states_per_program(256)
+    publish_every(frames_between)
     assert ctc_triton.state_blocks(720) == (241, 6)
     errors = float64_errors(*sixty_second_batch())
     assert errors["triton"][0] < 1e-5, errors
