@@ -83,11 +83,11 @@ from triton.runtime.interpreter import InterpretedFunction
 
 from models.heads import ctc_feasible
 
-STATES_PER_PROGRAM = 512  # one program up to this many states of an utterance, else blocks of at most this many
+STATES_PER_PROGRAM = 256  # one program up to this many states of an utterance, else blocks of at most this many
 #                           (>= 2); the fastest at 1 x 600 s (14401 states) of 512 to 4096 on an H200, see above
 MAX_STATES = 2 ** 30  # 2 * max_label + 1 at most (int32 state arithmetic); alpha's memory binds long before
 RENORMALISE_EVERY = 16  # frames between shifts of alpha and beta to a largest value of 0 (see _renormalised)
-PUBLISH_EVERY = 1  # frames between a block's releases of its progress to the block after it (see "Synchronisation")
+PUBLISH_EVERY = 16  # frames between a block's releases of its progress to the block after it (see "Synchronisation")
 GRAD_BLOCK_T, GRAD_BLOCK_K = 64, 64  # _ctc_grad's frames per program and states per step of its dot
 LOG2E: tl.constexpr = tl.constexpr(math.log2(math.e))  # alpha and beta are kept in base 2
 LN2: tl.constexpr = tl.constexpr(math.log(2.0))
@@ -163,6 +163,33 @@ def _wait_until(progress_ptr, ready, needed):
 
 
 @triton.jit
+def _producer_edge(near_ptr, far_ptr, offset_ptr, load):
+    """The producer's edge states next to this block (near) and one further (far) and its offset, read from L2
+    (``.cg``, past the multiprocessor's non-coherent L1) where ``load``, else -inf. Only once the frame is known
+    published: after an acquire that saw it, and a barrier since."""
+    near = tl.load(near_ptr, mask=load, other=-float("inf"), cache_modifier=".cg")
+    far = tl.load(far_ptr, mask=load, other=-float("inf"), cache_modifier=".cg")
+    offset = tl.load(offset_ptr, mask=load, other=-float("inf"), cache_modifier=".cg")
+    return near, far, offset
+
+
+@triton.jit
+def _alpha_producer_edge(alpha_rows, producer_offsets, t, row_width, first_state, load):
+    """What frame t of alpha needs from the producer: its states first_state - 1 and - 2 at frame t - 1, and its
+    offset there."""
+    near = alpha_rows + (t - 1).to(tl.int64) * row_width + first_state - 1
+    return _producer_edge(near, near - 1, producer_offsets + t - 1, load)
+
+
+@triton.jit
+def _beta_producer_edge(producer_edges, producer_offsets, t, load):
+    """What frame t of beta needs from the producer: its first two states at frame t + 1 (edges (frames, 2)), and
+    its offset there."""
+    near = producer_edges + 2 * (t + 1)
+    return _producer_edge(near, near + 1, producer_offsets + t + 1, load)
+
+
+@triton.jit
 def _joined_with_producer(row, one_step, two_steps, offset, edge_near, edge_far, producer_offset,
                           steps_to_producer, two_steps_allowed):
     """A block's previous row and its neighbours one and two states towards the producer (all relative to offset,
@@ -222,28 +249,34 @@ def _ctc_alpha(log_probs_ptr, targets_ptr, input_lengths_ptr, target_lengths_ptr
     tl.store(alpha_rows + state, alpha, mask=is_state & (walked_frames > 0))
     tl.store(offsets, offset, mask=walked_frames > 0)
     t = 1
+    lp_next = tl.load(lp_rows + stride_lp_t + class_offset, mask=walked_frames > 1, other=0.0)  # a frame ahead
+    edge_known = has_producer & (ready >= t)  # whether near, far and producer_offset hold frame t's edge
+    near, far, producer_offset = _alpha_producer_edge(alpha_rows, producer_offsets, t, row_width, first_state,
+                                                      edge_known)
     while t < walked_frames:  # while, not range: the interpreter cannot take a loaded bound as a range's
-        lp = tl.load(lp_rows + t * stride_lp_t + class_offset) * LOG2E
+        lp = lp_next * LOG2E
+        lp_next = tl.load(lp_rows + (t + 1) * stride_lp_t + class_offset, mask=t + 1 < walked_frames, other=0.0)
         ready = _wait_until(producer_progress, ready, t)  # the producer's rows up to t - 1
-        tl.debug_barrier()  # the previous row is in memory for every lane (and the producer's edge of it)
+        tl.debug_barrier()  # every lane's row t - 1 is stored, and the acquire is handed on to every thread
         if t % PUBLISH_EVERY == 0:
             tl.atomic_xchg(progress, t, mask=has_consumer, sem="release", scope="gpu")  # rows 0..t-1 published
-        previous_row = alpha_rows + (t - 1).to(tl.int64) * row_width
-        one_back = tl.load(previous_row + state - 1, mask=is_state & (lane >= 1), other=-float("inf"))
-        two_back = tl.load(previous_row + state - 2, mask=can_skip & (lane >= 2), other=-float("inf"))
-        edge_near = tl.load(previous_row + first_state - 1, mask=has_producer, other=-float("inf"),
-                            cache_modifier=".cg")
-        edge_far = tl.load(previous_row + first_state - 2, mask=has_producer, other=-float("inf"),
-                           cache_modifier=".cg")
-        producer_offset = tl.load(producer_offsets + t - 1, mask=has_producer, other=-float("inf"),
-                                  cache_modifier=".cg")
-        alpha, one_back, two_back, offset = _joined_with_producer(alpha, one_back, two_back, offset, edge_near,
-                                                                  edge_far, producer_offset, lane, can_skip)
+        late_near, late_far, late_offset = _alpha_producer_edge(alpha_rows, producer_offsets, t, row_width,
+                                                                first_state, has_producer & ~edge_known)
+        near = tl.where(edge_known, near, late_near)
+        far = tl.where(edge_known, far, late_far)
+        producer_offset = tl.where(edge_known, producer_offset, late_offset)
+        one_back = tl.gather(alpha, tl.maximum(lane - 1, 0), 0)  # lanes 0 and 1 take the producer's edge instead
+        two_back = tl.gather(alpha, tl.maximum(lane - 2, 0), 0)
+        alpha, one_back, two_back, offset = _joined_with_producer(alpha, one_back, two_back, offset, near, far,
+                                                                  producer_offset, lane, can_skip)
         alpha = tl.where(is_state, lp + _logsumexp2_3(alpha, one_back, two_back, FAST_LOG2), -float("inf"))
         alpha, offset = _renormalised(alpha, is_state, offset, t, RENORMALISE_EVERY)
         tl.store(alpha_rows + t.to(tl.int64) * row_width + state, alpha, mask=is_state)
         tl.store(offsets + t, offset)
         t += 1
+        edge_known = has_producer & (ready >= t)  # published before this frame's barrier: loaded a frame ahead
+        near, far, producer_offset = _alpha_producer_edge(alpha_rows, producer_offsets, t, row_width, first_state,
+                                                          edge_known)
     # the nll, from the last frame's states S - 1 (this block's, if it holds it) and S - 2 (the producer's if S - 1
     # is this block's first state)
     holds_last = block == (num_states - 1) // states_per_block
@@ -266,41 +299,37 @@ def _ctc_alpha(log_probs_ptr, targets_ptr, input_lengths_ptr, target_lengths_ptr
 
 @triton.jit
 def _alpha_at(alpha_rows, alpha_offsets, t, state, row_width, is_state, walks):
-    """Frame t's alpha row at this block's states and its offset (fp64), where the block walks frame t (else -inf
-    and 0), with the row's pointers (BLOCK_S,). Loaded at the top of a frame, before the wait and the barrier, so
-    that the load from memory overlaps them: nothing in the frame's chain of dependent steps waits for it."""
-    alpha_row = alpha_rows + t.to(tl.int64) * row_width + state
-    alpha = tl.load(alpha_row, mask=is_state & walks, other=-float("inf"))
+    """Frame t's alpha row at this block's states and its offset (fp64) where the block walks frame t (else -inf
+    and 0). Loaded a frame ahead of its use, so that the read from memory overlaps a frame's chain of steps."""
+    alpha = tl.load(alpha_rows + t.to(tl.int64) * row_width + state, mask=is_state & walks, other=-float("inf"))
     alpha_offset = tl.load(alpha_offsets + t, mask=walks, other=0.0)  # written where the block walked
-    return alpha_row, alpha, alpha_offset
+    return alpha, alpha_offset
 
 
 @triton.jit
-def _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, beta_rows, alpha_row, alpha, alpha_offset, edges,
-                              offsets, t, state, lane, row_width, is_state, walks, has_consumer):
-    """Frame t's beta row into its ping-pong slot (t % 2), its first two states and its offset for the block before
-    (edges (frames, 2), offsets (frames,), if it has one), and gamma over its alpha row (``_alpha_at``'s; each lane
-    overwrites only what it read); nothing unless the block walks frame t. The offsets and nll (base 2, fp64, ~1e5
-    on long utterances) meet in one fp32 shift of modest size."""
-    mask = is_state & walks
-    tl.store(beta_rows + (t % 2) * row_width + state, beta, mask=mask)
+def _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, alpha, alpha_offset, alpha_rows, edges, offsets,
+                              t, state, lane, row_width, is_state, walks, has_consumer):
+    """Frame t's first two beta states and its offset for the block before (edges (frames, 2), offsets (frames,), if
+    it has one), and gamma over its alpha row (``_alpha_at``'s values; each lane overwrites only what it read);
+    nothing unless the block walks frame t. The offsets and nll (base 2, fp64, ~1e5 on long utterances) meet in
+    one fp32 shift of modest size."""
     tl.store(edges + 2 * t + lane, beta, mask=has_consumer & walks & (lane < 2))
     tl.store(offsets + t, beta_offset, mask=has_consumer & walks)
     shift = tl.where(finite, (alpha_offset + beta_offset + nll).to(tl.float32), 0.0)  # no inf - inf
-    tl.store(alpha_row, tl.where(finite, tl.exp2(alpha + beta - lp + shift), 0.0), mask=mask)
+    tl.store(alpha_rows + t.to(tl.int64) * row_width + state, tl.where(finite, tl.exp2(alpha + beta - lp + shift), 0.0),
+             mask=is_state & walks)
 
 
 @triton.jit
 def _ctc_beta_occupancy(log_probs_ptr, targets_ptr, input_lengths_ptr, target_lengths_ptr, alpha_ptr,
-                        alpha_offsets_ptr, nll_ptr, beta_ptr, beta_edges_ptr, beta_offsets_ptr, ticket_ptr,
-                        progress_ptr, frames, max_label, states_per_block, num_blocks, stride_lp_t, stride_lp_b,
-                        stride_lp_c, stride_targets_b, blank, BLOCK_S: tl.constexpr, RENORMALISE_EVERY: tl.constexpr,
+                        alpha_offsets_ptr, nll_ptr, beta_edges_ptr, beta_offsets_ptr, ticket_ptr, progress_ptr, frames,
+                        max_label, states_per_block, num_blocks, stride_lp_t, stride_lp_b, stride_lp_c,
+                        stride_targets_b, blank, BLOCK_S: tl.constexpr, RENORMALISE_EVERY: tl.constexpr,
                         PUBLISH_EVERY: tl.constexpr, FAST_LOG2: tl.constexpr):
-    """beta of one block of one utterance's states backwards in time (base 2, relative to a running offset; rows in
-    beta_ptr (batch, 2, 2 * max_label + 1), the block's first two states and offset per frame in beta_edges_ptr
-    (batch, blocks, frames, 2) fp32 and beta_offsets_ptr (batch, blocks, frames) fp64), and gamma over alpha_ptr's
-    rows, in place (0 everywhere for an infinite nll). progress_ptr (batch, blocks) int32, ticket_ptr (1,) int32:
-    zeros."""
+    """beta of one block of one utterance's states backwards in time (base 2, relative to a running offset; the
+    block's first two states and offset per frame into beta_edges_ptr (batch, blocks, frames, 2) fp32 and
+    beta_offsets_ptr (batch, blocks, frames) fp64, for the block before), and gamma over alpha_ptr's rows, in place
+    (0 everywhere for an infinite nll). progress_ptr (batch, blocks) int32, ticket_ptr (1,) int32: zeros."""
     batch, block, num_frames, num_labels = _claim_utterance_block(ticket_ptr, input_lengths_ptr, target_lengths_ptr,
                                                                   frames, max_label, num_blocks, True)
     num_states, row_width, first_state, lane, state, is_state = _block_states(block, num_labels, max_label,
@@ -311,7 +340,6 @@ def _ctc_beta_occupancy(log_probs_ptr, targets_ptr, input_lengths_ptr, target_le
     walking = first_state < num_states  # not a block past the last state
     has_producer = first_state + states_per_block < num_states  # block + 1: its first two states
     has_consumer = walking & (block > 0)
-    one_ahead_ok = (lane + 1 < states_per_block) & (state + 1 < num_states)
     nll = tl.load(nll_ptr + batch) * LOG2E  # base 2, fp64
     finite = nll < float("inf")
     class_offset = state_class * stride_lp_c  # (BLOCK_S,) int32
@@ -319,7 +347,6 @@ def _ctc_beta_occupancy(log_probs_ptr, targets_ptr, input_lengths_ptr, target_le
     alpha_rows = alpha_ptr + batch * frames * row_width
     utterance_block = batch * num_blocks + block
     alpha_offsets = alpha_offsets_ptr + utterance_block * frames
-    beta_rows = beta_ptr + batch * 2 * row_width
     edges = beta_edges_ptr + utterance_block * frames * 2  # (frames, 2) this block's
     producer_edges = edges + frames * 2
     offsets = beta_offsets_ptr + utterance_block * frames  # (frames,) this block's
@@ -329,38 +356,44 @@ def _ctc_beta_occupancy(log_probs_ptr, targets_ptr, input_lengths_ptr, target_le
     ready = tl.where(has_producer, 0, num_frames)  # the producer's frames known to be in memory, from the last
     t = tl.where(walking, tl.maximum(num_frames - 1, 0), 0)
     walks_last = walking & (num_frames > 0)
-    lp = tl.load(lp_rows + t * stride_lp_t + class_offset, mask=num_frames > 0, other=0.0) * LOG2E
-    alpha_row, alpha, alpha_offset = _alpha_at(alpha_rows, alpha_offsets, t, state, row_width, is_state, walks_last)
+    lp = tl.load(lp_rows + t * stride_lp_t + class_offset, mask=walks_last, other=0.0) * LOG2E
+    alpha, alpha_offset = _alpha_at(alpha_rows, alpha_offsets, t, state, row_width, is_state, walks_last)
     beta = tl.where(is_state & (state >= num_states - 2), lp, -float("inf"))  # (BLOCK_S,) the last frame
     beta_offset = tl.zeros((), dtype=tl.float64)
     beta, beta_offset = _renormalised(beta, is_state, beta_offset, 0, RENORMALISE_EVERY)
-    _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, beta_rows, alpha_row, alpha, alpha_offset, edges,
-                              offsets, t, state, lane, row_width, is_state, walks_last, has_consumer)
+    _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, alpha, alpha_offset, alpha_rows, edges, offsets, t,
+                              state, lane, row_width, is_state, walks_last, has_consumer)
+    lp_next = tl.load(lp_rows + (t - 1) * stride_lp_t + class_offset, mask=t > 0, other=0.0)  # a frame ahead
+    alpha_next, alpha_offset_next = _alpha_at(alpha_rows, alpha_offsets, t - 1, state, row_width, is_state, t > 0)
+    edge_known = has_producer & (ready >= num_frames - t)  # whether near, far and producer_offset hold frame t - 1's
+    near, far, producer_offset = _beta_producer_edge(producer_edges, producer_offsets, t - 1, edge_known)
     while t > 0:
         t -= 1
-        lp = tl.load(lp_rows + t * stride_lp_t + class_offset) * LOG2E
-        alpha_row, alpha, alpha_offset = _alpha_at(alpha_rows, alpha_offsets, t, state, row_width, is_state, walking)
+        lp = lp_next * LOG2E
+        alpha, alpha_offset = alpha_next, alpha_offset_next
+        lp_next = tl.load(lp_rows + (t - 1) * stride_lp_t + class_offset, mask=t > 0, other=0.0)
+        alpha_next, alpha_offset_next = _alpha_at(alpha_rows, alpha_offsets, t - 1, state, row_width, is_state, t > 0)
         ready = _wait_until(producer_progress, ready, num_frames - 1 - t)  # the producer's frames T-1 .. t+1
-        tl.debug_barrier()  # frame t + 1's row is in memory for every lane (and the producer's edge of it)
+        tl.debug_barrier()  # hands the acquire on to every thread (and orders the stores before a release)
         published = num_frames - 1 - t  # frames T-1 .. t+1; a consumer needs them all before its frame 0
         if (published % PUBLISH_EVERY == 0) | (t == 0):
             tl.atomic_xchg(progress, published, mask=has_consumer, sem="release", scope="gpu")
-        next_row = beta_rows + ((t + 1) % 2) * row_width + state
-        one_ahead = tl.load(next_row + 1, mask=one_ahead_ok, other=-float("inf"))
-        two_ahead = tl.load(next_row + 2, mask=skip_from_two_ahead & (lane + 2 < states_per_block),
-                            other=-float("inf"))
-        producer_edge = producer_edges + 2 * (t + 1)
-        edge_near = tl.load(producer_edge, mask=has_producer, other=-float("inf"), cache_modifier=".cg")
-        edge_far = tl.load(producer_edge + 1, mask=has_producer, other=-float("inf"), cache_modifier=".cg")
-        producer_offset = tl.load(producer_offsets + t + 1, mask=has_producer, other=-float("inf"),
-                                  cache_modifier=".cg")
+        late_near, late_far, late_offset = _beta_producer_edge(producer_edges, producer_offsets, t,
+                                                               has_producer & ~edge_known)
+        near = tl.where(edge_known, near, late_near)
+        far = tl.where(edge_known, far, late_far)
+        producer_offset = tl.where(edge_known, producer_offset, late_offset)
+        one_ahead = tl.gather(beta, tl.minimum(lane + 1, BLOCK_S - 1), 0)  # the last lanes take the producer's
+        two_ahead = tl.gather(beta, tl.minimum(lane + 2, BLOCK_S - 1), 0)  # edge instead
         beta, one_ahead, two_ahead, beta_offset = _joined_with_producer(
-            beta, one_ahead, two_ahead, beta_offset, edge_near, edge_far, producer_offset,
-            states_per_block - 1 - lane, skip_from_two_ahead)
+            beta, one_ahead, two_ahead, beta_offset, near, far, producer_offset, states_per_block - 1 - lane,
+            skip_from_two_ahead)
         beta = tl.where(is_state, lp + _logsumexp2_3(beta, one_ahead, two_ahead, FAST_LOG2), -float("inf"))
         beta, beta_offset = _renormalised(beta, is_state, beta_offset, num_frames - 1 - t, RENORMALISE_EVERY)
-        _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, beta_rows, alpha_row, alpha, alpha_offset,
-                                  edges, offsets, t, state, lane, row_width, is_state, walking, has_consumer)
+        _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, alpha, alpha_offset, alpha_rows, edges,
+                                  offsets, t, state, lane, row_width, is_state, walking, has_consumer)
+        edge_known = has_producer & (ready >= num_frames - t)  # published before this frame's barrier: loaded
+        near, far, producer_offset = _beta_producer_edge(producer_edges, producer_offsets, t - 1, edge_known)  # now
 
 
 @triton.jit
@@ -473,11 +506,10 @@ class CTCLossTriton(torch.autograd.Function):
         states_per_block, num_blocks = ctx.blocks
         lanes = triton.next_power_of_2(states_per_block)
         device = log_probs.device
-        beta = torch.empty((batch, 2, 2 * max_label + 1), dtype=torch.float32, device=device)
         beta_edges = torch.empty((batch, num_blocks, frames, 2), dtype=torch.float32, device=device)
         beta_offsets = torch.empty((batch, num_blocks, frames), dtype=torch.float64, device=device)
         _ctc_beta_occupancy[(batch * num_blocks,)](log_probs, targets, input_lengths, target_lengths, alpha,
-                                                   alpha_offsets, nll, beta, beta_edges, beta_offsets,
+                                                   alpha_offsets, nll, beta_edges, beta_offsets,
                                                    *_sync_buffers(batch, num_blocks, device), frames, max_label,
                                                    states_per_block, num_blocks, *log_probs.stride(),
                                                    targets.stride(0), ctx.blank, BLOCK_S=lanes,

@@ -44,7 +44,7 @@ KERNELS = (conv_triton._conv_silu_fwd, conv_triton._conv_silu_bwd_g, conv_triton
 SWITCHES = ({"REVERSE": False, "HAS_INDEX": False, "MIXED_TILES": False},
             *({"REVERSE": True, "HAS_INDEX": has_index, "MIXED_TILES": mixed} for has_index in (False, True)
               for mixed in (True, False)))
-CTC_STATE_BLOCKS = ((256, 1), (ctc_triton.STATES_PER_PROGRAM, 1), (ctc_triton.STATES_PER_PROGRAM, None))  # lanes,
+CTC_STATE_BLOCKS = ((32, 1), (ctc_triton.STATES_PER_PROGRAM, 1), (ctc_triton.STATES_PER_PROGRAM, None))  # lanes,
 #                                                                     blocks (None: any number, a runtime int32)
 
 
