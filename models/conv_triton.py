@@ -40,7 +40,9 @@ import triton.language as tl
 
 BLOCK_T = 32  # frames per program
 BLOCK_C = 128  # channels per program (contiguous in memory: coalesced loads)
-NUM_WARPS = 4  # of every launch (bench/conv_speed.py --sweep times other tiles and warps)
+NUM_WARPS = 2  # of every launch; bench/conv_speed.py --sweep times other tiles and warps: on an H200 (b1c7c1b), the
+#               mixer's call forward + backward with 32 x 128 tiles took 0.99 ms at 1 x 30000 frames and 0.47 at
+#               16 x 500 with 2 warps, 1.52 and 0.63 with 4; tiles of 64 x 64 or 32 x 64 were no faster
 
 
 MIXED = tl.constexpr(2)  # tile_kind of a tile holding channels of both directions (0: all forward, 1: all reversed)
