@@ -28,48 +28,57 @@ states (``state_blocks``: one block up to STATES_PER_PROGRAM states, else the fe
 equal size), each block a program of BLOCK_S lanes (a thread a state, up to 32 warps; grid: batch * blocks programs).
 ``_ctc_alpha`` computes alpha in base 2 (lp * log2(e): exp2 and log2 are single GPU instructions) frame after frame and
 stores every row in a (batch, frames, 2 * max_label + 1) fp32 buffer that backward needs anyway (PyTorch keeps log_alpha
-too); after a barrier the next frame reads the previous row back shifted by one and two states. A block's first two
-states need the last two of the block before at the frame before, its "producer" (block c - 1; for beta, which runs
-backwards in time and states, block c + 1): the only traffic between programs. Every RENORMALISE_EVERY frames a block
-shifts its row so that its largest value is 0, the shift summed into the block's per-frame fp64 offset (alpha[t, s] =
-row[t, s] + offset[block, t], offsets (batch, blocks, frames)): on long utterances alpha and beta reach ~1e5 and fp32
-rounding of numbers that large ruins the occupancies (on an H200, at 1 x 600 s of random logits, native F.ctc_loss's
-fp32 gradient was off by 56% to 440% of its largest value against its own float64 result, these kernels' by 1.5% to 4.4%
-with one block; at 60 s 1.0% against 0.06%). At every frame a block first moves its row and the producer's edge states
-onto the larger of the two offsets (``_joined_with_producer``, in fp64; nothing moves when they are equal, as with one
-block): so the states that carry the probability stay near 0 as a single row's would, and only much smaller ones lose
-digits (a precaution for long utterances: in the interpreter at 1 x 1000 frames, 240 labels, vocab 32, the gradient was
-off from float64 by 1.1e-4 of its largest value in 8 blocks, 1.35e-4 with the edges moved onto the block's own offset
-instead, 1.3e-4 in one block, native fp32's 3.5e-3). The nll comes from states S - 1 and S - 2 of the last frame, in one
-block or two, each with its block's offset; the block that holds S - 1 writes it. ``_ctc_beta_occupancy`` runs beta
-backwards the same way (its rows in a two-row ping-pong buffer, its offset running; each block also stores its first two
-states and its offset per frame, (batch, blocks, frames, 2) and (batch, blocks, frames), for the block before, since the
-ping-pong rows do not last) and overwrites each alpha row in place with gamma, its block's alpha offset, the beta offset
-and nll (fp64) meeting in one fp32 shift. ``_ctc_grad`` (grid: frame tiles, vocab tiles, batch) sums gamma per class as
-a dot with the states' one-hot classes (fp32 "ieee" dot: the training's --use_tf32 does not reach it) and writes the
-gradient. A batch whose padded label count needs more than MAX_STATES states falls back to ``F.ctc_loss`` (cudnn off).
+too), while the row itself stays in registers: the next frame takes its neighbours one and two states over with
+``tl.gather`` (through shared memory), not by reading the stored row back from global memory. A block's first two states
+need the last two of the block before at the frame before, its "producer" (block c - 1; for beta, which runs backwards
+in time and states, block c + 1): the only traffic between programs. Every RENORMALISE_EVERY frames a block shifts its
+row so that its largest value is 0, the shift summed into the block's per-frame fp64 offset (alpha[t, s] = row[t, s] +
+offset[block, t], offsets (batch, blocks, frames)): on long utterances alpha and beta reach ~1e5 and fp32 rounding of
+numbers that large ruins the occupancies (on an H200, at 1 x 600 s of random logits, native F.ctc_loss's fp32 gradient
+was off by 56% to 440% of its largest value against its own float64 result, these kernels' by 1.5% to 4.4% with one
+block; at 60 s 1.0% against 0.06%). At every frame a block first moves its row and the producer's edge states onto the
+larger of the two offsets (``_joined_with_producer``, in fp64; nothing moves when they are equal, as with one block): so
+the states that carry the probability stay near 0 as a single row's would, and only much smaller ones lose digits (a
+precaution for long utterances: in the interpreter at 1 x 1000 frames, 240 labels, vocab 32, the gradient was off from
+float64 by 1.1e-4 of its largest value in 8 blocks, 1.35e-4 with the edges moved onto the block's own offset instead,
+1.3e-4 in one block, native fp32's 3.5e-3). The nll comes from states S - 1 and S - 2 of the last frame, in one block or
+two, each with its block's offset; the block that holds S - 1 writes it. ``_ctc_beta_occupancy`` runs beta backwards the
+same way (its row in registers, its offset running; each block stores its first two states and its offset per frame,
+(batch, blocks, frames, 2) and (batch, blocks, frames), for the block before) and overwrites each alpha row in place
+with gamma, its block's alpha offset, the beta offset and nll (fp64) meeting in one fp32 shift. Both kernels load what a
+frame reads from memory a frame ahead (its log-probs; beta's alpha row; the producer's edge once it is known to be
+published), so that no load waits in the chain of a frame's dependent steps. ``_ctc_grad`` (grid: frame tiles, vocab
+tiles, batch) sums gamma per class as a dot with the states' one-hot classes (fp32 "ieee" dot: the training's --use_tf32
+does not reach it) and writes the gradient. A batch whose padded label count needs more than MAX_STATES states falls
+back to ``F.ctc_loss`` (cudnn off).
 
-Synchronisation between the blocks of an utterance (none with one block): a per-(utterance, block) int32 progress
-flag in global memory, zeroed before each launch, counts the frames the block has published (monotonic). A block
-publishes frame t after all its threads stored row t and its offset: a barrier (which also orders its own next
-frame), then one thread's release exchange of the flag at gpu scope. A consumer that needs frame t of its producer
-spins with one thread's acquire load of the producer's flag until it counts past t (remembering the count: a
-consumer behind its producer polls nothing), a barrier hands that on to its threads, which load the edge states and
-the offset with ``.cg`` (L2, past the multiprocessor's non-coherent L1). Deadlock freedom: a program takes its
-(utterance, block) from a ticket counter at its start, in the order that programs start, producers first (alpha:
-block 0 first; beta: the last block first); so a program that waits can only wait for one that has started, holds
-a multiprocessor and waits for none but its own producer, down to a block that waits for nothing: every wait ends,
-whatever order the GPU starts programs in and however few fit at once. In Triton's interpreter (the CPU tests)
-programs run one after another, so a producer has always finished; the tests force several tiny blocks there.
+Synchronisation between the blocks of an utterance (none with one block): a per-(utterance, block) int32 progress flag
+in global memory, zeroed before each launch, counts the frames the block has published (monotonic). Every PUBLISH_EVERY
+frames (and at its last) a block publishes the frames it has stored: a barrier after all its threads stored them, then
+one thread's release exchange of the flag at gpu scope; so a consumer trails its producer by up to PUBLISH_EVERY frames
+(the last of 57 blocks at 1 x 600 s by up to 912 of 30000). A consumer that needs frame t of its producer spins with one
+thread's acquire load of the producer's flag until it counts past t (remembering the count: a consumer behind its
+producer polls nothing), a barrier hands that on to its threads, which load the edge states and the offset with ``.cg``
+(L2, past the multiprocessor's non-coherent L1); an edge whose frame was already known published at an earlier barrier
+is loaded a frame ahead. Deadlock freedom: a program takes its (utterance, block) from a ticket counter at its start, in
+the order that programs start, producers first (alpha: block 0 first; beta: the last block first); so a program that
+waits can only wait for one that has started, holds a multiprocessor and waits for none but its own producer, down to a
+block that waits for nothing: every wait ends, whatever order the GPU starts programs in and however few fit at once. In
+Triton's interpreter (the CPU tests) programs run one after another, so a producer has always finished; the tests force
+several tiny blocks there.
 
 Speed (bench/ctc_speed.py, H200, forward + backward, ms): one program per utterance, as the kernels were before the
 split into blocks, took 0.76 at 16 x 10 s (native 1.07), 4.5 at 4 x 60 s (9.0) and 439 at 1 x 600 s (627): a long
 utterance ran on one multiprocessor, 16 states a thread at 600 s. With the blocks, 1 x 600 s took 70 / 73 / 98 / 146 ms
 with STATES_PER_PROGRAM 512 / 1024 / 2048 / 4096 (29, 15, 8 and 4 blocks), 4 x 60 s 6.6 / 6.4 / 6.1 / 6.1 and 16 x 10 s
-about 1 whatever the size (one block): 512 is the default. The GPU tests (tests/test_ctc.py, against float64) passed
-three runs in a row on the H200 with 2048 (4 x 60 s forced into 6 blocks, 1 x 600 s in 8) and three with 512 (1 x
-600 s in 29 blocks), with no hang. Compiled for sm_90, 2048 lanes in
-32 warps take 32 registers (alpha) and 56 (beta), no spills.
+about 1 whatever the size (one block). The GPU tests (tests/test_ctc.py, against float64) passed three runs in a row on
+the H200 with 2048 (4 x 60 s forced into 6 blocks, 1 x 600 s in 8) and three with 512 (1 x 600 s in 29 blocks), with no
+hang. Then (profiles NVIDIA_H200_ctc_sweep_9ae846a.txt and _b1c7c1b.txt), at 1 x 600 s: loading beta's alpha row before
+the frame's wait, 67.8 (512 states, publishing every frame); publishing every 4 / 16 frames, 60.6 / 59.8, with 256
+states 57.8 / 57.0; the rows in registers through tl.gather and every load a frame ahead (b1c7c1b), 44.2 with 256 states
+and every 16 frames (4 x 60 s 4.2, native 8.9), 45.7 with 128, 51.0 with 512, 66.0 publishing every frame. 256 and 16
+are the defaults; the GPU tests passed with them (and with 6 blocks of 241 states publishing every frame and every 8).
+Compiled for sm_90, blocks of 256 lanes in 8 warps take 48 registers (alpha) and 73 (beta), no spills.
 
 """
 import math
@@ -84,10 +93,11 @@ from triton.runtime.interpreter import InterpretedFunction
 from models.heads import ctc_feasible
 
 STATES_PER_PROGRAM = 256  # one program up to this many states of an utterance, else blocks of at most this many
-#                           (>= 2); the fastest at 1 x 600 s (14401 states) of 512 to 4096 on an H200, see above
+#                           (>= 2); the fastest at 1 x 600 s (14401 states) of 128 to 4096 on an H200, see above
 MAX_STATES = 2 ** 30  # 2 * max_label + 1 at most (int32 state arithmetic); alpha's memory binds long before
 RENORMALISE_EVERY = 16  # frames between shifts of alpha and beta to a largest value of 0 (see _renormalised)
-PUBLISH_EVERY = 16  # frames between a block's releases of its progress to the block after it (see "Synchronisation")
+PUBLISH_EVERY = 16  # frames between a block's releases of its progress to the block after it (see "Synchronisation"
+#                     and "Speed")
 GRAD_BLOCK_T, GRAD_BLOCK_K = 64, 64  # _ctc_grad's frames per program and states per step of its dot
 LOG2E: tl.constexpr = tl.constexpr(math.log2(math.e))  # alpha and beta are kept in base 2
 LN2: tl.constexpr = tl.constexpr(math.log(2.0))
