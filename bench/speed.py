@@ -272,6 +272,7 @@ def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: f
             ms, peak_gib = measure(run)
             flops = count_flops(eager_run)  # the same work; FlopCounterMode cannot see into a graph replay
         except torch.OutOfMemoryError:
+            print(f"{model_name} {execution} {shape}: out of GPU memory (a row of None)", file=sys.stderr, flush=True)
             ms = peak_gib = flops = None
         del run
         torch.cuda.empty_cache()
