@@ -15,6 +15,7 @@ padding stays at the end, so both Mamba2 directions are causal scans that never 
 """
 import functools
 import logging
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +77,29 @@ def padded_reverse_index(lengths: torch.Tensor, seqlen: int) -> torch.Tensor:
     t = torch.arange(seqlen, device=lengths.device)  # (seqlen,)
     lengths = lengths[:, None]  # (batch, 1)
     return torch.where(t < lengths, lengths - 1 - t, t)  # (batch, seqlen)
+
+
+class PaddingLayout:
+    """A padded batch's layout as every BiMamba2Wrapper of an encoder reads it: lengths (batch,), the padded
+    reversal's index (batch, seqlen) and the padded frames (batch, seqlen) bool. Hugging Face hands each layer the
+    same mask tensor, so ``of`` makes the layout once per mask (per forward, not per layer: 24 times fewer small
+    kernels in the large model) and gives the same one again while that tensor lives unchanged."""
+
+    _last = None  # (weakref to the mask, its _version, seqlen, layout): the layout of the last mask seen
+
+    def __init__(self, attention_mask: torch.Tensor, seqlen: int):
+        self.lengths = valid_lengths(attention_mask)  # (batch,)
+        self.index = padded_reverse_index(self.lengths, seqlen)  # (batch, seqlen)
+        self.padded = torch.arange(seqlen, device=self.lengths.device)[None, :] >= self.lengths[:, None]
+
+    @classmethod
+    def of(cls, attention_mask: torch.Tensor, seqlen: int) -> "PaddingLayout":
+        last = cls._last
+        if last is not None and last[0]() is attention_mask and last[1:3] == (attention_mask._version, seqlen):
+            return last[3]
+        layout = cls(attention_mask, seqlen)
+        cls._last = (weakref.ref(attention_mask), attention_mask._version, seqlen, layout)
+        return layout
 
 
 def reverse_padded(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
@@ -224,11 +248,9 @@ class BiMamba2Wrapper(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         batch, seqlen, _ = hidden_states.shape
-        if attention_mask is None:  # no padding (Hugging Face passes None for an unpadded batch): nothing to mask
-            lengths = index = None
-        else:
-            lengths = valid_lengths(attention_mask)  # (batch,)
-            index = padded_reverse_index(lengths, seqlen)  # (batch, seqlen)
+        # no padding (Hugging Face passes None for an unpadded batch): nothing to mask
+        layout = None if attention_mask is None else PaddingLayout.of(attention_mask, seqlen)
+        index = None if layout is None else layout.index
 
         if self.fused:
             backend = resolve_backend(self.fw_mamba.backend, hidden_states.device)
@@ -241,9 +263,8 @@ class BiMamba2Wrapper(nn.Module):
             out = mixer(hidden_states)
         if self.residual_inside:
             out = out + hidden_states
-        if lengths is not None:  # padded frames are zero
-            padded = torch.arange(seqlen, device=lengths.device)[None, :] >= lengths[:, None]  # (batch, seqlen)
-            out = out.masked_fill(padded[..., None], 0.0)
+        if layout is not None:  # padded frames are zero
+            out = out.masked_fill(layout.padded[..., None], 0.0)
         return out, None
 
     def forward_separate(self, hidden_states: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:

@@ -15,9 +15,9 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Attention
 from models.build import (ChannelsLastConvLayer, ChannelsLastFeatureEncoder, build_asr_model, chunked_feature_encoder,
                           forward_model, load_weights, use_channels_last_feature_encoder)
 from models.mamba2 import Mamba2, causal_conv_silu_ref, resolve_backend, ssd_chunked, ssd_ref
-from models.mamba_utils import (BIMAMBA2_ATTENTION, BiMamba2Wrapper, backward_channel_mask, bimamba2_fused,
-                                causal_conv_silu_bidirectional, padded_reverse_index, replace_attention, reverse_padded,
-                                reverse_padded_ref, substitute_layer, valid_lengths)
+from models.mamba_utils import (BIMAMBA2_ATTENTION, BiMamba2Wrapper, PaddingLayout, backward_channel_mask,
+                                bimamba2_fused, causal_conv_silu_bidirectional, padded_reverse_index, replace_attention,
+                                reverse_padded, reverse_padded_ref, substitute_layer, valid_lengths)
 from models.presets import preset_config
 from tests.conftest import relative_error
 
@@ -370,6 +370,34 @@ def test_padding_invariance(tiny_hparams):
     n = out_alone.output_lengths[0]
     assert out_batch.output_lengths[0] == n
     torch.testing.assert_close(out_batch.logits[0, :n], out_alone.logits[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_padded_forward_makes_the_padding_layout_once_for_every_layer(tiny_hparams, monkeypatch):
+    """Each layer's mixer gets the same mask tensor: its lengths, reversal index and padded frames are made once per
+    forward and shared, and made again for a new mask, or for the same one changed in place."""
+    torch.manual_seed(0)
+    model = build_asr_model(tiny_hparams("asr_use_mamba=True")).eval()
+    assert len(model.wav2vec2.encoder.layers) > 1
+    made = []
+    original_init = PaddingLayout.__init__
+    monkeypatch.setattr(PaddingLayout, "__init__", lambda self, *args: made.append(1) or original_init(self, *args))
+    x, mask = torch.randn(2, 9600), torch.ones(2, 9600, dtype=torch.long)
+    mask[1, 4000:] = 0
+    with torch.no_grad():
+        first = forward_model(model, x, mask).logits
+        assert len(made) == 1
+        assert torch.equal(forward_model(model, x, mask.clone()).logits, first) and len(made) == 2
+        layouts = []
+        hook = model.wav2vec2.encoder.layers[0].attention.register_forward_pre_hook(
+            lambda module, args, kwargs: layouts.append(kwargs["attention_mask"]), with_kwargs=True)
+        forward_model(model, x, mask)
+        hook.remove()
+        encoder_mask = layouts[0]
+        layout = PaddingLayout.of(encoder_mask, encoder_mask.shape[1])
+        assert PaddingLayout.of(encoder_mask, encoder_mask.shape[1]) is layout
+        encoder_mask[0, -1] = False  # changed in place: its _version moves on
+        changed = PaddingLayout.of(encoder_mask, encoder_mask.shape[1])
+    assert changed is not layout and changed.lengths[0] == layout.lengths[0] - 1
 
 
 def test_bidirectional_a_late_change_reaches_the_first_frames(tiny_hparams):
