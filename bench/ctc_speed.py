@@ -114,6 +114,8 @@ def main(argv=None) -> None:
             return (loss.detach(), grad, median_ms(forward, args.device, args.repeats, args.warmup),
                     median_ms(forward_backward, args.device, args.repeats, args.warmup))
 
+        reference = measure(native_ctc)
+
         def report(name, states, publish, result):
             loss, grad, forward_ms, forward_backward_ms = result
             print(f"{shape:>10s} {log_probs.shape[0]:7d} {targets.shape[1]:7d} {name:>7s} {states:>7s} "
@@ -121,12 +123,12 @@ def main(argv=None) -> None:
                   f"{reference[3] / forward_backward_ms:8.2f}x {relative_error(loss, reference[0]):9.2e} "
                   f"{relative_error(grad, reference[1]):9.2e}", flush=True)
 
-        reference = measure(native_ctc)
         report("native", "", "", reference)
         for states, publish in settings:
             ctc_triton.STATES_PER_PROGRAM, ctc_triton.PUBLISH_EVERY = states, publish
             result = measure(lambda *ctc_inputs: ctc_triton.ctc_loss_triton(*ctc_inputs, blank=0))
             report("triton", str(states), str(publish), result)
+
 
 if __name__ == "__main__":
     main()

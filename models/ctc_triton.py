@@ -245,7 +245,8 @@ def _ctc_alpha(log_probs_ptr, targets_ptr, input_lengths_ptr, target_lengths_ptr
     has_consumer = first_state + states_per_block < num_states
     class_offset = state_class * stride_lp_c  # (BLOCK_S,) int32: fewer registers than a vector of pointers
     lp_rows = log_probs_ptr + batch * stride_lp_b
-    alpha_rows = alpha_ptr + batch * frames * row_width  # rows of row_width, written up to num_states, read so
+    alpha_rows = alpha_ptr + batch * frames * row_width  # rows of row_width, written up to num_states: the block
+    #                                                      after reads its edge from them, the nll the last row
     utterance_block = batch * num_blocks + block
     offsets = alpha_offsets_ptr + utterance_block * frames  # (frames,) this block's
     producer_offsets = offsets - frames

@@ -33,7 +33,7 @@ POINTER_TYPES = {"x_ptr": ACTIVATION, "out_ptr": ACTIVATION, "dout_ptr": ACTIVAT
                  "w_ptr": PARAMETER, "b_ptr": PARAMETER, "g_ptr": ACTIVATION, "dw_rows_ptr": FP32, "db_rows_ptr": FP32,
                  "rev_ptr": "*i8", "index_ptr": "*i64",
                  # CTC: fp32 log-probs and buffers, int64 targets and lengths (as models.heads passes them)
-                 "log_probs_ptr": FP32, "alpha_ptr": FP32, "beta_ptr": FP32, "gamma_ptr": FP32, "grad_out_ptr": FP32,
+                 "log_probs_ptr": FP32, "alpha_ptr": FP32, "gamma_ptr": FP32, "grad_out_ptr": FP32,
                  "grad_ptr": FP32, "beta_edges_ptr": FP32, "alpha_offsets_ptr": "*fp64", "beta_offsets_ptr": "*fp64",
                  "nll_ptr": "*fp64", "targets_ptr": "*i64", "input_lengths_ptr": "*i64", "target_lengths_ptr": "*i64",
                  "ticket_ptr": "*i32", "progress_ptr": "*i32"}
