@@ -8,9 +8,12 @@ part at the large model's mixer size (d_model 1024, both directions: 32 heads of
 channels), bf16, forward + backward, this prints the mean host time per call (perf_counter around 30 calls, no
 synchronisation inside) and the mean wall time per call (CUDA events around the same 30, waiting for the GPU).
 When the two agree the part is launch-bound. Shapes: 1 x 64 frames (GPU work negligible: host time alone) and
-16 x 500 (16 x 10 s of audio). ``--cprofile`` adds Python's profile of 20 layer calls (where the host time goes).
+16 x 500 (16 x 10 s of audio). The layer replays its SSD scan as CUDA graphs (models/scan_graphs.py, the default);
+"layer, eager scan" launches mamba_ssm's scan eagerly, as "SSD scan fwd+bwd" does alone, and "scan graphed"
+is the replayed scan alone. ``--cprofile`` adds Python's profile of 20 layer calls (where the host time goes).
 """
 import argparse
+import copy
 import cProfile
 import pstats
 import sys
@@ -49,6 +52,7 @@ def parts(layer: BiMamba2Wrapper, batch: int, frames: int) -> dict:
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
 
     from models.gated_norm_triton import bidirectional_gated_rms_norm
+    from models.scan_graphs import graphed_chunk_scan
 
     cuda = torch.device("cuda")
 
@@ -67,9 +71,9 @@ def parts(layer: BiMamba2Wrapper, batch: int, frames: int) -> dict:
     in_weight = leaf(2 * layer.fw_mamba.in_proj.out_features, D_MODEL, dtype=torch.float32)  # both directions'
     autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16)  # noqa: E731
 
-    def layer_train():
+    def layer_train(mixer=layer):
         with autocast():
-            out, _ = layer(hidden)
+            out, _ = mixer(hidden)
         out.sum().backward()
 
     def layer_infer():
@@ -86,11 +90,19 @@ def parts(layer: BiMamba2Wrapper, batch: int, frames: int) -> dict:
         rmsnorm_fn(y_input_time, norm_weight, None, z=z, eps=1e-5, group_size=D_MODEL,
                    norm_before_gate=False).sum().backward()
 
+    eager_scan_layer = copy.deepcopy(layer)
+    for mamba in (eager_scan_layer.fw_mamba, eager_scan_layer.bw_mamba):
+        mamba.scan_graph_frames = 0
+
+    def scan_train(scan):
+        scan(x, dt, A, B, C, 256, D=D, dt_bias=dt_bias, dt_softplus=True).sum().backward()
+
     return {
         "layer fwd+bwd": layer_train,
+        "layer, eager scan": lambda: layer_train(eager_scan_layer),
         "layer fwd, no grad": layer_infer,
-        "SSD scan fwd+bwd": lambda: mamba_chunk_scan_combined(x, dt, A, B, C, 256, D=D, dt_bias=dt_bias,
-                                                              dt_softplus=True).sum().backward(),
+        "SSD scan fwd+bwd": lambda: scan_train(mamba_chunk_scan_combined),
+        "scan graphed fwd+bwd": lambda: scan_train(graphed_chunk_scan),
         "conv fwd+bwd": lambda: causal_conv_silu_triton(conv_in, conv_weight, conv_bias).sum().backward(),
         "gated norm fwd+bwd": lambda: bidirectional_gated_rms_norm(y, z, norm_weight, 1e-5, None).sum().backward(),
         "norm, y flipped first": norm_reversed_first_train,  # mamba_ssm's norm after a flip of the backward half

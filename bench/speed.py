@@ -6,6 +6,8 @@ Usage (on a GPU machine, see README "Speed"):
     python bench/speed.py --execution eager cuda_graph     # also both models replayed as CUDA graphs
     python bench/speed.py --code 0ea5d7e       # a copy of the tree without .git: name the commit it holds
     python bench/speed.py --models student --chunk_size 128   # the students' SSD chunk length (default 256)
+    python bench/speed.py --models student student_eager_scan   # the scan replayed as CUDA graphs, or not
+    python bench/speed.py --models student --scan_graph_frames 40000   # graphs for larger scans too (default 16384)
     python bench/speed.py --models teacher no_mixer   # the shared cost: the most a new mixer can gain
     python bench/speed.py --padding 0.3        # padded batches (the longest item full, the last 30% shorter)
 
@@ -72,7 +74,9 @@ MODELS = {
     "teacher": "the attention model (SDPA, or flash-attn 2 when installed)",
     "teacher_hf_front_end": "the teacher with Hugging Face's CNN front end (transposes around each LayerNorm), "
                             "not this repository's channels-last one",
-    "student": "BiMamba2, both directions fused",
+    "student": "BiMamba2, both directions fused, its SSD scan replayed as CUDA graphs up to 16384 frames (the "
+               "hparams' mamba_scan_graph_frames)",
+    "student_eager_scan": "the student with mamba_ssm's scan launched eagerly (mamba_scan_graph_frames=0)",
     "student_separate": "BiMamba2, two Mamba2 calls (the reference path)",
     "student_recompute": "fused BiMamba2 recomputed in backward (mamba_recompute=True)",
     "student_encoder_recompute": "fused BiMamba2, whole encoder layers recomputed in backward "
@@ -107,6 +111,8 @@ def build(model_name: str, device, spec_augment: bool = True, preset: str = "lar
     if model_name == "no_mixer":
         replace_attention(model.wav2vec2.encoder, lambda attention: NoMixer())
     elif model_name.startswith("student"):
+        if model_name == "student_eager_scan":
+            mixer = {**mixer, "scan_graph_frames": 0}
         substitute_layer(model.wav2vec2.encoder, config, fused=model_name != "student_separate",
                          recompute=model_name == "student_recompute", **mixer)
     return model.to(device)
@@ -248,7 +254,7 @@ def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: f
     padding: ``make_batch``'s; mixer: the students' substitute_layer shape (``build``)."""
     torch.manual_seed(0)
     model = build(model_name, device, spec_augment=execution == "eager", **mixer)
-    chunk_size = next((m.chunk_size for m in model.modules() if isinstance(m, Mamba2)), None)  # None: no Mamba2
+    mamba = next((m for m in model.modules() if isinstance(m, Mamba2)), None)  # None: no Mamba2
     if execution == "cuda_graph":
         graph_safe_attention(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
@@ -280,7 +286,8 @@ def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: f
                "audio_s_per_s": batch * seconds / (ms / 1000) if ms else None, "peak_gib": peak_gib,
                "tflops": flops / 1e12 if flops else None, "mfu": flops / (ms / 1000) / peak if ms and peak else None,
                "execution": execution, "teacher_mode": "eager" if execution == "eager" else "same",
-               "chunk_size": chunk_size, "padding": padding,
+               "chunk_size": None if mamba is None else mamba.chunk_size,
+               "scan_graph_frames": None if mamba is None else mamba.scan_graph_frames, "padding": padding,
                "gpu": env["gpu"], "versions": env["versions"], "code": env["code"]}
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -343,6 +350,9 @@ def main():
     parser.add_argument("--chunk_size", type=int, default=None,
                         help="the students' SSD chunk length (mamba_chunk_size; default the hparams' 256); "
                              "recorded in each student row")
+    parser.add_argument("--scan_graph_frames", type=int, default=None,
+                        help="the students' mamba_scan_graph_frames: SSD scans of up to this many frames replay CUDA "
+                             "graphs (default the hparams' 16384; 0: never); recorded in each student row")
     parser.add_argument("--padding", type=float, default=0.0,
                         help="padded batches: items shrink linearly to (1 - PADDING) of the longest, behind an "
                              "attention mask (eager only; recorded as the rows' padding)")
@@ -364,7 +374,9 @@ def main():
     out_path.parent.mkdir(parents=True, exist_ok=True)
     print(json.dumps(env), flush=True)
 
-    mixer = {} if args.chunk_size is None else {"chunk_size": args.chunk_size}
+    mixer = {key: value for key, value in (("chunk_size", args.chunk_size), ("scan_graph_frames",
+                                                                           args.scan_graph_frames))
+             if value is not None}
     rows = []
     for execution in args.execution:
         for model_name in args.models:

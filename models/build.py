@@ -107,6 +107,7 @@ def build_asr_model(hparams, pretrained: bool = True, init_state_dict: dict | No
             chunk_size=hparams.mamba_chunk_size,
             recompute=hparams.mamba_recompute,
             backend=hparams.mamba_backend,
+            scan_graph_frames=hparams.mamba_scan_graph_frames,
             init=hparams.asr_mamba_init,
         )
         verify_surgery(before, encoder.state_dict())

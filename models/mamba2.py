@@ -10,7 +10,9 @@ is pluggable:
   per-time-step loop (the torch backend runs it at TORCH_CHUNK_SIZE).
 - ``ssd_ref``: the sequential recurrence, one time step at a time; slow and obviously right, the specification
   the other two are tested against.
-- ``mamba_ssm``'s Triton ``mamba_chunk_scan_combined`` on CUDA when installed (``backend="triton"``). Its causal
+- ``mamba_ssm``'s Triton ``mamba_chunk_scan_combined`` on CUDA when installed (``backend="triton"``), replayed as
+  CUDA graphs where a call is small enough for its launches to cost more than its work (models/scan_graphs.py,
+  ``scan_graph_frames``). Its causal
   conv1d is ``causal_conv1d``'s kernel when installed, else this repository's Triton kernel
   (models/conv_triton.py), so the GPU path needs nothing that takes long to compile; the other backends run it
   through ``nn.functional.conv1d``.
@@ -29,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
+
+from models.scan_graphs import SCAN_GRAPH_FRAMES
 
 logger = logging.getLogger(__name__)
 
@@ -157,8 +161,15 @@ def ssd_torch(x, dt, A, B, C, chunk_size=None, **kwargs):
     return ssd_chunked(x, dt, A, B, C, TORCH_CHUNK_SIZE, **kwargs)
 
 
-def scan_fn(backend: str):
+def scan_fn(backend: str, graph_frames: int = 0):
+    """The scan of a backend; on triton with graph_frames > 0, mamba_ssm's replayed as CUDA graphs for calls of
+    up to that many frames (models/scan_graphs.py)."""
     if backend == "triton":
+        if graph_frames > 0:
+            from models.scan_graphs import graphed_chunk_scan
+
+            _triton_scan()  # its log line
+            return functools.partial(graphed_chunk_scan, max_frames=graph_frames)
         return _triton_scan()
     return {"torch": ssd_torch, "ref": ssd_ref}[backend]
 
@@ -245,6 +256,7 @@ class Mamba2(nn.Module):
         headdim: int = 64,
         chunk_size: int = 256,
         backend: str = "auto",
+        scan_graph_frames: int = SCAN_GRAPH_FRAMES,
         A_init_range=(1.0, 16.0),
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
@@ -262,6 +274,10 @@ class Mamba2(nn.Module):
         if chunk_size < 1:
             raise ValueError(f"Mamba2: chunk_size {chunk_size} must be at least 1 (hparam mamba_chunk_size)")
         self.chunk_size = chunk_size
+        if scan_graph_frames < 0:
+            raise ValueError(f"Mamba2: scan_graph_frames {scan_graph_frames} must be >= 0 (hparam "
+                             f"mamba_scan_graph_frames; 0: mamba_ssm's scan launched eagerly)")
+        self.scan_graph_frames = scan_graph_frames  # triton backend: scans this small replay CUDA graphs
         self.backend = backend
         resolve_backend(backend)  # fail at construction on an unknown name
 
@@ -286,7 +302,7 @@ class Mamba2(nn.Module):
         z, xBC, dt = torch.split(zxbcdt, [self.d_inner, self.d_inner + 2 * self.d_state, self.nheads], dim=-1)
         xBC = causal_conv_silu(xBC, self.conv1d.weight, self.conv1d.bias, backend)  # (batch, seqlen, conv_dim)
         x, B, C = torch.split(xBC, [self.d_inner, self.d_state, self.d_state], dim=-1)
-        y = scan_fn(backend)(
+        y = scan_fn(backend, self.scan_graph_frames)(
             rearrange(x, "b l (h p) -> b l h p", p=self.headdim),
             dt,
             -torch.exp(self.A_log.float()),  # (nheads,)

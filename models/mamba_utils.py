@@ -151,7 +151,7 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
     x, B, C = torch.split(xBC, [2 * d_inner, 2 * d_state, 2 * d_state], dim=-1)
     dt_fw, dt_bw = torch.split(dt, [nheads, nheads], dim=-1)
 
-    y = scan_fn(backend)(
+    y = scan_fn(backend, fw.scan_graph_frames)(
         x.unflatten(-1, (2 * nheads, fw.headdim)),  # (batch, seqlen, 2 * nheads, headdim)
         torch.cat([dt_fw, reverse_padded(dt_bw, index)], dim=-1),  # (batch, seqlen, 2 * nheads)
         -torch.exp(torch.cat([fw.A_log, bw.A_log]).float()),  # (2 * nheads,)
@@ -326,8 +326,8 @@ def substitute_layer(module: nn.Module, config, **kwargs) -> nn.Module:
     """Swap every self-attention in a Wav2Vec2 encoder for a ``BiMamba2Wrapper`` (in place; returns ``module``).
 
     kwargs: residual_inside (False, as the original's wrapper), d_state, d_conv, expand, headdim, chunk_size,
-    backend ("auto" | "torch" | "triton"), fused, recompute (see ``BiMamba2Wrapper``), init ("random" |
-    "attention", see ``init_from_attention``).
+    backend ("auto" | "torch" | "triton"), scan_graph_frames (see ``Mamba2``), fused, recompute (see
+    ``BiMamba2Wrapper``), init ("random" | "attention", see ``init_from_attention``).
     New parameters are created on the device of the attention they replace, in fp32. ``config`` (the model's)
     is set to ``BIMAMBA2_ATTENTION``, so that the encoder builds its mixers a 2-D padding mask.
     """

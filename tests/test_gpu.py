@@ -47,6 +47,36 @@ def test_triton_scan_matches_the_reference(seqlen, dtype, tolerance):
         assert relative_error(y_torch, reference) < (1e-4 if dtype == torch.float32 else 1e-2)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_graphed_scan_replays_mamba_ssm_eager_scan(dtype):
+    """models/scan_graphs.py: the SSD scan's forward and backward replayed as CUDA graphs give mamba_ssm's eager
+    output and gradients, with both directions' groups as the mixer runs it (ngroups 2), for lengths that share a
+    graph (padded to 512 frames) in an order where a shorter call follows a longer one; one capture each for
+    forward and backward. The same kernels run both ways: only the padded last chunk's tiles can round otherwise."""
+    from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+
+    from models.scan_graphs import _cuda_scan_graphs, graphed_chunk_scan
+
+    forward_graphs, backward_graphs = _cuda_scan_graphs(256, True)
+    captured = forward_graphs.captures, backward_graphs.captures
+    for seqlen in (500, 300, 257, 500):
+        (x, dt, _, _), A, D, dt_bias = scan_inputs(seqlen, nheads=32, dtype=dtype)
+        BC = torch.randn(2, seqlen, 4, 128, device=CUDA).to(dtype)  # B and C strided views, as the mixer's are
+        leaves = [t.requires_grad_() for t in (x, dt, A, BC, D, dt_bias)]
+        B, C = BC.split(2, dim=2)
+        dout = torch.randn_like(x)
+        results = []
+        for scan in (graphed_chunk_scan, mamba_chunk_scan_combined):
+            y = scan(x, dt, A, B, C, 256, D=D, dt_bias=dt_bias, dt_softplus=True)
+            results.append((y, torch.autograd.grad(y, leaves, dout)))
+        (y_graph, g_graph), (y_eager, g_eager) = results
+        assert y_graph.shape == y_eager.shape and y_graph.dtype == y_eager.dtype
+        assert relative_error(y_graph, y_eager) < 1e-3, seqlen
+        for name, a, b in zip(("x", "dt", "A", "B and C", "D", "dt_bias"), g_graph, g_eager):
+            assert relative_error(a, b) < 1e-3, (seqlen, name)
+    assert (forward_graphs.captures - captured[0], backward_graphs.captures - captured[1]) == (1, 1)
+
+
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 def test_triton_causal_conv_matches_the_reference(dtype, tolerance):
     """models/conv_triton.py at the fused mixer's size (both directions' x, B, C of a large model: 2560 channels),
