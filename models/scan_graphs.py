@@ -41,7 +41,7 @@ def capture_cuda_graph(fn: Callable, inputs: list[torch.Tensor], pool) -> tuple[
     """fn(*inputs) captured as a CUDA graph in memory pool ``pool``: (its replay, the outputs each replay writes).
     One eager call first, on a side stream as the capture: Triton compiles and autotunes there, which it cannot
     do during a capture. ``thread_local``: autograd captures the backward on its own thread while others run."""
-    stream = torch.cuda.Stream(inputs[0].device)
+    stream = _capture_stream(inputs[0].device)
     stream.wait_stream(torch.cuda.current_stream())
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.stream(stream):
@@ -53,6 +53,11 @@ def capture_cuda_graph(fn: Callable, inputs: list[torch.Tensor], pool) -> tuple[
             graph.capture_end()
     torch.cuda.current_stream().wait_stream(stream)
     return graph.replay, outputs
+
+
+@functools.cache  # one per device: the allocator keeps what the warm-up calls freed for this stream's next ones
+def _capture_stream(device: torch.device) -> torch.cuda.Stream:
+    return torch.cuda.Stream(device)
 
 
 def rerun_eagerly(fn: Callable, inputs: list[torch.Tensor], pool=None) -> tuple[Callable[[], None], tuple]:
