@@ -112,8 +112,9 @@ class PaddedGraphs:
         if graph is None:
             while len(self.graphs) >= self.max_graphs:  # the least recently used shape goes
                 del self.graphs[next(iter(self.graphs))]
-            inputs = [torch.zeros(shape, dtype=t.dtype, device=t.device) for shape, t in zip(shapes, tensors)]
-            replay, outputs = self.capture(self.fn, inputs, self.pool)
+            with torch.inference_mode(False):  # buffers that later calls outside inference mode may write too
+                inputs = [torch.zeros(shape, dtype=t.dtype, device=t.device) for shape, t in zip(shapes, tensors)]
+                replay, outputs = self.capture(self.fn, inputs, self.pool)
             graph = _Graph(inputs, outputs, replay)
             self.captures += 1
         self.graphs[key] = graph
