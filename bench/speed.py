@@ -56,6 +56,7 @@ from models.heads import ctc_loss_per_utterance  # noqa: E402
 from models.mamba2 import Mamba2  # noqa: E402
 from models.mamba_utils import replace_attention, substitute_layer  # noqa: E402
 from models.presets import preset_config  # noqa: E402
+from models.scan_graphs import release_scan_graphs  # noqa: E402
 
 SR = 16000
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}
@@ -381,6 +382,7 @@ def main():
     for execution in args.execution:
         for model_name in args.models:
             rows += measure_model(model_name, args.shapes, device, env, peak, execution, args.padding, **mixer)
+            release_scan_graphs()  # the next model's peak memory without this one's scan graphs
             torch.cuda.empty_cache()  # the model and its optimiser went with measure_model's frame
     ctc_ms = {(batch, seconds): measure_ctc(batch, seconds, device)
               for mode, batch, seconds in map(parse_shape, args.shapes) if mode == "train"}

@@ -184,6 +184,11 @@ class GraphedChunkScan(torch.autograd.Function):
 _cuda_scan_graphs = functools.cache(scan_graphs)  # one pair per (chunk_size, dt_softplus) in a process
 
 
+def release_scan_graphs() -> None:
+    """Drop every graph and buffer ``graphed_chunk_scan`` keeps (they live until the process ends otherwise)."""
+    _cuda_scan_graphs.cache_clear()
+
+
 def graphed_chunk_scan(x, dt, A, B, C, chunk_size, D=None, dt_bias=None, dt_softplus=False,
                        max_frames: int = SCAN_GRAPH_FRAMES):
     """``mamba_chunk_scan_combined(x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, dt_softplus=dt_softplus)``,
