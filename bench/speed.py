@@ -375,9 +375,8 @@ def main():
     out_path.parent.mkdir(parents=True, exist_ok=True)
     print(json.dumps(env), flush=True)
 
-    mixer = {key: value for key, value in (("chunk_size", args.chunk_size), ("scan_graph_frames",
-                                                                           args.scan_graph_frames))
-             if value is not None}
+    mixer = {"chunk_size": args.chunk_size, "scan_graph_frames": args.scan_graph_frames}
+    mixer = {key: value for key, value in mixer.items() if value is not None}  # the rest: the hparams' defaults
     rows = []
     for execution in args.execution:
         for model_name in args.models:

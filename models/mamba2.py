@@ -12,10 +12,9 @@ is pluggable:
   the other two are tested against.
 - ``mamba_ssm``'s Triton ``mamba_chunk_scan_combined`` on CUDA when installed (``backend="triton"``), replayed as
   CUDA graphs where a call is small enough for its launches to cost more than its work (models/scan_graphs.py,
-  ``scan_graph_frames``). Its causal
-  conv1d is ``causal_conv1d``'s kernel when installed, else this repository's Triton kernel
-  (models/conv_triton.py), so the GPU path needs nothing that takes long to compile; the other backends run it
-  through ``nn.functional.conv1d``.
+  ``scan_graph_frames``). Its causal conv1d is ``causal_conv1d``'s kernel when installed, else this repository's
+  Triton kernel (models/conv_triton.py), so the GPU path needs nothing that takes long to compile; the other
+  backends run it through ``nn.functional.conv1d``.
 
 All three share the signature of ``mamba_chunk_scan_combined``:
     y = scan(x, dt, A, B, C, chunk_size, D=D, dt_bias=dt_bias, dt_softplus=True)
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
-from models.scan_graphs import SCAN_GRAPH_FRAMES
+from models.scan_graphs import SCAN_GRAPH_FRAMES, graphed_chunk_scan
 
 logger = logging.getLogger(__name__)
 
@@ -166,8 +165,6 @@ def scan_fn(backend: str, graph_frames: int = 0):
     up to that many frames (models/scan_graphs.py)."""
     if backend == "triton":
         if graph_frames > 0:
-            from models.scan_graphs import graphed_chunk_scan
-
             _triton_scan()  # its log line
             return functools.partial(graphed_chunk_scan, max_frames=graph_frames)
         return _triton_scan()
