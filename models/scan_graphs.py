@@ -34,7 +34,9 @@ import torch
 # hparams' mamba_scan_graph_frames): 16 x 10 s (16 x 512 padded frames) to 4 x 60 s (4 x 3072), where the eager
 # scan's host time exceeds its GPU time; 1 x 600 s (30208) stays eager, where the GPU's time dominates the step.
 SCAN_GRAPH_FRAMES = 16384
-MAX_GRAPHS = 8  # shapes kept per function: ~300 MB each at 16384 frames of the large model's mixer
+# Shapes kept per function. The scan's forward and backward buffers of one shape at 16384 frames of the large
+# model's mixer (32 heads of 64, d_state 128, bf16) take ~370 MiB, besides the intermediates in the shared pool.
+MAX_GRAPHS = 8
 
 
 def capture_cuda_graph(fn: Callable, inputs: list[torch.Tensor], pool) -> tuple[Callable[[], None], tuple]:
