@@ -175,12 +175,12 @@ def _conv_bwd_dx(g_ptr, w_ptr, rev_ptr, index_ptr, dx_ptr, seqlen, channels, WID
     mask = (t < seqlen)[:, None] & c_ok[None, :]
     if REVERSE:  # back to the frames x was read from (a permutation: no clash); one branch per pointer, as in _tap
         flipped = _reversed_frames(t, index_ptr, batch, seqlen, HAS_INDEX)
+        scatters = False  # compiled away unless MIXED_TILES
         if MIXED_TILES:
-            if tile_kind == MIXED:
-                tl.store(dx_ptr + base + tl.where(reversed_c[None, :], flipped[:, None], t[:, None]) * channels, dx,
-                         mask=mask)
-            else:
-                tl.store(dx_ptr + base + tl.where(tile_kind == 1, flipped, t)[:, None] * channels, dx, mask=mask)
+            scatters = tile_kind == MIXED
+        if scatters:
+            tl.store(dx_ptr + base + tl.where(reversed_c[None, :], flipped[:, None], t[:, None]) * channels, dx,
+                     mask=mask)
         else:
             tl.store(dx_ptr + base + tl.where(tile_kind == 1, flipped, t)[:, None] * channels, dx, mask=mask)
     else:
