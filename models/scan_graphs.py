@@ -151,10 +151,8 @@ def _scan_backward(dout, x, dt, A, B, C, D, dt_bias, *, chunk_size: int, dt_soft
     return dx, ddt, dA, dB, dC, dD, ddt_bias
 
 
-#                    x     dt    A      B     C     D      dt_bias
+#                    x     dt    A      B     C     D      dt_bias  (and their gradients, in the same order)
 SCAN_TIMED_INPUTS = (True, True, False, True, True, False, False)
-#                  dx    ddt   dA     dB    dC    dD     ddt_bias
-SCAN_GRADIENTS = (True, True, False, True, True, False, False)
 
 
 def scan_graphs(chunk_size: int, dt_softplus: bool, capture: Callable = capture_cuda_graph,
@@ -165,7 +163,7 @@ def scan_graphs(chunk_size: int, dt_softplus: bool, capture: Callable = capture_
     fixed = dict(chunk_size=chunk_size, dt_softplus=dt_softplus)
     return (PaddedGraphs(functools.partial(forward, **fixed), SCAN_TIMED_INPUTS, (True,), chunk_size, max_graphs,
                          capture, pool),
-            PaddedGraphs(functools.partial(backward, **fixed), (True,) + SCAN_TIMED_INPUTS, SCAN_GRADIENTS,
+            PaddedGraphs(functools.partial(backward, **fixed), (True,) + SCAN_TIMED_INPUTS, SCAN_TIMED_INPUTS,
                          chunk_size, max_graphs, capture, pool))
 
 
