@@ -8,9 +8,10 @@ part at the large model's mixer size (d_model 1024, both directions: 32 heads of
 channels), bf16, forward + backward, this prints the mean host time per call (perf_counter around 30 calls, no
 synchronisation inside) and the mean wall time per call (CUDA events around the same 30, waiting for the GPU).
 When the two agree the part is launch-bound. Shapes: 1 x 64 frames (GPU work negligible: host time alone) and
-16 x 500 (16 x 10 s of audio). The layer replays its SSD scan as CUDA graphs (models/scan_graphs.py, the default);
-"layer, eager scan" launches mamba_ssm's scan eagerly, as "SSD scan fwd+bwd" does alone, and "scan graphed"
-is the replayed scan alone. ``--cprofile`` adds Python's profile of 20 layer calls (where the host time goes).
+16 x 500 (16 x 10 s of audio). The layer replays its whole fused mixer as CUDA graphs, forward and backward
+(``graphed_bimamba2_fused``, the default); "layer, eager mixer" launches the mixer's kernels but replays its SSD
+scan from graphs (models/scan_graphs.py), "layer, eager scan" launches mamba_ssm's scan eagerly too, as "SSD
+scan fwd+bwd" does alone, and "scan graphed" is the replayed scan alone. ``--cprofile`` adds Python's profile of 20 layer calls (where the host time goes).
 """
 import argparse
 import copy
@@ -76,9 +77,9 @@ def parts(layer: BiMamba2Wrapper, batch: int, frames: int) -> dict:
             out, _ = mixer(hidden)
         out.sum().backward()
 
-    def layer_infer():
+    def layer_infer(mixer=layer):
         with torch.no_grad(), autocast():
-            layer(hidden)
+            mixer(hidden)
 
     def in_proj_train():
         with autocast():
@@ -90,7 +91,9 @@ def parts(layer: BiMamba2Wrapper, batch: int, frames: int) -> dict:
         rmsnorm_fn(y_input_time, norm_weight, None, z=z, eps=1e-5, group_size=D_MODEL,
                    norm_before_gate=False).sum().backward()
 
-    eager_scan_layer = copy.deepcopy(layer)
+    eager_mixer_layer = copy.deepcopy(layer)  # the scan replays its graphs, the rest of the mixer is launched
+    eager_mixer_layer.mixer_graph_frames = 0
+    eager_scan_layer = copy.deepcopy(eager_mixer_layer)
     for mamba in (eager_scan_layer.fw_mamba, eager_scan_layer.bw_mamba):
         mamba.scan_graph_frames = 0
 
@@ -99,8 +102,10 @@ def parts(layer: BiMamba2Wrapper, batch: int, frames: int) -> dict:
 
     return {
         "layer fwd+bwd": layer_train,
+        "layer, eager mixer": lambda: layer_train(eager_mixer_layer),
         "layer, eager scan": lambda: layer_train(eager_scan_layer),
         "layer fwd, no grad": layer_infer,
+        "layer fwd, eager mixer": lambda: layer_infer(eager_mixer_layer),
         "SSD scan fwd+bwd": lambda: scan_train(mamba_chunk_scan_combined),
         "scan graphed fwd+bwd": lambda: scan_train(graphed_chunk_scan),
         "conv fwd+bwd": lambda: causal_conv_silu_triton(conv_in, conv_weight, conv_bias).sum().backward(),

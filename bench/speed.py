@@ -6,8 +6,8 @@ Usage (on a GPU machine, see README "Speed"):
     python bench/speed.py --execution eager cuda_graph     # also both models replayed as CUDA graphs
     python bench/speed.py --code 0ea5d7e       # a copy of the tree without .git: name the commit it holds
     python bench/speed.py --models student --chunk_size 128   # the students' SSD chunk length (default 256)
-    python bench/speed.py --models student student_eager_scan   # the scan replayed as CUDA graphs, or not
-    python bench/speed.py --models student --scan_graph_frames 40000   # graphs for larger scans too (default 16384)
+    python bench/speed.py --models student student_eager_mixer student_eager_scan   # which parts replay CUDA graphs
+    python bench/speed.py --models student --mixer_graph_frames 40000   # graphs for larger mixers too (default 16384)
     python bench/speed.py --models teacher no_mixer   # the shared cost: the most a new mixer can gain
     python bench/speed.py --padding 0.3        # padded batches (the longest item full, the last 30% shorter)
 
@@ -54,7 +54,8 @@ from models.build import (attention_implementation, chunked_feature_encoder, ena
                           feature_encoder_geometry, use_channels_last_feature_encoder)
 from models.heads import ctc_loss_per_utterance  # noqa: E402
 from models.mamba2 import Mamba2  # noqa: E402
-from models.mamba_utils import replace_attention, substitute_layer  # noqa: E402
+from models.mamba_utils import (BiMamba2Wrapper, release_mixer_graphs, replace_attention,  # noqa: E402
+                                substitute_layer)
 from models.presets import preset_config  # noqa: E402
 from models.scan_graphs import release_scan_graphs  # noqa: E402
 
@@ -75,9 +76,12 @@ MODELS = {
     "teacher": "the attention model (SDPA, or flash-attn 2 when installed)",
     "teacher_hf_front_end": "the teacher with Hugging Face's CNN front end (transposes around each LayerNorm), "
                             "not this repository's channels-last one",
-    "student": "BiMamba2, both directions fused, its SSD scan replayed as CUDA graphs up to 16384 frames (the "
-               "hparams' mamba_scan_graph_frames)",
-    "student_eager_scan": "the student with mamba_ssm's scan launched eagerly (mamba_scan_graph_frames=0)",
+    "student": "BiMamba2, both directions fused, the mixer replayed as CUDA graphs up to 16384 frames, forward and "
+               "backward (recomputing its forward; the hparams' mamba_mixer_graph_frames)",
+    "student_eager_mixer": "the student with the mixer's kernels launched eagerly but its SSD scan replayed as CUDA "
+                           "graphs up to 16384 frames (mamba_mixer_graph_frames=0, mamba_scan_graph_frames's default)",
+    "student_eager_scan": "the student with every mixer kernel launched eagerly, mamba_ssm's scan too "
+                          "(mamba_mixer_graph_frames=0, mamba_scan_graph_frames=0)",
     "student_separate": "BiMamba2, two Mamba2 calls (the reference path)",
     "student_recompute": "fused BiMamba2 recomputed in backward (mamba_recompute=True)",
     "student_encoder_recompute": "fused BiMamba2, whole encoder layers recomputed in backward "
@@ -112,6 +116,8 @@ def build(model_name: str, device, spec_augment: bool = True, preset: str = "lar
     if model_name == "no_mixer":
         replace_attention(model.wav2vec2.encoder, lambda attention: NoMixer())
     elif model_name.startswith("student"):
+        if model_name in ("student_eager_mixer", "student_eager_scan"):
+            mixer = {**mixer, "mixer_graph_frames": 0}
         if model_name == "student_eager_scan":
             mixer = {**mixer, "scan_graph_frames": 0}
         substitute_layer(model.wav2vec2.encoder, config, fused=model_name != "student_separate",
@@ -256,6 +262,7 @@ def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: f
     torch.manual_seed(0)
     model = build(model_name, device, spec_augment=execution == "eager", **mixer)
     mamba = next((m for m in model.modules() if isinstance(m, Mamba2)), None)  # None: no Mamba2
+    wrapper = next((m for m in model.modules() if isinstance(m, BiMamba2Wrapper)), None)
     if execution == "cuda_graph":
         graph_safe_attention(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
@@ -288,7 +295,9 @@ def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: f
                "tflops": flops / 1e12 if flops else None, "mfu": flops / (ms / 1000) / peak if ms and peak else None,
                "execution": execution, "teacher_mode": "eager" if execution == "eager" else "same",
                "chunk_size": None if mamba is None else mamba.chunk_size,
-               "scan_graph_frames": None if mamba is None else mamba.scan_graph_frames, "padding": padding,
+               "scan_graph_frames": None if mamba is None else mamba.scan_graph_frames,
+               "mixer_graph_frames": None if wrapper is None or not wrapper.fused else wrapper.mixer_graph_frames,
+               "padding": padding,
                "gpu": env["gpu"], "versions": env["versions"], "code": env["code"]}
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -354,6 +363,9 @@ def main():
     parser.add_argument("--scan_graph_frames", type=int, default=None,
                         help="the students' mamba_scan_graph_frames: SSD scans of up to this many frames replay CUDA "
                              "graphs (default the hparams' 16384; 0: never); recorded in each student row")
+    parser.add_argument("--mixer_graph_frames", type=int, default=None,
+                        help="the students' mamba_mixer_graph_frames: fused mixers of up to this many frames replay "
+                             "CUDA graphs (default the hparams' 16384; 0: never); recorded in each student row")
     parser.add_argument("--padding", type=float, default=0.0,
                         help="padded batches: items shrink linearly to (1 - PADDING) of the longest, behind an "
                              "attention mask (eager only; recorded as the rows' padding)")
@@ -375,13 +387,15 @@ def main():
     out_path.parent.mkdir(parents=True, exist_ok=True)
     print(json.dumps(env), flush=True)
 
-    mixer = {"chunk_size": args.chunk_size, "scan_graph_frames": args.scan_graph_frames}
+    mixer = {"chunk_size": args.chunk_size, "scan_graph_frames": args.scan_graph_frames,
+             "mixer_graph_frames": args.mixer_graph_frames}
     mixer = {key: value for key, value in mixer.items() if value is not None}  # the rest: the hparams' defaults
     rows = []
     for execution in args.execution:
         for model_name in args.models:
             rows += measure_model(model_name, args.shapes, device, env, peak, execution, args.padding, **mixer)
-            release_scan_graphs()  # the next model's peak memory without this one's scan graphs
+            release_scan_graphs()  # the next model's peak memory without this one's graphs
+            release_mixer_graphs()
             torch.cuda.empty_cache()  # the model and its optimiser went with measure_model's frame
     ctc_ms = {(batch, seconds): measure_ctc(batch, seconds, device)
               for mode, batch, seconds in map(parse_shape, args.shapes) if mode == "train"}

@@ -108,6 +108,7 @@ def build_asr_model(hparams, pretrained: bool = True, init_state_dict: dict | No
             recompute=hparams.mamba_recompute,
             backend=hparams.mamba_backend,
             scan_graph_frames=hparams.mamba_scan_graph_frames,
+            mixer_graph_frames=hparams.mamba_mixer_graph_frames,
             init=hparams.asr_mamba_init,
         )
         verify_surgery(before, encoder.state_dict())

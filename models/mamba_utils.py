@@ -16,6 +16,7 @@ padding stays at the end, so both Mamba2 directions are causal scans that never 
 import functools
 import logging
 import weakref
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,7 @@ from transformers.masking_utils import AttentionMaskInterface
 
 from models.mamba2 import (Mamba2, causal_conv_silu, conv_implementation, gated_rms_norm, resolve_backend,
                            scan_fn)
+from models.scan_graphs import MAX_GRAPHS, PaddedGraphs, capture_cuda_graph, round_up
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +120,43 @@ def reverse_padded_ref(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Tensor | None,
+class Direction(NamedTuple):
+    """One direction's parameters as ``bimamba2_fused`` reads them: a Mamba2's (``Direction.of``), or the static
+    buffers a CUDA graph of the mixer reads (``MixerGraphs``)."""
+
+    in_proj: torch.Tensor  # (2 * d_inner + 2 * d_state + nheads, d_model): rows [z, x, B, C, dt]
+    conv_weight: torch.Tensor  # (d_inner + 2 * d_state, 1, d_conv)
+    conv_bias: torch.Tensor  # (d_inner + 2 * d_state,)
+    dt_bias: torch.Tensor  # (nheads,)
+    A_log: torch.Tensor  # (nheads,)
+    D: torch.Tensor  # (nheads,)
+    norm: torch.Tensor  # (d_inner,)
+    out_proj: torch.Tensor  # (d_model, d_inner)
+
+    @classmethod
+    def of(cls, mamba: Mamba2) -> "Direction":
+        return cls(mamba.in_proj.weight, mamba.conv1d.weight, mamba.conv1d.bias, mamba.dt_bias, mamba.A_log,
+                   mamba.D, mamba.norm.weight, mamba.out_proj.weight)
+
+
+class MixerDims(NamedTuple):
+    """What ``bimamba2_fused`` needs of a Mamba2 besides its parameters (both directions are built alike)."""
+
+    d_inner: int
+    d_state: int
+    nheads: int
+    headdim: int
+    chunk_size: int
+    eps: float
+    scan_graph_frames: int  # triton: scans of up to this many frames replay CUDA graphs (models/scan_graphs.py)
+
+    @classmethod
+    def of(cls, mamba: Mamba2) -> "MixerDims":
+        return cls(mamba.d_inner, mamba.d_state, mamba.nheads, mamba.headdim, mamba.chunk_size, mamba.norm.eps,
+                   mamba.scan_graph_frames)
+
+
+def bimamba2_fused(dims: MixerDims, fw: Direction, bw: Direction, hidden: torch.Tensor, index: torch.Tensor | None,
                    backend: str) -> torch.Tensor:
     """fw(hidden) + reverse(bw(reverse(hidden))) with both directions in one pass of each GEMM, conv, scan and norm.
 
@@ -136,14 +174,14 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
     hidden (batch, seqlen, d_model), index from ``padded_reverse_index`` (None: no padding) -> (batch, seqlen,
     d_model)
     """
-    d_inner, d_state, nheads = fw.d_inner, fw.d_state, fw.nheads
+    d_inner, d_state, nheads = dims.d_inner, dims.d_state, dims.nheads
     # in_proj rows [z_fw, z_bw, x_fw, x_bw, B_fw, B_bw, C_fw, C_bw, dt_fw, dt_bw]: the conv's channels in one slice
-    in_weight = _interleave(fw.in_proj.weight, bw.in_proj.weight, [d_inner, d_inner, d_state, d_state, nheads])
+    in_weight = _interleave(fw.in_proj, bw.in_proj, [d_inner, d_inner, d_state, d_state, nheads])
     conv_sizes = (d_inner, d_state, d_state)
     z, xBC, dt = torch.split(F.linear(hidden, in_weight), [2 * d_inner, 2 * sum(conv_sizes), 2 * nheads], dim=-1)
 
-    conv_weight = _interleave(fw.conv1d.weight, bw.conv1d.weight, conv_sizes)  # (2 * conv_dim, 1, d_conv)
-    conv_bias = _interleave(fw.conv1d.bias, bw.conv1d.bias, conv_sizes)
+    conv_weight = _interleave(fw.conv_weight, bw.conv_weight, conv_sizes)  # (2 * conv_dim, 1, d_conv)
+    conv_bias = _interleave(fw.conv_bias, bw.conv_bias, conv_sizes)
     backward_channels = backward_channel_mask(conv_sizes, hidden.device)  # (2 * conv_dim,)
     # (batch, seqlen, 2 * conv_dim): the backward direction's channels in reversed time
     xBC = causal_conv_silu_bidirectional(xBC, conv_weight, conv_bias, backward_channels, index, backend,
@@ -151,21 +189,21 @@ def bimamba2_fused(fw: Mamba2, bw: Mamba2, hidden: torch.Tensor, index: torch.Te
     x, B, C = torch.split(xBC, [2 * d_inner, 2 * d_state, 2 * d_state], dim=-1)
     dt_fw, dt_bw = torch.split(dt, [nheads, nheads], dim=-1)
 
-    y = scan_fn(backend, fw.scan_graph_frames)(
-        x.unflatten(-1, (2 * nheads, fw.headdim)),  # (batch, seqlen, 2 * nheads, headdim)
+    y = scan_fn(backend, dims.scan_graph_frames)(
+        x.unflatten(-1, (2 * nheads, dims.headdim)),  # (batch, seqlen, 2 * nheads, headdim)
         torch.cat([dt_fw, reverse_padded(dt_bw, index)], dim=-1),  # (batch, seqlen, 2 * nheads)
         -torch.exp(torch.cat([fw.A_log, bw.A_log]).float()),  # (2 * nheads,)
         B.unflatten(-1, (2, d_state)),  # (batch, seqlen, ngroups=2, d_state)
         C.unflatten(-1, (2, d_state)),
-        fw.chunk_size,
+        dims.chunk_size,
         D=torch.cat([fw.D, bw.D]),
         dt_bias=torch.cat([fw.dt_bias, bw.dt_bias]),
         dt_softplus=True,
     ).flatten(-2)  # (batch, seqlen, 2 * d_inner), the backward half in reversed time
     # (batch, seqlen, 2 * d_inner), input time: the norm reads the backward half reversed
-    y = bidirectional_gated_norm(y, z, torch.cat([fw.norm.weight, bw.norm.weight]), fw.norm.eps, index, backend)
+    y = bidirectional_gated_norm(y, z, torch.cat([fw.norm, bw.norm]), dims.eps, index, backend)
     # [y_fw | y_bw] against [W_fw | W_bw]: one GEMM gives fw.out_proj(y_fw) + bw.out_proj(y_bw)
-    return F.linear(y, torch.cat([fw.out_proj.weight, bw.out_proj.weight], dim=1))
+    return F.linear(y, torch.cat([fw.out_proj, bw.out_proj], dim=1))
 
 
 @functools.cache
@@ -226,6 +264,93 @@ def bidirectional_gated_norm(y, z, weight, eps: float, index: torch.Tensor | Non
     return grouped_gated_rms_norm(y, z, weight, eps, d_inner)
 
 
+# Fused mixers of up to this many frames (batch x length padded to the chunk) replay CUDA graphs by default
+# (BiMamba2Wrapper's and the hparams' mamba_mixer_graph_frames): 16 x 10 s to 4 x 60 s of audio, where launching a
+# layer's ~90 kernels costs the host more time than the GPU needs to run them; 1 x 600 s (30208) stays eager.
+MIXER_GRAPH_FRAMES = 16384
+
+
+def _mixer_forward(hidden, lengths, *params, dims: MixerDims, backend: str, autocast_dtype) -> tuple[torch.Tensor]:
+    """``bimamba2_fused`` of a graph's static inputs: hidden (batch, frames, d_model), lengths (batch,) each
+    sequence's valid frames (frames past it, the graph's time padding included, stay where they are in the
+    backward direction), params fw's then bw's ``Direction`` -> (out (batch, frames, d_model),)."""
+    index = padded_reverse_index(lengths, hidden.shape[1])  # (batch, frames)
+    with torch.autocast(hidden.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        return (bimamba2_fused(dims, Direction(*params[:8]), Direction(*params[8:]), hidden, index, backend),)
+
+
+def _mixer_backward(grad_out, hidden, lengths, *params, **fixed) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mixer's forward again, with autograd, then its backward: (the gradient of hidden, the parameters'
+    gradients flattened into one tensor: one copy out of the graph instead of sixteen)."""
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_() for t in (hidden, *params)]
+        (out,) = _mixer_forward(leaves[0], lengths, *leaves[1:], **fixed)
+        grad_hidden, *grad_params = torch.autograd.grad(out, leaves, grad_out)
+    return grad_hidden, torch.cat([g.flatten() for g in grad_params])
+
+
+MIXER_TIMED_INPUTS = (True, False) + (False,) * 2 * len(Direction._fields)  # hidden, lengths, the parameters
+
+
+def mixer_graphs(dims: MixerDims, backend: str, autocast_dtype, capture=capture_cuda_graph,
+                 max_graphs: int = MAX_GRAPHS) -> tuple[PaddedGraphs, PaddedGraphs]:
+    """The fused mixer's forward and backward ``PaddedGraphs`` (sharing a memory pool) for mixers of ``dims`` run
+    on ``backend`` under autocast to ``autocast_dtype`` (None: no autocast). The backward recomputes the forward
+    (as ``recompute=True`` does): a graph shared by every layer can keep no layer's activations, and a mixer's
+    forward costs the GPU less than its stored activations would cost memory. Time is padded to the chunk."""
+    pool = torch.cuda.graph_pool_handle() if capture is capture_cuda_graph else None
+    # inside a graph the scan is launched as it is captured, never replayed from graphs of its own
+    fixed = dict(dims=dims._replace(scan_graph_frames=0), backend=backend, autocast_dtype=autocast_dtype)
+    return (PaddedGraphs(functools.partial(_mixer_forward, **fixed), MIXER_TIMED_INPUTS, (True,), dims.chunk_size,
+                         max_graphs, capture, pool),
+            PaddedGraphs(functools.partial(_mixer_backward, **fixed), (True,) + MIXER_TIMED_INPUTS, (True, False),
+                         dims.chunk_size, max_graphs, capture, pool))
+
+
+class GraphedMixer(torch.autograd.Function):
+    """``bimamba2_fused`` whose forward and backward replay ``graphs`` (``mixer_graphs``'s pair): saves only its
+    inputs, as ``recompute=True``."""
+
+    @staticmethod
+    def forward(ctx, hidden, lengths, graphs, *params):
+        ctx.save_for_backward(hidden, lengths, *params)
+        ctx.backward_graphs = graphs[1]
+        return graphs[0](hidden, lengths, *params)[0]
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        hidden, lengths, *params = ctx.saved_tensors
+        grad_hidden, grad_params = ctx.backward_graphs(grad_out, hidden, lengths, *params)
+        pieces = grad_params.split([p.numel() for p in params])
+        return grad_hidden, None, None, *(g.view(p.shape).to(p.dtype) for g, p in zip(pieces, params))
+
+
+_cuda_mixer_graphs = functools.cache(mixer_graphs)  # one pair per (dims, backend, autocast dtype) in a process
+
+
+def release_mixer_graphs() -> None:
+    """Drop every graph and buffer ``graphed_bimamba2_fused`` keeps (they live until the process ends otherwise)."""
+    _cuda_mixer_graphs.cache_clear()
+
+
+def mixer_graphs_apply(hidden: torch.Tensor, dims: MixerDims, backend: str, max_frames: int) -> bool:
+    """Whether ``graphed_bimamba2_fused`` replays graphs for this call: the triton backend on CUDA, at most
+    max_frames frames (batch x length padded to the chunk), and no other graph being captured (bench/speed.py
+    captures whole models)."""
+    frames = hidden.shape[0] * round_up(hidden.shape[1], dims.chunk_size)
+    return (backend == "triton" and hidden.is_cuda and 0 < frames <= max_frames
+            and not torch.cuda.is_current_stream_capturing())
+
+
+def graphed_bimamba2_fused(dims: MixerDims, fw: Direction, bw: Direction, hidden: torch.Tensor,
+                           lengths: torch.Tensor, backend: str) -> torch.Tensor:
+    """``bimamba2_fused`` replayed from CUDA graphs (see ``mixer_graphs``): one launch forward and one backward
+    instead of a layer's ~90 kernels and their Python. lengths (batch,) valid frames of each sequence."""
+    device = hidden.device.type
+    autocast_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+    return GraphedMixer.apply(hidden, lengths, _cuda_mixer_graphs(dims, backend, autocast_dtype), *fw, *bw)
+
+
 class BiMamba2Wrapper(nn.Module):
     """A drop-in for ``Wav2Vec2Attention``: same call, same ``(hidden_states, attn_weights)`` return.
 
@@ -233,18 +358,25 @@ class BiMamba2Wrapper(nn.Module):
     state_dict matches the original code's ``...attention.fw_mamba.in_proj.weight`` layout. ``fused`` runs both
     directions through each kernel at once (``bimamba2_fused``); ``forward_separate`` is the two-module reference.
     ``recompute`` stores only the mixer's input for backward and runs it again there (activation checkpointing):
-    far less memory on long inputs for about one more mixer forward.
+    far less memory on long inputs for about one more mixer forward. On the triton backend a fused mixer of up to
+    ``mixer_graph_frames`` frames (batch x length padded to the chunk) replays CUDA graphs
+    (``graphed_bimamba2_fused``), which recompute it in backward whatever ``recompute`` says.
     """
 
     def __init__(self, d_model: int, residual_inside: bool = False, fused: bool = True, recompute: bool = False,
-                 **mamba_kwargs):
-        """mamba_kwargs: Mamba2's shape and backend (d_state, d_conv, expand, headdim, chunk_size, backend)."""
+                 mixer_graph_frames: int = MIXER_GRAPH_FRAMES, **mamba_kwargs):
+        """mamba_kwargs: Mamba2's shape and backend (d_state, d_conv, expand, headdim, chunk_size, backend,
+        scan_graph_frames)."""
         super().__init__()
+        if mixer_graph_frames < 0:
+            raise ValueError(f"BiMamba2Wrapper: mixer_graph_frames {mixer_graph_frames} must be >= 0 (hparam "
+                             f"mamba_mixer_graph_frames; 0: the mixer's kernels launched eagerly)")
         self.fw_mamba = Mamba2(d_model, **mamba_kwargs)
         self.bw_mamba = Mamba2(d_model, **mamba_kwargs)
         self.residual_inside = residual_inside
         self.fused = fused
         self.recompute = recompute
+        self.mixer_graph_frames = mixer_graph_frames
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         batch, seqlen, _ = hidden_states.shape
@@ -252,12 +384,20 @@ class BiMamba2Wrapper(nn.Module):
         layout = None if attention_mask is None else PaddingLayout.of(attention_mask, seqlen)
         index = None if layout is None else layout.index
 
+        recompute = self.recompute and torch.is_grad_enabled()
         if self.fused:
             backend = resolve_backend(self.fw_mamba.backend, hidden_states.device)
-            mixer = functools.partial(bimamba2_fused, self.fw_mamba, self.bw_mamba, index=index, backend=backend)
+            dims, fw, bw = self.fused_arguments()
+            if mixer_graphs_apply(hidden_states, dims, backend, self.mixer_graph_frames):
+                lengths = layout.lengths if layout is not None else torch.full(
+                    (batch,), seqlen, dtype=torch.long, device=hidden_states.device)
+                mixer = functools.partial(graphed_bimamba2_fused, dims, fw, bw, lengths=lengths, backend=backend)
+                recompute = False  # its backward recomputes the forward already
+            else:
+                mixer = functools.partial(bimamba2_fused, dims, fw, bw, index=index, backend=backend)
         else:
             mixer = functools.partial(self.forward_separate, index=index)
-        if self.recompute and torch.is_grad_enabled():  # keep only the input; rerun the mixer in backward
+        if recompute:  # keep only the input; rerun the mixer in backward
             out = torch.utils.checkpoint.checkpoint(mixer, hidden_states, use_reentrant=False)
         else:
             out = mixer(hidden_states)
@@ -266,6 +406,10 @@ class BiMamba2Wrapper(nn.Module):
         if layout is not None:  # padded frames are zero
             out = out.masked_fill(layout.padded[..., None], 0.0)
         return out, None
+
+    def fused_arguments(self) -> tuple[MixerDims, Direction, Direction]:
+        """``bimamba2_fused``'s first three arguments for this wrapper's two Mamba2."""
+        return MixerDims.of(self.fw_mamba), Direction.of(self.fw_mamba), Direction.of(self.bw_mamba)
 
     def forward_separate(self, hidden_states: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
         """The two directions one after the other, each through its own Mamba2 (the reference of the fused path)."""
@@ -326,8 +470,8 @@ def substitute_layer(module: nn.Module, config, **kwargs) -> nn.Module:
     """Swap every self-attention in a Wav2Vec2 encoder for a ``BiMamba2Wrapper`` (in place; returns ``module``).
 
     kwargs: residual_inside (False, as the original's wrapper), d_state, d_conv, expand, headdim, chunk_size,
-    backend ("auto" | "torch" | "triton"), scan_graph_frames (see ``Mamba2``), fused, recompute (see
-    ``BiMamba2Wrapper``), init ("random" | "attention", see ``init_from_attention``).
+    backend ("auto" | "torch" | "triton"), scan_graph_frames (see ``Mamba2``), fused, recompute,
+    mixer_graph_frames (see ``BiMamba2Wrapper``), init ("random" | "attention", see ``init_from_attention``).
     New parameters are created on the device of the attention they replace, in fp32. ``config`` (the model's)
     is set to ``BIMAMBA2_ATTENTION``, so that the encoder builds its mixers a 2-D padding mask.
     """

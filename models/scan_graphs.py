@@ -121,13 +121,14 @@ class PaddedGraphs:
             self.captures += 1
         self.graphs[key] = graph
 
+        untimed = [(static, t) for static, t, timed in zip(graph.inputs, tensors, self.timed_inputs) if not timed]
+        if untimed:  # parameters: one launch for all of them
+            torch._foreach_copy_([static for static, _ in untimed], [t for _, t in untimed])
         for static, t, timed in zip(graph.inputs, tensors, self.timed_inputs):
-            if not timed:
-                static.copy_(t)
-                continue
-            static[:, :frames].copy_(t)
-            if frames < graph.frames:  # a longer call's frames are left there: zeros again
-                static[:, frames:graph.frames].zero_()
+            if timed:
+                static[:, :frames].copy_(t)
+                if frames < graph.frames:  # a longer call's frames are left there: zeros again
+                    static[:, frames:graph.frames].zero_()
         graph.frames = frames
         graph.replay()
         return tuple(out[:, :frames].clone() if timed else out.clone()

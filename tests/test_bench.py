@@ -69,9 +69,11 @@ def test_every_bench_model_is_built_as_its_name_says():
         assert len(wrappers) == (2 if name.startswith("student") else 0), name
         assert all(w.fused == (name != "student_separate") for w in wrappers), name
         assert all(w.recompute == (name == "student_recompute") for w in wrappers), name
-        graph_frames = 0 if name == "student_eager_scan" else 16384
-        assert all(w.fw_mamba.scan_graph_frames == w.bw_mamba.scan_graph_frames == graph_frames
+        scan_graph_frames = 0 if name == "student_eager_scan" else 16384
+        assert all(w.fw_mamba.scan_graph_frames == w.bw_mamba.scan_graph_frames == scan_graph_frames
                    for w in wrappers), name
+        mixer_graph_frames = 0 if name in ("student_eager_mixer", "student_eager_scan") else 16384
+        assert all(w.mixer_graph_frames == mixer_graph_frames for w in wrappers), name
         assert model.wav2vec2.encoder.gradient_checkpointing == name.endswith("encoder_recompute"), name
         assert not model.wav2vec2.feature_extractor._requires_grad, name  # frozen, as in training
 

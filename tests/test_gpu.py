@@ -196,7 +196,7 @@ def test_fused_bidirectional_kernels_match_two_separate_mamba2(autocast, padded)
     index = padded_reverse_index(lengths, 600) if padded else None
     valid = (torch.arange(600, device=CUDA)[None, :] < lengths[:, None])[..., None]
     results = []
-    for run in (lambda: bimamba2_fused(wrapper.fw_mamba, wrapper.bw_mamba, hidden, index, "triton"),
+    for run in (lambda: bimamba2_fused(*wrapper.fused_arguments(), hidden, index, "triton"),
                 lambda: wrapper.forward_separate(hidden, index)):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
             out = run() * valid
@@ -205,6 +205,44 @@ def test_fused_bidirectional_kernels_match_two_separate_mamba2(autocast, padded)
     assert relative_error(results[0][0], results[1][0]) < tolerance
     for fused, separate in zip(results[0][1], results[1][1]):
         assert relative_error(fused, separate) < tolerance
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_graphed_mixer_replays_the_eager_fused_mixer(autocast):
+    """BiMamba2Wrapper's fused mixer replayed as CUDA graphs (graphed_bimamba2_fused) at the large model's size
+    against its eager kernels, output and every gradient, with the mask forms the encoder passes: unpadded and
+    padded batches whose lengths share one graph each way (padded to 768 frames), a shorter call after a longer
+    one; one capture each way. The graphs run the same kernels (the backward after recomputing the forward): only
+    GEMMs over the padded frames can tile, and so round, otherwise."""
+    import copy
+
+    from models.mamba_utils import BiMamba2Wrapper, _cuda_mixer_graphs
+
+    torch.manual_seed(0)
+    graphed = BiMamba2Wrapper(1024, backend="triton").to(CUDA)
+    eager = copy.deepcopy(graphed)
+    eager.mixer_graph_frames = 0
+    graphs = _cuda_mixer_graphs(graphed.fused_arguments()[0], "triton", torch.bfloat16 if autocast else None)
+    captured = [g.captures for g in graphs]
+    for seqlen, lengths in ((700, None), (600, [600, 417, 33]), (520, None), (700, [700, 650, 100])):
+        hidden = torch.randn(3, seqlen, 1024, device=CUDA, requires_grad=True)
+        lengths = torch.tensor(lengths or [seqlen] * 3, device=CUDA)
+        valid = torch.arange(seqlen, device=CUDA)[None, :] < lengths[:, None]  # (batch, seqlen)
+        mask = None if bool(valid.all()) else valid.long()
+        dout = torch.randn(3, seqlen, 1024, device=CUDA)
+        results = []
+        for wrapper in (graphed, eager):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                out, _ = wrapper(hidden, attention_mask=mask)
+            results.append((out, torch.autograd.grad(out, [hidden, *wrapper.parameters()], dout.to(out.dtype))))
+        (out_graph, grads_graph), (out_eager, grads_eager) = results
+        tolerance = 2e-2 if autocast else 1e-3
+        assert out_graph.dtype == out_eager.dtype
+        assert relative_error(out_graph, out_eager) < tolerance, seqlen
+        names = ["hidden", *(name for name, _ in graphed.named_parameters())]
+        for name, a, b in zip(names, grads_graph, grads_eager):
+            assert relative_error(a, b) < tolerance, (seqlen, name)
+    assert [g.captures - n for g, n in zip(graphs, captured)] == [1, 1]
 
 
 @pytest.mark.parametrize("mamba", [False, True])

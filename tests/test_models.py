@@ -95,7 +95,7 @@ def test_fused_bidirectional_path_matches_two_separate_mamba2(lengths, autocast)
     index = padded_reverse_index(torch.tensor(lengths), 40) if lengths else None
     valid = torch.arange(40)[None, :, None] < torch.tensor(lengths or [40, 40])[:, None, None]
     results = []
-    for run in (lambda: bimamba2_fused(wrapper.fw_mamba, wrapper.bw_mamba, hidden, index, "torch"),
+    for run in (lambda: bimamba2_fused(*wrapper.fused_arguments(), hidden, index, "torch"),
                 lambda: wrapper.forward_separate(hidden, index)):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             out = run() * valid
