@@ -275,7 +275,9 @@ def _mixer_forward(hidden, lengths, *params, dims: MixerDims, backend: str, auto
     sequence's valid frames (frames past it, the graph's time padding included, stay where they are in the
     backward direction), params fw's then bw's ``Direction`` -> (out (batch, frames, d_model),)."""
     index = padded_reverse_index(lengths, hidden.shape[1])  # (batch, frames)
-    with torch.autocast(hidden.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+    # no cache of cast weights: a graph must cast the parameters each replay copies in
+    with torch.autocast(hidden.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None,
+                        cache_enabled=False):
         return (bimamba2_fused(dims, Direction(*params[:8]), Direction(*params[8:]), hidden, index, backend),)
 
 
