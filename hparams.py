@@ -40,7 +40,8 @@ class HParams:
     mamba_chunk_size: int = 256  # SSD chunk length of mamba_ssm's Triton scan (the torch backend chunks at 64)
     mamba_recompute: bool = False  # activation checkpointing of each BiMamba2 mixer: less memory, more compute
     mamba_scan_graph_frames: int = 16384  # triton: SSD scans of <= this batch x length replay CUDA graphs (0: never)
-    mamba_mixer_graph_frames: int = 16384  # triton: fused mixers of <= batch x length replay CUDA graphs (0: never)
+    # triton: fused mixers of <= this batch x length replay CUDA graphs without gradients, or with mamba_recompute
+    mamba_mixer_graph_frames: int = 16384  # (their backward recomputes the forward); 0: never
     encoder_recompute: bool = False  # activation checkpointing of whole encoder layers: least memory, ~1 more forward
     hidden_dropout: float = 0.2
     activation_dropout: float = 0.2

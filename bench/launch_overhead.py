@@ -8,10 +8,13 @@ part at the large model's mixer size (d_model 1024, both directions: 32 heads of
 channels), bf16, forward + backward, this prints the mean host time per call (perf_counter around 30 calls, no
 synchronisation inside) and the mean wall time per call (CUDA events around the same 30, waiting for the GPU).
 When the two agree the part is launch-bound. Shapes: 1 x 64 frames (GPU work negligible: host time alone) and
-16 x 500 (16 x 10 s of audio). The layer replays its whole fused mixer as CUDA graphs, forward and backward
-(``graphed_bimamba2_fused``, the default); "layer, eager mixer" launches the mixer's kernels but replays its SSD
-scan from graphs (models/scan_graphs.py), "layer, eager scan" launches mamba_ssm's scan eagerly too, as "SSD
-scan fwd+bwd" does alone, and "scan graphed" is the replayed scan alone. ``--cprofile`` adds Python's profile of 20 layer calls (where the host time goes).
+16 x 500 (16 x 10 s of audio). As the models run by default, the layer's forward + backward launches the mixer's
+kernels and replays its SSD scan from graphs (models/scan_graphs.py), and its forward without a gradient replays
+the whole mixer (``graphed_bimamba2_fused``); "layer, recompute graph" replays the whole mixer in training too
+(mamba_recompute=True: its backward graph recomputes the forward), "eager mixer" launches the mixer's kernels
+without a gradient too, "layer, eager scan" launches mamba_ssm's scan eagerly as well, as "SSD scan fwd+bwd"
+does alone, and "scan graphed" is the replayed scan alone. ``--cprofile`` adds Python's profile of 20 layer
+calls (where the host time goes).
 """
 import argparse
 import copy
@@ -91,6 +94,8 @@ def parts(layer: BiMamba2Wrapper, batch: int, frames: int) -> dict:
         rmsnorm_fn(y_input_time, norm_weight, None, z=z, eps=1e-5, group_size=D_MODEL,
                    norm_before_gate=False).sum().backward()
 
+    recompute_layer = copy.deepcopy(layer)
+    recompute_layer.recompute = True
     eager_mixer_layer = copy.deepcopy(layer)  # the scan replays its graphs, the rest of the mixer is launched
     eager_mixer_layer.mixer_graph_frames = 0
     eager_scan_layer = copy.deepcopy(eager_mixer_layer)
@@ -102,7 +107,7 @@ def parts(layer: BiMamba2Wrapper, batch: int, frames: int) -> dict:
 
     return {
         "layer fwd+bwd": layer_train,
-        "layer, eager mixer": lambda: layer_train(eager_mixer_layer),
+        "layer, recompute graph": lambda: layer_train(recompute_layer),
         "layer, eager scan": lambda: layer_train(eager_scan_layer),
         "layer fwd, no grad": layer_infer,
         "layer fwd, eager mixer": lambda: layer_infer(eager_mixer_layer),

@@ -76,14 +76,15 @@ MODELS = {
     "teacher": "the attention model (SDPA, or flash-attn 2 when installed)",
     "teacher_hf_front_end": "the teacher with Hugging Face's CNN front end (transposes around each LayerNorm), "
                             "not this repository's channels-last one",
-    "student": "BiMamba2, both directions fused, the mixer replayed as CUDA graphs up to 16384 frames, forward and "
-               "backward (recomputing its forward; the hparams' mamba_mixer_graph_frames)",
-    "student_eager_mixer": "the student with the mixer's kernels launched eagerly but its SSD scan replayed as CUDA "
-                           "graphs up to 16384 frames (mamba_mixer_graph_frames=0, mamba_scan_graph_frames's default)",
+    "student": "BiMamba2, both directions fused; without gradients the mixer replays CUDA graphs up to 16384 frames "
+               "(mamba_mixer_graph_frames), in training its SSD scan does (mamba_scan_graph_frames)",
+    "student_eager_mixer": "the student with the mixer's kernels launched eagerly, inference too, but its SSD scan "
+                           "replayed as CUDA graphs up to 16384 frames (mamba_mixer_graph_frames=0)",
     "student_eager_scan": "the student with every mixer kernel launched eagerly, mamba_ssm's scan too "
                           "(mamba_mixer_graph_frames=0, mamba_scan_graph_frames=0)",
     "student_separate": "BiMamba2, two Mamba2 calls (the reference path)",
-    "student_recompute": "fused BiMamba2 recomputed in backward (mamba_recompute=True)",
+    "student_recompute": "fused BiMamba2 recomputed in backward (mamba_recompute=True): in training too the mixer "
+                         "replays CUDA graphs up to 16384 frames, its backward graph recomputing the forward",
     "student_encoder_recompute": "fused BiMamba2, whole encoder layers recomputed in backward "
                                  "(encoder_recompute=True)",
     "teacher_encoder_recompute": "the teacher with encoder_recompute=True",

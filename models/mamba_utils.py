@@ -264,9 +264,10 @@ def bidirectional_gated_norm(y, z, weight, eps: float, index: torch.Tensor | Non
     return grouped_gated_rms_norm(y, z, weight, eps, d_inner)
 
 
-# Fused mixers of up to this many frames (batch x length padded to the chunk) replay CUDA graphs by default
-# (BiMamba2Wrapper's and the hparams' mamba_mixer_graph_frames): 16 x 10 s to 4 x 60 s of audio, where launching a
-# layer's ~90 kernels costs the host more time than the GPU needs to run them; 1 x 600 s (30208) stays eager.
+# Fused mixers of up to this many frames (batch x length padded to the chunk) replay CUDA graphs by default where
+# no gradient is taken or the forward is recomputed anyway (BiMamba2Wrapper's and the hparams'
+# mamba_mixer_graph_frames): 16 x 10 s to 4 x 60 s of audio, where launching a layer's kernels costs the host
+# more time than the GPU needs to run them; 1 x 600 s (30208) stays eager.
 MIXER_GRAPH_FRAMES = 16384
 
 
@@ -362,7 +363,8 @@ class BiMamba2Wrapper(nn.Module):
     ``recompute`` stores only the mixer's input for backward and runs it again there (activation checkpointing):
     far less memory on long inputs for about one more mixer forward. On the triton backend a fused mixer of up to
     ``mixer_graph_frames`` frames (batch x length padded to the chunk) replays CUDA graphs
-    (``graphed_bimamba2_fused``), which recompute it in backward whatever ``recompute`` says.
+    (``graphed_bimamba2_fused``) where no gradient is taken (inference, evaluation) and, with ``recompute``, in
+    training too: their backward recomputes the forward.
     """
 
     def __init__(self, d_model: int, residual_inside: bool = False, fused: bool = True, recompute: bool = False,
@@ -390,11 +392,14 @@ class BiMamba2Wrapper(nn.Module):
         if self.fused:
             backend = resolve_backend(self.fw_mamba.backend, hidden_states.device)
             dims, fw, bw = self.fused_arguments()
-            if mixer_graphs_apply(hidden_states, dims, backend, self.mixer_graph_frames):
+            # with a gradient, only where the forward is to be recomputed anyway: the graphs' backward recomputes
+            # it, which cost more GPU time than the launches it saved (bench/speed.py, README Speed)
+            if (not torch.is_grad_enabled() or recompute) and mixer_graphs_apply(hidden_states, dims, backend,
+                                                                                 self.mixer_graph_frames):
                 lengths = layout.lengths if layout is not None else torch.full(
                     (batch,), seqlen, dtype=torch.long, device=hidden_states.device)
                 mixer = functools.partial(graphed_bimamba2_fused, dims, fw, bw, lengths=lengths, backend=backend)
-                recompute = False  # its backward recomputes the forward already
+                recompute = False  # the graphs' backward recomputes the forward itself
             else:
                 mixer = functools.partial(bimamba2_fused, dims, fw, bw, index=index, backend=backend)
         else:

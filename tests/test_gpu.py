@@ -209,8 +209,9 @@ def test_fused_bidirectional_kernels_match_two_separate_mamba2(autocast, padded)
 
 @pytest.mark.parametrize("autocast", [False, True])
 def test_graphed_mixer_replays_the_eager_fused_mixer(autocast):
-    """BiMamba2Wrapper's fused mixer replayed as CUDA graphs (graphed_bimamba2_fused) at the large model's size
-    against its eager kernels, output and every gradient, with the mask forms the encoder passes: unpadded and
+    """BiMamba2Wrapper's fused mixer replayed as CUDA graphs (graphed_bimamba2_fused; with a gradient where it
+    recomputes, mamba_recompute=True) at the large model's size against its eager kernels, output and every
+    gradient, with the mask forms the encoder passes: unpadded and
     padded batches whose lengths share one graph each way (padded to 768 frames), a shorter call after a longer
     one; one capture each way. The graphs run the same kernels (the backward after recomputing the forward): only
     GEMMs over the padded frames can tile, and so round, otherwise."""
@@ -219,9 +220,9 @@ def test_graphed_mixer_replays_the_eager_fused_mixer(autocast):
     from models.mamba_utils import BiMamba2Wrapper, _cuda_mixer_graphs
 
     torch.manual_seed(0)
-    graphed = BiMamba2Wrapper(1024, backend="triton").to(CUDA)
+    graphed = BiMamba2Wrapper(1024, backend="triton", recompute=True).to(CUDA)
     eager = copy.deepcopy(graphed)
-    eager.mixer_graph_frames = 0
+    eager.mixer_graph_frames, eager.recompute = 0, False
     graphs = _cuda_mixer_graphs(graphed.fused_arguments()[0], "triton", torch.bfloat16 if autocast else None)
     captured = [g.captures for g in graphs]
     for seqlen, lengths in ((700, None), (600, [600, 417, 33]), (520, None), (700, [700, 650, 100])):

@@ -75,7 +75,8 @@ def cpu_mixer_graphs(monkeypatch):
 def test_wrapper_replays_the_mixer_graphs_and_gives_the_eager_outputs_and_gradients(cpu_mixer_graphs, padded,
                                                                                   recompute):
     """The wrapper with graphs against itself with mixer_graph_frames=0, through the Hugging Face mask forms it
-    gets (none for an unpadded batch, 2-D for a converted encoder): outputs, padded frames zero, every gradient."""
+    gets (none for an unpadded batch, 2-D for a converted encoder): outputs, padded frames zero, every gradient.
+    With a gradient it replays only where it recomputes the forward anyway (``recompute``); without one, always."""
     graphed, eager = small_wrapper(recompute=recompute), small_wrapper(recompute=recompute, mixer_graph_frames=0)
     hidden = torch.randn(3, 30, D_MODEL, requires_grad=True)
     mask = (torch.arange(30)[None, :] < torch.tensor([[30], [17], [4]])).long() if padded else None
@@ -83,27 +84,31 @@ def test_wrapper_replays_the_mixer_graphs_and_gives_the_eager_outputs_and_gradie
     for wrapper in (graphed, eager):
         out, _ = wrapper(hidden, attention_mask=mask)
         grads = torch.autograd.grad(out.square().sum(), [hidden, *wrapper.parameters()])
-        results.append((out, grads))
+        with torch.no_grad():
+            results.append((out, grads, wrapper(hidden, attention_mask=mask)[0]))
     assert relative_error(results[0][0], results[1][0]) < 1e-5
+    assert relative_error(results[0][2], results[1][2]) < 1e-5  # without a gradient
     for a, b in zip(results[0][1], results[1][1]):
         assert relative_error(a, b) < 1e-5
     if padded:
-        assert results[0][0][2, 4:].abs().max() == 0
-    forward, backward = cpu_mixer_graphs(*graphed.fused_arguments()[:1], "torch", None)
-    assert forward.captures == backward.captures == 1  # the eager wrapper made none
+        assert results[0][0][2, 4:].abs().max() == results[0][2][2, 4:].abs().max() == 0
+    forward, backward = cpu_mixer_graphs(graphed.fused_arguments()[0], "torch", None)
+    # the eager wrapper made none; the forward without a gradient replays the forward graph
+    assert (forward.captures, backward.captures) == (1, 1 if recompute else 0)
 
 
 def test_wrapper_graphs_in_inference_mode(cpu_mixer_graphs):
     """infer.py's forward: no gradient, buffers made in inference mode usable later outside it."""
-    wrapper, eager = small_wrapper(), small_wrapper(mixer_graph_frames=0)
+    wrapper, eager = small_wrapper(recompute=True), small_wrapper(mixer_graph_frames=0)
     hidden = torch.randn(2, 20, D_MODEL)
     with torch.inference_mode():
         out, _ = wrapper(hidden)
         reference, _ = eager(hidden)
     assert relative_error(out, reference) < 1e-5
-    out, _ = wrapper(hidden.requires_grad_())  # the same graph, now with a gradient
+    out, _ = wrapper(hidden.requires_grad_())  # the same forward graph, now with a gradient
     out.sum().backward()
     assert hidden.grad is not None and hidden.grad.abs().sum() > 0
+    assert [graphs.captures for graphs in cpu_mixer_graphs(wrapper.fused_arguments()[0], "torch", None)] == [1, 1]
 
 
 def test_graphs_apply_to_triton_mixers_on_cuda_up_to_their_frames():
