@@ -122,7 +122,7 @@ def reverse_padded_ref(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 class Direction(NamedTuple):
     """One direction's parameters as ``bimamba2_fused`` reads them: a Mamba2's (``Direction.of``), or the static
-    buffers a CUDA graph of the mixer reads (``MixerGraphs``)."""
+    buffers a CUDA graph of the mixer reads (``mixer_graphs``)."""
 
     in_proj: torch.Tensor  # (2 * d_inner + 2 * d_state + nheads, d_model): rows [z, x, B, C, dt]
     conv_weight: torch.Tensor  # (d_inner + 2 * d_state, 1, d_conv)
@@ -299,8 +299,9 @@ def mixer_graphs(dims: MixerDims, backend: str, autocast_dtype, capture=capture_
                  max_graphs: int = MAX_GRAPHS) -> tuple[PaddedGraphs, PaddedGraphs]:
     """The fused mixer's forward and backward ``PaddedGraphs`` (sharing a memory pool) for mixers of ``dims`` run
     on ``backend`` under autocast to ``autocast_dtype`` (None: no autocast). The backward recomputes the forward
-    (as ``recompute=True`` does): a graph shared by every layer can keep no layer's activations, and a mixer's
-    forward costs the GPU less than its stored activations would cost memory. Time is padded to the chunk."""
+    (as ``recompute=True`` does): a graph shared by every layer can keep no layer's activations. That costs more
+    GPU time in training than the launches save (README Speed), so ``BiMamba2Wrapper`` replays the backward only
+    where it recomputes anyway. Time is padded to the chunk."""
     pool = torch.cuda.graph_pool_handle() if capture is capture_cuda_graph else None
     # inside a graph the scan is launched as it is captured, never replayed from graphs of its own
     fixed = dict(dims=dims._replace(scan_graph_frames=0), backend=backend, autocast_dtype=autocast_dtype)
@@ -347,8 +348,9 @@ def mixer_graphs_apply(hidden: torch.Tensor, dims: MixerDims, backend: str, max_
 
 def graphed_bimamba2_fused(dims: MixerDims, fw: Direction, bw: Direction, hidden: torch.Tensor,
                            lengths: torch.Tensor, backend: str) -> torch.Tensor:
-    """``bimamba2_fused`` replayed from CUDA graphs (see ``mixer_graphs``): one launch forward and one backward
-    instead of a layer's ~90 kernels and their Python. lengths (batch,) valid frames of each sequence."""
+    """``bimamba2_fused`` replayed from CUDA graphs (see ``mixer_graphs``): one graph launch forward and one
+    backward instead of each of the mixer's kernels and their Python. lengths (batch,) valid frames of each
+    sequence."""
     device = hidden.device.type
     autocast_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
     return GraphedMixer.apply(hidden, lengths, _cuda_mixer_graphs(dims, backend, autocast_dtype), *fw, *bw)
