@@ -279,7 +279,8 @@ def _mixer_forward(hidden, lengths, *params, dims: MixerDims, backend: str, auto
     # no cache of cast weights: a graph must cast the parameters each replay copies in
     with torch.autocast(hidden.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None,
                         cache_enabled=False):
-        return (bimamba2_fused(dims, Direction(*params[:8]), Direction(*params[8:]), hidden, index, backend),)
+        fw, bw = Direction(*params[:len(Direction._fields)]), Direction(*params[len(Direction._fields):])
+        return (bimamba2_fused(dims, fw, bw, hidden, index, backend),)
 
 
 def _mixer_backward(grad_out, hidden, lengths, *params, **fixed) -> tuple[torch.Tensor, torch.Tensor]:
@@ -335,6 +336,14 @@ _cuda_mixer_graphs = functools.cache(mixer_graphs)  # one pair per (dims, backen
 def release_mixer_graphs() -> None:
     """Drop every graph and buffer ``graphed_bimamba2_fused`` keeps (they live until the process ends otherwise)."""
     _cuda_mixer_graphs.cache_clear()
+
+
+@functools.lru_cache(maxsize=1)  # made once per forward of an unpadded batch, not once per layer
+def full_lengths(batch: int, seqlen: int, device: torch.device) -> torch.Tensor:
+    """(batch,) int64 lengths of an unpadded batch, as ``PaddingLayout.lengths`` of a padded one (read only).
+    Made outside inference mode: a later training step may save it for backward."""
+    with torch.inference_mode(False):
+        return torch.full((batch,), seqlen, dtype=torch.long, device=device)
 
 
 def mixer_graphs_apply(hidden: torch.Tensor, dims: MixerDims, backend: str, max_frames: int) -> bool:
@@ -398,8 +407,8 @@ class BiMamba2Wrapper(nn.Module):
             # it, which cost more GPU time than the launches it saved (bench/speed.py, README Speed)
             if (not torch.is_grad_enabled() or recompute) and mixer_graphs_apply(hidden_states, dims, backend,
                                                                                  self.mixer_graph_frames):
-                lengths = layout.lengths if layout is not None else torch.full(
-                    (batch,), seqlen, dtype=torch.long, device=hidden_states.device)
+                lengths = layout.lengths if layout is not None else full_lengths(batch, seqlen,
+                                                                                 hidden_states.device)
                 mixer = functools.partial(graphed_bimamba2_fused, dims, fw, bw, lengths=lengths, backend=backend)
                 recompute = False  # the graphs' backward recomputes the forward itself
             else:

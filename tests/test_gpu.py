@@ -211,10 +211,10 @@ def test_fused_bidirectional_kernels_match_two_separate_mamba2(autocast, padded)
 def test_graphed_mixer_replays_the_eager_fused_mixer(autocast):
     """BiMamba2Wrapper's fused mixer replayed as CUDA graphs (graphed_bimamba2_fused; with a gradient where it
     recomputes, mamba_recompute=True) at the large model's size against its eager kernels, output and every
-    gradient, with the mask forms the encoder passes: unpadded and
-    padded batches whose lengths share one graph each way (padded to 768 frames), a shorter call after a longer
-    one; one capture each way. The graphs run the same kernels (the backward after recomputing the forward): only
-    GEMMs over the padded frames can tile, and so round, otherwise."""
+    gradient, with the mask forms the encoder passes: unpadded and padded batches whose lengths share one graph
+    each way (padded to 768 frames), a shorter call after a longer one; one capture each way. The graphs run the
+    same kernels (the backward after recomputing the forward): only GEMMs over the padded frames can tile, and
+    so round, otherwise."""
     import copy
 
     from models.mamba_utils import BiMamba2Wrapper, _cuda_mixer_graphs
