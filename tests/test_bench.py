@@ -1,12 +1,15 @@
 """bench/speed.py's and bench/profile_step.py's eager steps on CPU with a tiny model, teacher and student (the
-timings themselves need a GPU: ``python bench/speed.py``); bench/cpu_speed.py's measurement at the tiny preset."""
+timings themselves need a GPU: ``python bench/speed.py``); bench/cpu_speed.py's measurement at the tiny preset;
+bench/table.py's Speed table from result rows, and the README's copy of it."""
+import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 import transformers
 
-from bench import cpu_speed, profile_step, speed
+from bench import cpu_speed, profile_step, speed, table
 from models.mamba_utils import substitute_layer
 from models.presets import preset_config
 
@@ -158,3 +161,53 @@ def test_padding_that_cannot_be_measured_is_refused(monkeypatch, capsys, argv):
     with pytest.raises(SystemExit) as stop:
         speed.main()
     assert stop.value.code == 2 and "--padding" in capsys.readouterr().err
+
+
+def result_row(model, ms, mode="train", batch=16, seconds=10.0, code="new", teacher_ms=None, **fields):
+    """A row as bench/speed.py writes it; ``teacher_ms``: the same-process teacher's time its ratios come from."""
+    ratio = None if teacher_ms is None else teacher_ms / ms
+    return {"model": model, "mode": mode, "batch": batch, "seconds": seconds, "ms": ms, "peak_gib": fields.pop(
+        "peak_gib", 10.0), "execution": "eager", "chunk_size": 256, "scan_graph_frames": 16384,
+        "mixer_graph_frames": 16384, "padding": 0.0, "gpu": "GPU X", "versions": {"torch": "9.9", "mamba_ssm": "1.0"},
+        "code": code, "date": "2026-12-05", "vs_teacher": ratio, "vs_teacher_same": ratio, **fields}
+
+
+def test_speed_table_shows_each_shapes_latest_student_beside_its_own_teacher(tmp_path, capsys):
+    rows = [
+        result_row("teacher", 100.0, code="old", vs_teacher=1.0, vs_teacher_same=1.0),
+        result_row("student", 200.0, code="old", teacher_ms=100.0),
+        result_row("teacher", 80.0, vs_teacher=1.0, vs_teacher_same=1.0),
+        result_row("teacher", 1000.0, mode="train", batch=1, seconds=600.0, peak_gib=40.0),
+        result_row("student", 100.0, teacher_ms=80.0),  # the latest at train 16x10 s
+        result_row("student", 250.0, batch=1, seconds=600.0, teacher_ms=1000.0, peak_gib=20.0),
+        result_row("student", 50.0, teacher_ms=80.0, padding=0.3),  # not at the defaults
+        result_row("student", 60.0, teacher_ms=80.0, chunk_size=128),
+        result_row("student", 40.0, teacher_ms=95.0),  # its teacher ran in another process: no such row here
+    ]
+    path = tmp_path / "GPU_X.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    table.main([str(path)])
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "GPU X; torch 9.9, mamba_ssm 1.0; ms (peak GiB)"
+    assert lines[4] == ("| train 16×10 s | 80.0 (10.0) | 100.0 (10.0) | 0.80x | ≥ 1.0x: not met "
+                        "| new (2026-12-05) |")
+    assert lines[5] == ("| train 1×600 s | 1000 (40.0) | 250.0 (20.0) | 4.00x | ≥ 4.0x: **met**; ≤ 0.7x the memory: "
+                        "**met** | new (2026-12-05) |")
+    assert len(lines) == 6  # the versions, a blank line, the table's two heading lines, one line for each shape
+    table.main([str(path), "--code", "old"])
+    assert "| 100.0 (10.0) | 200.0 (10.0) | 0.50x |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no cuda_graph row of model 'student'"):
+        table.main([str(path), "--execution", "cuda_graph"])
+    path.write_text(json.dumps(rows[0]) + "\nnot json\n")
+    with pytest.raises(ValueError, match="GPU_X.jsonl:2: not a JSON row"):
+        table.main([str(path)])
+
+
+@pytest.mark.parametrize("execution", ["eager", "cuda_graph"])
+def test_readme_speed_tables_are_the_ones_the_committed_results_make(execution, capsys):
+    """README "Speed" holds bench/table.py's output for the committed H200 rows: rerun it after adding rows."""
+    table.main(["--execution", execution])
+    made = capsys.readouterr().out.strip()
+    readme = (Path(table.__file__).parents[1] / "README.md").read_text()
+    assert made in readme, f"README is stale: paste in the output of `python bench/table.py --execution {execution}`"
