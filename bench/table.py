@@ -2,10 +2,10 @@
 one model beside the teacher measured in the same process, and the issue's targets judged on them.
 
 Usage:
-    python bench/table.py                                        # the eager student, bench/results/NVIDIA_H200.jsonl
-    python bench/table.py --model student_recompute              # another bench model
-    python bench/table.py --execution cuda_graph                 # both replayed as CUDA graphs (teacher_mode same)
-    python bench/table.py --code 66c82d9 f070d3b                 # only rows of these commits
+    python bench/table.py                               # the eager student, bench/results/NVIDIA_H200.jsonl
+    python bench/table.py --model student_recompute     # another bench model
+    python bench/table.py --execution cuda_graph        # both replayed as CUDA graphs (teacher_mode same)
+    python bench/table.py --code 66c82d9 f070d3b        # only rows of these commits
     python bench/table.py bench/results/NVIDIA_H100_80GB_HBM3.jsonl
 
 A row counts when it measured the model as the hparams' defaults build it (unpadded batch, their SSD chunk and
@@ -26,8 +26,10 @@ from bench.speed import DEFAULT_SHAPES, parse_shape  # noqa: E402
 from hparams import HParams  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-DEFAULTS = {"padding": 0.0, "chunk_size": HParams.mamba_chunk_size,
-            "scan_graph_frames": HParams.mamba_scan_graph_frames, "mixer_graph_frames": HParams.mamba_mixer_graph_frames}
+DEFAULTS = {"padding": 0.0,  # a row's field -> the value the hparams' defaults give it
+            "chunk_size": HParams.mamba_chunk_size,
+            "scan_graph_frames": HParams.mamba_scan_graph_frames,
+            "mixer_graph_frames": HParams.mamba_mixer_graph_frames}
 VERSIONS = ("torch", "transformers", "mamba_ssm", "triton", "cuda", "flash_attn", "causal_conv1d")
 
 

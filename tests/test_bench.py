@@ -210,4 +210,4 @@ def test_readme_speed_tables_are_the_ones_the_committed_results_make(execution, 
     table.main(["--execution", execution])
     made = capsys.readouterr().out.strip()
     readme = (Path(table.__file__).parents[1] / "README.md").read_text()
-    assert made in readme, f"README is stale: paste in the output of `python bench/table.py --execution {execution}`"
+    assert made in readme, f"README is stale: paste in what `python bench/table.py --execution {execution}` prints"
