@@ -135,8 +135,7 @@ def markdown(pairs: list[tuple[dict, dict]], model: str) -> str:
     lines = [f"| shape | teacher | {model} | speed vs teacher | target | code (date) |",
              "|---|---:|---:|---:|---|---|"]
     for row, teacher in pairs:
-        teacher_mode = "eager" if row.get("execution", "eager") == "eager" else "same"
-        targets = TARGETS.get((teacher_mode, row["mode"], row["batch"], row["seconds"]), [])
+        targets = TARGETS.get((row["teacher_mode"], row["mode"], row["batch"], row["seconds"]), [])
         judged = "; ".join(f"{target}: {'**met**' if target.met(row, teacher) else 'not met'}"
                            for target in targets)
         timing = lambda r: f"{r['ms']:.{1 if r['ms'] < 1000 else 0}f} ({r['peak_gib']:.1f})"  # noqa: E731

@@ -167,7 +167,7 @@ def result_row(model, ms, mode="train", batch=16, seconds=10.0, code="new", teac
     """A row as bench/speed.py writes it; ``teacher_ms``: the same-process teacher's time its ratios come from."""
     ratio = None if teacher_ms is None else teacher_ms / ms
     return {"model": model, "mode": mode, "batch": batch, "seconds": seconds, "ms": ms, "peak_gib": fields.pop(
-        "peak_gib", 10.0), "execution": "eager", "chunk_size": 256, "scan_graph_frames": 16384,
+        "peak_gib", 10.0), "execution": "eager", "teacher_mode": "eager", "chunk_size": 256, "scan_graph_frames": 16384,
         "mixer_graph_frames": 16384, "padding": 0.0, "gpu": "GPU X", "versions": {"torch": "9.9", "mamba_ssm": "1.0"},
         "code": code, "date": "2026-12-05", "vs_teacher": ratio, "vs_teacher_same": ratio, **fields}
 
