@@ -4,7 +4,7 @@ Usage (a machine with 2 or more GPUs; see README "Several GPUs"):
     python bench/ddp_scaling.py                         # 1 and 2 GPUs, 200 steps each: table + results JSONL
     python bench/ddp_scaling.py --gpus 1 2 4 --steps 300 --root output/ddp_scaling
 
-The training commands are the seed README's, verbatim (tests/seed_commands.py), with four things changed: the
+The training commands are the seed README's, verbatim (utils/seed_commands.py), with four things changed: the
 output and data dirs point under ``--root``, ``--max_steps`` is ``--steps``, the "pretrained" model is a random
 wav2vec2-large-lv60-shaped one (``asr_model_name``, models/presets.py large; no download) and Target guided's
 teacher is the 1-GPU Std run's last checkpoint. The corpus is a synthetic TED-LIUM 3 (corpora/synth.py) read by
@@ -32,7 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.seed_commands import SEED_COMMANDS, hparams_string  # noqa: E402
+from utils.seed_commands import SEED_COMMANDS, hparams_string  # noqa: E402
 
 STRATEGIES = ("std", "target")
 

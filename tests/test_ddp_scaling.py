@@ -6,7 +6,7 @@ import shlex
 import pytest
 
 from bench import ddp_scaling
-from tests.seed_commands import SEED_COMMANDS, hparams_string
+from utils.seed_commands import SEED_COMMANDS, hparams_string
 
 
 def test_commands_are_the_seeds_with_only_the_documented_changes(tmp_path):

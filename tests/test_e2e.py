@@ -18,7 +18,7 @@ from corpora import slurp, tedlium
 from corpora.synth import synth_slurp, synth_tedlium, synth_voxceleb1
 from models.presets import save_preset
 from tests.conftest import TINY_MAMBA
-from tests.seed_commands import SEED_COMMANDS
+from utils.seed_commands import SEED_COMMANDS
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = {"std": 4, "unguided": 2, "target": 4, "waypoint": 3}

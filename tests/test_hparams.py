@@ -3,7 +3,7 @@ import json
 import pytest
 
 from hparams import HParams, create_hparams
-from tests.seed_commands import SEED_COMMANDS, hparams_string
+from utils.seed_commands import SEED_COMMANDS, hparams_string
 
 
 @pytest.mark.parametrize("task,strategy,script,arguments", SEED_COMMANDS)

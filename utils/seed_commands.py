@@ -1,12 +1,9 @@
-"""The shell commands of the user's specification (seed README), verbatim, for the end-to-end tests.
+"""The shell commands of the user's specification (seed README), verbatim: read by the end-to-end tests, the README
+check, bench/ddp_scaling.py and the mini-CALD recipe.
 
 Each entry: (task, strategy, script, arguments). ``{BEST_CKPT}``/``{EXP_NAME}``/``{CHECKPOINT_PATH}`` are the
 placeholders the seed asks users to fill in.
 """
-TEDLIUM = "--data-dir=data/tedlium"
-SLURP = "--data-dir data/slurp_full --train_meta data/slurp_full/meta.train.syn.txt --vocab-path data/slurp_full/vocab.json"
-VOX = "--data-dir s3prl/superb--si--data/VoxCeleb1 --vocab-path data/slurp_full/vocab.json"
-
 SEED_COMMANDS = [
     ("asr", "std", "train.py", "--model-dir=output/tedlium/direct --data-dir=data/tedlium --mixed_precision bf16 --hparams=asr_use_flash_attn=True,batch_frame_limit=2.5e6,batch_quad_frame_limit=4e11,batch_size=24,data_warmup_steps=10000,loss_normalize_type=sample --accumulation_steps 3 --checkpoint_interval 2000 --project_name tedlium  --max_steps 90000"),
     ("ic", "std", "train.py", "--model-dir output/slurp/direct --data-dir data/slurp_full --train_meta data/slurp_full/meta.train.syn.txt --vocab-path data/slurp_full/vocab.json --mixed_precision bf16 --hparams=asr_use_flash_attn=True,batch_frame_limit=4e6,batch_quad_frame_limit=6e11,batch_size=72,loss_normalize_type=sample,data_format=nltLa,use_classifier=True,asr_vocab_size=300,ctc_weight=0,warmup_steps=5000 --accumulation_steps 1 --checkpoint_interval 5000 --eval_interval 5000 --use_tf32 --project_name slurp_uptrain  --max_steps 90000"),
