@@ -16,7 +16,7 @@ from pathlib import Path
 
 CHOICES = {
     "asr_mamba_init": ("random", "attention"),
-    "mamba_backend": ("auto", "torch", "triton"),
+    "mamba_backend": ("auto", "torch", "triton", "ref"),
     "classifier_pooling": ("mean",),
     "data_format": ("nlt", "nltLa"),
     "loss_normalize_type": ("sample", "utterance"),
@@ -32,7 +32,7 @@ class HParams:
     asr_use_mamba: bool = False  # replace every encoder self-attention by a BiMamba2Wrapper
     asr_mamba_residual_inside: bool = True  # BiMamba2Wrapper adds its input to fw + bw outputs
     asr_mamba_init: str = "random"  # random (mamba_ssm's init) | attention (x<-v, B<-k, C<-q, out<-o)
-    mamba_backend: str = "auto"  # auto | torch (pure PyTorch, CPU) | triton (mamba_ssm kernels, CUDA)
+    mamba_backend: str = "auto"  # auto | torch (PyTorch, CPU) | triton (mamba_ssm's, CUDA) | ref (sequential, tests)
     mamba_d_state: int = 128  # SSM state size N
     mamba_d_conv: int = 4  # causal depthwise conv width
     mamba_headdim: int = 64  # P; hidden size * expand must divide by it

@@ -1,5 +1,5 @@
-"""The Mamba2 mixer's causal depthwise conv + SiLU alone, on one GPU: nn.functional.conv1d (the reference, as the
-triton backend ran it before models/conv_triton.py) against the Triton kernels.
+"""The Mamba2 mixer's causal depthwise conv + SiLU alone, on one GPU: nn.functional.conv1d (the reference, as the triton
+backend ran it before models/kernels/conv_triton.py) against the Triton kernels.
 
 Usage (GPU):  python bench/conv_speed.py
               python bench/conv_speed.py --sweep --block_t 16 32 --num_warps 4 8   # the mixer's call per setting
@@ -8,13 +8,12 @@ The fused BiMamba2 mixer of the large model convolves 2 x (1024 + 2 x 128) = 256
 directions), in bf16 autocast, from a channels-last (batch, frames, channels) activation; 50 frames a second.
 Prints the median of 20 timed repeats (CUDA events, after 5 warm-up) of forward + backward (all three gradients)
 and of a no-grad forward, and the kernels' largest difference from the reference relative to its largest output.
-"triton, bw reversed" is the mixer's call: the backward direction's channels read in reversed time (unpadded: a
-flip), every tile of channels one way (mixed_tiles=False), against its reference, those channels reversed first and
-then conv1d; "triton, mixed tiles" the same call compiled with the per-element gather a tile of both directions
-needs. ``--sweep`` times the mixer's call alone under each (BLOCK_T, BLOCK_C, NUM_WARPS) of models/conv_triton.py,
-with the bandwidth its least traffic would take (forward: x read, out written; backward: x and dout read, dx
-written; bf16) against a copy of x (torch's clone).
-"""
+"triton, bw reversed" is the mixer's call: the backward direction's channels read in reversed time (unpadded: a flip),
+every tile of channels one way (mixed_tiles=False), against its reference, those channels reversed first and then
+conv1d; "triton, mixed tiles" the same call compiled with the per-element gather a tile of both directions needs.
+``--sweep`` times the mixer's call alone under each (BLOCK_T, BLOCK_C, NUM_WARPS) of models/kernels/conv_triton.py, with
+the bandwidth its least traffic would take (forward: x read, out written; backward: x and dout read, dx written; bf16)
+against a copy of x (torch's clone). """
 import argparse
 import itertools
 import sys
@@ -25,10 +24,10 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import conv_triton
-from models.conv_triton import causal_conv_silu_triton
-from models.mamba2 import causal_conv_silu_ref
-from models.mamba_utils import backward_channel_mask, reverse_channels
+from models.kernels import conv_triton
+from models.kernels.conv import causal_conv_silu_ref, reverse_channels
+from models.kernels.conv_triton import causal_conv_silu_triton
+from models.mamba_utils import backward_channel_mask
 
 CHANNELS, WIDTH = 2560, 4
 SHAPES = ((16, 500), (4, 3000), (1, 90000))  # (batch, frames): 16 x 10 s, 4 x 60 s, 1 x 1800 s

@@ -1,5 +1,5 @@
 """CTC loss alone, forward + backward: PyTorch's native F.ctc_loss (cudnn off, as models.heads ran it) against
-models/ctc_triton.py's kernels, on one GPU.
+models/kernels/ctc_triton.py's kernels, on one GPU.
 
 Usage:  python bench/ctc_speed.py                          # GPU: 16 x 10 s, 4 x 60 s, 1 x 600 s
         python bench/ctc_speed.py --shapes 1x600 --repeats 3
@@ -10,9 +10,9 @@ Inputs as bench/speed.py's make_batch: 50 frames and ~12 labels a second, vocab 
 log_softmax of random logits, transposed to (frames, batch, vocab) as models.heads does. Each time is the median
 of ``--repeats`` timed calls after ``--warmup`` (CUDA events on a GPU); "fwd+bwd" is the loss and the gradient
 with respect to the log-probs. The last columns are the largest difference of the Triton loss and gradient from
-native, relative to native's largest value (tests/conftest.py's relative_error). With several
-``--states_per_program`` or ``--publish_every`` values (models/ctc_triton.py's STATES_PER_PROGRAM and PUBLISH_EVERY,
-the module's own by default) the Triton kernels are timed at each pair.
+native, relative to native's largest value (tests/conftest.py's relative_error). With several ``--states_per_program``
+or ``--publish_every`` values (models/kernels/ctc_triton.py's STATES_PER_PROGRAM and PUBLISH_EVERY, the module's own by
+default) the Triton kernels are timed at each pair.
 """
 import argparse
 import os
@@ -87,7 +87,7 @@ def main(argv=None) -> None:
     if args.device == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")  # read when the kernels are defined: before the import
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from models import ctc_triton
+    from models.kernels import ctc_triton
 
     settings = [(states, publish) for states in args.states_per_program or [ctc_triton.STATES_PER_PROGRAM]
                 for publish in args.publish_every or [ctc_triton.PUBLISH_EVERY]]

@@ -9,7 +9,7 @@ channels), bf16, forward + backward, this prints the mean host time per call (pe
 synchronisation inside) and the mean wall time per call (CUDA events around the same 30, waiting for the GPU).
 When the two agree the part is launch-bound. Shapes: 1 x 64 frames (GPU work negligible: host time alone) and
 16 x 500 (16 x 10 s of audio). As the models run by default, the layer's forward + backward launches the mixer's
-kernels and replays its SSD scan from graphs (models/scan_graphs.py), and its forward without a gradient replays
+kernels and replays its SSD scan from graphs (models/kernels/scan_graphs.py), and its forward without a gradient replays
 the whole mixer (``graphed_bimamba2_fused``); "layer, recompute graph" replays the whole mixer in training too
 (mamba_recompute=True: its backward graph recomputes the forward), "eager mixer" launches the mixer's kernels
 without a gradient too, "layer, eager scan" launches mamba_ssm's scan eagerly as well, as "SSD scan fwd+bwd"
@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from models.conv_triton import causal_conv_silu_triton  # noqa: E402
+from models.kernels.backend import mixer_kernels  # noqa: E402
+from models.kernels.conv_triton import causal_conv_silu_triton  # noqa: E402
 from models.mamba_utils import BiMamba2Wrapper  # noqa: E402
 
 D_MODEL, HEADS, HEADDIM, D_STATE, CONV_CHANNELS = 1024, 32, 64, 128, 2560
@@ -55,8 +56,8 @@ def parts(layer: BiMamba2Wrapper, batch: int, frames: int) -> dict:
     from mamba_ssm.ops.triton.layernorm_gated import rmsnorm_fn
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
 
-    from models.gated_norm_triton import bidirectional_gated_rms_norm
-    from models.scan_graphs import graphed_chunk_scan
+    from models.kernels.gated_norm_triton import bidirectional_gated_rms_norm
+    from models.kernels.scan_graphs import graphed_chunk_scan
 
     cuda = torch.device("cuda")
 
@@ -89,7 +90,7 @@ def parts(layer: BiMamba2Wrapper, batch: int, frames: int) -> dict:
             out = F.linear(hidden, in_weight)
         out.sum().backward()
 
-    def norm_reversed_first_train():  # the mixer's norm before models/gated_norm_triton.py
+    def norm_reversed_first_train():  # the mixer's norm before models/kernels/gated_norm_triton.py
         y_input_time = torch.cat([y[..., :D_MODEL], y[..., D_MODEL:].flip(1)], dim=-1)
         rmsnorm_fn(y_input_time, norm_weight, None, z=z, eps=1e-5, group_size=D_MODEL,
                    norm_before_gate=False).sum().backward()
@@ -97,10 +98,9 @@ def parts(layer: BiMamba2Wrapper, batch: int, frames: int) -> dict:
     recompute_layer = copy.deepcopy(layer)
     recompute_layer.recompute = True
     eager_mixer_layer = copy.deepcopy(layer)  # the scan replays its graphs, the rest of the mixer is launched
-    eager_mixer_layer.mixer_graph_frames = 0
+    eager_mixer_layer.kernels = mixer_kernels("triton", "cuda", layer.kernels.scan_graph_frames, 0)
     eager_scan_layer = copy.deepcopy(eager_mixer_layer)
-    for mamba in (eager_scan_layer.fw_mamba, eager_scan_layer.bw_mamba):
-        mamba.scan_graph_frames = 0
+    eager_scan_layer.kernels = eager_mixer_layer.kernels.without_graphs()
 
     def scan_train(scan):
         scan(x, dt, A, B, C, 256, D=D, dt_bias=dt_bias, dt_softplus=True).sum().backward()

@@ -53,11 +53,10 @@ sys.path.insert(0, str(REPO))
 from models.build import (attention_implementation, chunked_feature_encoder, enable_encoder_recompute,  # noqa: E402
                           feature_encoder_geometry, use_channels_last_feature_encoder)
 from models.heads import ctc_loss_per_utterance  # noqa: E402
-from models.mamba2 import Mamba2  # noqa: E402
 from models.mamba_utils import (BiMamba2Wrapper, release_mixer_graphs, replace_attention,  # noqa: E402
                                 substitute_layer)
 from models.presets import preset_config  # noqa: E402
-from models.scan_graphs import release_scan_graphs  # noqa: E402
+from models.kernels.scan_graphs import release_scan_graphs  # noqa: E402
 
 SR = 16000
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}
@@ -262,8 +261,7 @@ def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: f
     padding: ``make_batch``'s; mixer: the students' substitute_layer shape (``build``)."""
     torch.manual_seed(0)
     model = build(model_name, device, spec_augment=execution == "eager", **mixer)
-    mamba = next((m for m in model.modules() if isinstance(m, Mamba2)), None)  # None: no Mamba2
-    wrapper = next((m for m in model.modules() if isinstance(m, BiMamba2Wrapper)), None)
+    wrapper = next((m for m in model.modules() if isinstance(m, BiMamba2Wrapper)), None)  # None: no BiMamba2
     if execution == "cuda_graph":
         graph_safe_attention(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
@@ -295,9 +293,10 @@ def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: f
                "audio_s_per_s": batch * seconds / (ms / 1000) if ms else None, "peak_gib": peak_gib,
                "tflops": flops / 1e12 if flops else None, "mfu": flops / (ms / 1000) / peak if ms and peak else None,
                "execution": execution, "teacher_mode": "eager" if execution == "eager" else "same",
-               "chunk_size": None if mamba is None else mamba.chunk_size,
-               "scan_graph_frames": None if mamba is None else mamba.scan_graph_frames,
-               "mixer_graph_frames": None if wrapper is None or not wrapper.fused else wrapper.mixer_graph_frames,
+               "chunk_size": None if wrapper is None else wrapper.fw_mamba.chunk_size,
+               "scan_graph_frames": None if wrapper is None else wrapper.kernels.scan_graph_frames,
+               "mixer_graph_frames": (None if wrapper is None or not wrapper.fused
+                                      else wrapper.kernels.mixer_graph_frames),
                "padding": padding,
                "gpu": env["gpu"], "versions": env["versions"], "code": env["code"]}
         rows.append(row)

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.kernels.ctc import ctc_feasible, ctc_loss_ref
+
 # Speaker ID has no transcript; the original fed a 3-character placeholder, so `sample` normalisation divided
 # by 3 per utterance. The constant keeps that loss scale (and so the seed's learning rates) without a fake text.
 NO_TRANSCRIPT_CHARS = 3
@@ -28,31 +30,20 @@ class ClassifierHeads(nn.Module):
         return [head(pooled) for head in self.heads]
 
 
-def ctc_feasible(output_lengths, labels, label_lengths) -> torch.Tensor:
-    """(batch,) bool: whether an alignment of the labels fits the frames: T >= L + the labels repeated back to
-    back (two equal labels in a row need a blank between them). Where none fits, the CTC loss is infinite."""
-    position = torch.arange(1, labels.shape[1], device=labels.device)  # (max_label - 1,)
-    repeats = ((labels[:, 1:] == labels[:, :-1]) & (position < label_lengths[:, None])).sum(1)  # (batch,)
-    return output_lengths >= label_lengths + repeats
-
-
 def ctc_loss_per_utterance(logits, output_lengths, labels, label_lengths, blank: int):
     """(batch,) summed CTC negative log-likelihoods, those of utterances too short for their labels (infinite)
     zeroed with a zero gradient; and the mask of the others (``ctc_feasible``).
 
-    On CUDA the Triton kernels of models/ctc_triton.py (F.ctc_loss's values, 1.4x to 2x faster forward + backward
-    on an H200, and far more accurate gradients on long utterances), else F.ctc_loss with zero_infinity=True
-    (without it the gradient of an infinite loss is NaN, which zeroing the loss afterwards does not clear)."""
+    On CUDA the Triton kernels of models/kernels/ctc_triton.py (F.ctc_loss's values, faster, and far more accurate
+    gradients on long utterances: bench/NOTES.md, "CTC"), else their reference ``ctc_loss_ref`` (F.ctc_loss)."""
     log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (frames, batch, vocab)
     targets = labels.clamp(min=0)  # -100 padding is never read past label_lengths
-    if log_probs.is_cuda:  # falls back to F.ctc_loss itself for label counts its programs cannot hold
-        from models.ctc_triton import ctc_loss_triton  # here: Triton is a GPU machine's package
+    if log_probs.is_cuda:
+        from models.kernels.ctc_triton import ctc_loss_triton  # here: Triton is a GPU machine's package
 
         losses = ctc_loss_triton(log_probs, targets, output_lengths, label_lengths, blank=blank)  # (batch,)
     else:
-        with torch.backends.cudnn.flags(enabled=False):  # cudnn's CTC differs in length limits; keep one behaviour
-            losses = F.ctc_loss(log_probs, targets, output_lengths, label_lengths, blank=blank,
-                                reduction="none", zero_infinity=True)  # (batch,)
+        losses = ctc_loss_ref(log_probs, targets, output_lengths, label_lengths, blank)  # (batch,)
     feasible = ctc_feasible(output_lengths, targets, label_lengths)
     return torch.where(feasible, losses, torch.zeros_like(losses)), feasible
 

@@ -25,13 +25,15 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
-from models.mamba2 import (Mamba2, causal_conv_silu, conv_implementation, gated_rms_norm, resolve_backend,
-                           scan_fn)
-from models.scan_graphs import MAX_GRAPHS, PaddedGraphs, capture_cuda_graph, round_up
+from hparams import CHOICES
+from models.kernels.backend import MixerKernels, default_device_type, mixer_kernels
+from models.kernels.graphs import capture_cuda_graph
+from models.kernels.mixer_graphs import MIXER_GRAPH_FRAMES, GraphedMixer, full_lengths, mixer_graph_pair
+from models.kernels.scan_graphs import SCAN_GRAPH_FRAMES
+from models.mamba2 import Mamba2
 
 logger = logging.getLogger(__name__)
 
-MAMBA_INITS = ("random", "attention")
 # What a converted encoder's config names as its attention implementation: no attention is left to run, and the
 # mask Hugging Face builds for it is the (batch, frames) padding mask as the encoder got it, all a BiMamba2Wrapper
 # reads. For SDPA the encoder would build a (batch, 1, frames, frames) one: quadratic in the length (8 GB per
@@ -148,16 +150,14 @@ class MixerDims(NamedTuple):
     headdim: int
     chunk_size: int
     eps: float
-    scan_graph_frames: int  # triton: scans of up to this many frames replay CUDA graphs (models/scan_graphs.py)
 
     @classmethod
     def of(cls, mamba: Mamba2) -> "MixerDims":
-        return cls(mamba.d_inner, mamba.d_state, mamba.nheads, mamba.headdim, mamba.chunk_size, mamba.norm.eps,
-                   mamba.scan_graph_frames)
+        return cls(mamba.d_inner, mamba.d_state, mamba.nheads, mamba.headdim, mamba.chunk_size, mamba.norm.eps)
 
 
 def bimamba2_fused(dims: MixerDims, fw: Direction, bw: Direction, hidden: torch.Tensor, index: torch.Tensor | None,
-                   backend: str) -> torch.Tensor:
+                   kernels: MixerKernels) -> torch.Tensor:
     """fw(hidden) + reverse(bw(reverse(hidden))) with both directions in one pass of each GEMM, conv, scan and norm.
 
     The directions' channels are laid side by side at run time (the checkpoint keeps mamba_ssm's two-module
@@ -170,7 +170,8 @@ def bimamba2_fused(dims: MixerDims, fw: Direction, bw: Direction, hidden: torch.
     is projected unreversed, and what the backward scan reads is reversed on the way in: x, B and C by the conv
     itself, which reads the backward channels in reversed time from the GEMM's output in place, and dt by a copy.
     The norm reads the scan's backward half in reversed time where the scan wrote it (on the triton backend; a
-    reversed copy first on the others), with the gate z in input time for both directions.
+    reversed copy first on the others), with the gate z in input time for both directions. ``kernels`` (one
+    backend's, ``models.kernels.backend``) run the conv, the scan and the norm.
     hidden (batch, seqlen, d_model), index from ``padded_reverse_index`` (None: no padding) -> (batch, seqlen,
     d_model)
     """
@@ -184,12 +185,11 @@ def bimamba2_fused(dims: MixerDims, fw: Direction, bw: Direction, hidden: torch.
     conv_bias = _interleave(fw.conv_bias, bw.conv_bias, conv_sizes)
     backward_channels = backward_channel_mask(conv_sizes, hidden.device)  # (2 * conv_dim,)
     # (batch, seqlen, 2 * conv_dim): the backward direction's channels in reversed time
-    xBC = causal_conv_silu_bidirectional(xBC, conv_weight, conv_bias, backward_channels, index, backend,
-                                         conv_sizes)
+    xBC = kernels.bidirectional_conv(xBC, conv_weight, conv_bias, backward_channels, index, conv_sizes)
     x, B, C = torch.split(xBC, [2 * d_inner, 2 * d_state, 2 * d_state], dim=-1)
     dt_fw, dt_bw = torch.split(dt, [nheads, nheads], dim=-1)
 
-    y = scan_fn(backend, dims.scan_graph_frames)(
+    y = kernels.scan(
         x.unflatten(-1, (2 * nheads, dims.headdim)),  # (batch, seqlen, 2 * nheads, headdim)
         torch.cat([dt_fw, reverse_padded(dt_bw, index)], dim=-1),  # (batch, seqlen, 2 * nheads)
         -torch.exp(torch.cat([fw.A_log, bw.A_log]).float()),  # (2 * nheads,)
@@ -201,7 +201,7 @@ def bimamba2_fused(dims: MixerDims, fw: Direction, bw: Direction, hidden: torch.
         dt_softplus=True,
     ).flatten(-2)  # (batch, seqlen, 2 * d_inner), the backward half in reversed time
     # (batch, seqlen, 2 * d_inner), input time: the norm reads the backward half reversed
-    y = bidirectional_gated_norm(y, z, torch.cat([fw.norm, bw.norm]), dims.eps, index, backend)
+    y = kernels.bidirectional_norm(y, z, torch.cat([fw.norm, bw.norm]), dims.eps, index)
     # [y_fw | y_bw] against [W_fw | W_bw]: one GEMM gives fw.out_proj(y_fw) + bw.out_proj(y_bw)
     return F.linear(y, torch.cat([fw.out_proj, bw.out_proj], dim=1))
 
@@ -214,29 +214,6 @@ def backward_channel_mask(sizes: tuple[int, ...], device: torch.device) -> torch
     return torch.tensor(flags, dtype=torch.int8, device=device)
 
 
-def reverse_channels(x: torch.Tensor, reversed_channels: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-    """x (batch, seqlen, channels) with the channels flagged in ``reversed_channels`` (channels,) in padded-reverse
-    time (``reverse_padded``), the others as they are."""
-    return torch.where(reversed_channels.bool(), reverse_padded(x, index), x)
-
-
-def causal_conv_silu_bidirectional(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                                   reversed_channels: torch.Tensor, index: torch.Tensor | None, backend: str,
-                                   piece_sizes: tuple[int, ...] | None = None) -> torch.Tensor:
-    """``causal_conv_silu`` of ``reverse_channels(x, ...)``: the flagged channels' causal conv runs in
-    padded-reverse time, and their outputs stay there. Where ``conv_implementation`` is models/conv_triton.py's
-    kernels, they read the flagged channels reversed where x lies (no reversed copy, in either pass), compiled
-    without the per-element gather of a tile holding both directions when ``piece_sizes`` (those the mask was made
-    from by ``backward_channel_mask``) leave none; otherwise the channels are reversed first, which is this
-    function's reference."""
-    if conv_implementation(backend) == "triton":
-        from models.conv_triton import causal_conv_silu_triton, one_way_tiles
-
-        mixed_tiles = piece_sizes is None or not one_way_tiles(piece_sizes)
-        return causal_conv_silu_triton(x, weight, bias, reversed_channels, index, mixed_tiles)
-    return causal_conv_silu(reverse_channels(x, reversed_channels, index), weight, bias, backend)
-
-
 def _interleave(fw_param: torch.Tensor, bw_param: torch.Tensor, sizes: list[int] | tuple[int, ...]) -> torch.Tensor:
     """Two directions' parameters (rows or channels first) split by ``sizes`` and laid piece by piece side by side:
     [x, B, C] per direction -> [x_fw, x_bw, B_fw, B_bw, C_fw, C_bw]. A split, not slices: one cat in backward."""
@@ -244,35 +221,9 @@ def _interleave(fw_param: torch.Tensor, bw_param: torch.Tensor, sizes: list[int]
     return torch.cat([p for pair in zip(parts_fw, parts_bw) for p in pair])
 
 
-def grouped_gated_rms_norm(y, z, weight, eps: float, group_size: int) -> torch.Tensor:
-    """``gated_rms_norm`` (mamba_ssm's gated RMSNorm) over each group of ``group_size`` channels."""
-    grouped = lambda t: t.unflatten(-1, (-1, group_size))  # noqa: E731  (..., groups, group_size)
-    return gated_rms_norm(grouped(y), grouped(z), grouped(weight), eps).flatten(-2)
-
-
-def bidirectional_gated_norm(y, z, weight, eps: float, index: torch.Tensor | None, backend: str) -> torch.Tensor:
-    """The mixer's gated norm, one group per direction, of the scan's output y (batch, seqlen, 2 * d_inner) whose
-    backward half is in padded-reverse time, gate z (batch, seqlen, 2 * d_inner) in input time -> input time.
-    On the triton backend one Triton pass that reads the backward half reversed in place
-    (models/gated_norm_triton.py); otherwise that half reversed first, its reference."""
-    if backend == "triton":
-        from models.gated_norm_triton import bidirectional_gated_rms_norm
-
-        return bidirectional_gated_rms_norm(y, z, weight, eps, index)
-    d_inner = y.shape[-1] // 2
-    y = torch.cat([y[..., :d_inner], reverse_padded(y[..., d_inner:], index)], dim=-1)  # input time
-    return grouped_gated_rms_norm(y, z, weight, eps, d_inner)
-
-
-# Fused mixers of up to this many frames (batch x length padded to the chunk) replay CUDA graphs by default where
-# no gradient is taken or the forward is recomputed anyway (BiMamba2Wrapper's and the hparams'
-# mamba_mixer_graph_frames): 16 x 10 s to 4 x 60 s of audio, where launching a layer's kernels costs the host
-# more time than the GPU needs to run them; 1 x 600 s (30208) stays eager.
-MIXER_GRAPH_FRAMES = 16384
-
-
-def _mixer_forward(hidden, lengths, *params, dims: MixerDims, backend: str, autocast_dtype) -> tuple[torch.Tensor]:
-    """``bimamba2_fused`` of a graph's static inputs: hidden (batch, frames, d_model), lengths (batch,) each
+def _fused_of_graph_inputs(hidden, lengths, *params, dims: MixerDims, kernels: MixerKernels,
+                           autocast_dtype) -> tuple[torch.Tensor]:
+    """``bimamba2_fused`` of a CUDA graph's static inputs: hidden (batch, frames, d_model), lengths (batch,) each
     sequence's valid frames (frames past it, the graph's time padding included, stay where they are in the
     backward direction), params fw's then bw's ``Direction`` -> (out (batch, frames, d_model),)."""
     index = padded_reverse_index(lengths, hidden.shape[1])  # (batch, frames)
@@ -280,89 +231,34 @@ def _mixer_forward(hidden, lengths, *params, dims: MixerDims, backend: str, auto
     with torch.autocast(hidden.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None,
                         cache_enabled=False):
         fw, bw = Direction(*params[:len(Direction._fields)]), Direction(*params[len(Direction._fields):])
-        return (bimamba2_fused(dims, fw, bw, hidden, index, backend),)
+        return (bimamba2_fused(dims, fw, bw, hidden, index, kernels),)
 
 
-def _mixer_backward(grad_out, hidden, lengths, *params, **fixed) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mixer's forward again, with autograd, then its backward: (the gradient of hidden, the parameters'
-    gradients flattened into one tensor: one copy out of the graph instead of sixteen)."""
-    with torch.enable_grad():
-        leaves = [t.detach().requires_grad_() for t in (hidden, *params)]
-        (out,) = _mixer_forward(leaves[0], lengths, *leaves[1:], **fixed)
-        grad_hidden, *grad_params = torch.autograd.grad(out, leaves, grad_out)
-    return grad_hidden, torch.cat([g.flatten() for g in grad_params])
+def mixer_graphs(dims: MixerDims, kernels: MixerKernels, autocast_dtype, capture=capture_cuda_graph):
+    """The fused mixer's forward and backward graphs (``models.kernels.mixer_graphs``) for mixers of ``dims`` run by
+    ``kernels`` under autocast to ``autocast_dtype`` (None: no autocast); inside them every kernel is launched as
+    it is captured. Time is padded to the chunk."""
+    fused = functools.partial(_fused_of_graph_inputs, dims=dims, kernels=kernels.without_graphs(),
+                              autocast_dtype=autocast_dtype)
+    return mixer_graph_pair(fused, 2 * len(Direction._fields), dims.chunk_size, capture)
 
 
-MIXER_TIMED_INPUTS = (True, False) + (False,) * 2 * len(Direction._fields)  # hidden, lengths, the parameters
-
-
-def mixer_graphs(dims: MixerDims, backend: str, autocast_dtype, capture=capture_cuda_graph,
-                 max_graphs: int = MAX_GRAPHS) -> tuple[PaddedGraphs, PaddedGraphs]:
-    """The fused mixer's forward and backward ``PaddedGraphs`` (sharing a memory pool) for mixers of ``dims`` run
-    on ``backend`` under autocast to ``autocast_dtype`` (None: no autocast). The backward recomputes the forward
-    (as ``recompute=True`` does): a graph shared by every layer can keep no layer's activations. That costs more
-    GPU time in training than the launches save (README Speed), so ``BiMamba2Wrapper`` replays the backward only
-    where it recomputes anyway. Time is padded to the chunk."""
-    pool = torch.cuda.graph_pool_handle() if capture is capture_cuda_graph else None
-    # inside a graph the scan is launched as it is captured, never replayed from graphs of its own
-    fixed = dict(dims=dims._replace(scan_graph_frames=0), backend=backend, autocast_dtype=autocast_dtype)
-    return (PaddedGraphs(functools.partial(_mixer_forward, **fixed), MIXER_TIMED_INPUTS, (True,), dims.chunk_size,
-                         max_graphs, capture, pool),
-            PaddedGraphs(functools.partial(_mixer_backward, **fixed), (True,) + MIXER_TIMED_INPUTS, (True, False),
-                         dims.chunk_size, max_graphs, capture, pool))
-
-
-class GraphedMixer(torch.autograd.Function):
-    """``bimamba2_fused`` whose forward and backward replay ``graphs`` (``mixer_graphs``'s pair): saves only its
-    inputs, as ``recompute=True``."""
-
-    @staticmethod
-    def forward(ctx, hidden, lengths, graphs, *params):
-        ctx.save_for_backward(hidden, lengths, *params)
-        ctx.backward_graphs = graphs[1]
-        return graphs[0](hidden, lengths, *params)[0]
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        hidden, lengths, *params = ctx.saved_tensors
-        grad_hidden, grad_params = ctx.backward_graphs(grad_out, hidden, lengths, *params)
-        pieces = grad_params.split([p.numel() for p in params])
-        return grad_hidden, None, None, *(g.view(p.shape).to(p.dtype) for g, p in zip(pieces, params))
-
-
-_cuda_mixer_graphs = functools.cache(mixer_graphs)  # one pair per (dims, backend, autocast dtype) in a process
+_cuda_mixer_graphs = functools.cache(mixer_graphs)  # one pair per (dims, kernels, autocast dtype) in a process
 
 
 def release_mixer_graphs() -> None:
-    """Drop every graph and buffer ``graphed_bimamba2_fused`` keeps (they live until the process ends otherwise)."""
+    """Drop every graph and buffer the fused mixers keep (they live until the process ends otherwise)."""
     _cuda_mixer_graphs.cache_clear()
 
 
-@functools.lru_cache(maxsize=1)  # made once per forward of an unpadded batch, not once per layer
-def full_lengths(batch: int, seqlen: int, device: torch.device) -> torch.Tensor:
-    """(batch,) int64 lengths of an unpadded batch, as ``PaddingLayout.lengths`` of a padded one (read only).
-    Made outside inference mode: a later training step may save it for backward."""
-    with torch.inference_mode(False):
-        return torch.full((batch,), seqlen, dtype=torch.long, device=device)
-
-
-def mixer_graphs_apply(hidden: torch.Tensor, dims: MixerDims, backend: str, max_frames: int) -> bool:
-    """Whether ``graphed_bimamba2_fused`` replays graphs for this call: the triton backend on CUDA, at most
-    max_frames frames (batch x length padded to the chunk), and no other graph being captured (bench/speed.py
-    captures whole models)."""
-    frames = hidden.shape[0] * round_up(hidden.shape[1], dims.chunk_size)
-    return (backend == "triton" and hidden.is_cuda and 0 < frames <= max_frames
-            and not torch.cuda.is_current_stream_capturing())
-
-
 def graphed_bimamba2_fused(dims: MixerDims, fw: Direction, bw: Direction, hidden: torch.Tensor,
-                           lengths: torch.Tensor, backend: str) -> torch.Tensor:
-    """``bimamba2_fused`` replayed from CUDA graphs (see ``mixer_graphs``): one graph launch forward and one
-    backward instead of each of the mixer's kernels and their Python. lengths (batch,) valid frames of each
+                           lengths: torch.Tensor, kernels: MixerKernels) -> torch.Tensor:
+    """``bimamba2_fused`` replayed from CUDA graphs: one graph launch forward and one backward (which recomputes the
+    forward) instead of each of the mixer's kernels and their Python. lengths (batch,) valid frames of each
     sequence."""
     device = hidden.device.type
     autocast_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-    return GraphedMixer.apply(hidden, lengths, _cuda_mixer_graphs(dims, backend, autocast_dtype), *fw, *bw)
+    return GraphedMixer.apply(hidden, lengths, _cuda_mixer_graphs(dims, kernels, autocast_dtype), *fw, *bw)
 
 
 class BiMamba2Wrapper(nn.Module):
@@ -375,23 +271,23 @@ class BiMamba2Wrapper(nn.Module):
     far less memory on long inputs for about one more mixer forward. On the triton backend a fused mixer of up to
     ``mixer_graph_frames`` frames (batch x length padded to the chunk) replays CUDA graphs
     (``graphed_bimamba2_fused``) where no gradient is taken (inference, evaluation) and, with ``recompute``, in
-    training too: their backward recomputes the forward.
+    training too: their backward recomputes the forward. ``kernels`` (chosen once from ``backend``, see
+    ``models.kernels.backend``) run the fused path; each Mamba2 holds the same backend's for its own forward.
     """
 
     def __init__(self, d_model: int, residual_inside: bool = False, fused: bool = True, recompute: bool = False,
+                 backend: str = "auto", scan_graph_frames: int = SCAN_GRAPH_FRAMES,
                  mixer_graph_frames: int = MIXER_GRAPH_FRAMES, **mamba_kwargs):
-        """mamba_kwargs: Mamba2's shape and backend (d_state, d_conv, expand, headdim, chunk_size, backend,
-        scan_graph_frames)."""
+        """backend, scan_graph_frames, mixer_graph_frames: the mixer's kernels (``models.kernels.backend``, hparams
+        mamba_backend, mamba_scan_graph_frames, mamba_mixer_graph_frames); mamba_kwargs: Mamba2's shape (d_state,
+        d_conv, expand, headdim, chunk_size)."""
         super().__init__()
-        if mixer_graph_frames < 0:
-            raise ValueError(f"BiMamba2Wrapper: mixer_graph_frames {mixer_graph_frames} must be >= 0 (hparam "
-                             f"mamba_mixer_graph_frames; 0: the mixer's kernels launched eagerly)")
-        self.fw_mamba = Mamba2(d_model, **mamba_kwargs)
-        self.bw_mamba = Mamba2(d_model, **mamba_kwargs)
+        self.kernels = mixer_kernels(backend, default_device_type(), scan_graph_frames, mixer_graph_frames)
+        self.fw_mamba = Mamba2(d_model, backend=backend, scan_graph_frames=scan_graph_frames, **mamba_kwargs)
+        self.bw_mamba = Mamba2(d_model, backend=backend, scan_graph_frames=scan_graph_frames, **mamba_kwargs)
         self.residual_inside = residual_inside
         self.fused = fused
         self.recompute = recompute
-        self.mixer_graph_frames = mixer_graph_frames
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         batch, seqlen, _ = hidden_states.shape
@@ -401,18 +297,19 @@ class BiMamba2Wrapper(nn.Module):
 
         recompute = self.recompute and torch.is_grad_enabled()
         if self.fused:
-            backend = resolve_backend(self.fw_mamba.backend, hidden_states.device)
+            if hidden_states.device.type != self.kernels.device_type:  # moved after it was built
+                self.kernels = self.kernels.for_device(hidden_states.device)
+            kernels = self.kernels
             dims, fw, bw = self.fused_arguments()
             # with a gradient, only where the forward is to be recomputed anyway: the graphs' backward recomputes
-            # it, which cost more GPU time than the launches it saved (bench/speed.py, README Speed)
-            if (not torch.is_grad_enabled() or recompute) and mixer_graphs_apply(hidden_states, dims, backend,
-                                                                                 self.mixer_graph_frames):
+            # it, which costs more GPU time than the launches it saves (bench/NOTES.md, "Mixer graphs")
+            if (not torch.is_grad_enabled() or recompute) and kernels.replays_mixer(hidden_states, dims.chunk_size):
                 lengths = layout.lengths if layout is not None else full_lengths(batch, seqlen,
                                                                                  hidden_states.device)
-                mixer = functools.partial(graphed_bimamba2_fused, dims, fw, bw, lengths=lengths, backend=backend)
+                mixer = functools.partial(graphed_bimamba2_fused, dims, fw, bw, lengths=lengths, kernels=kernels)
                 recompute = False  # the graphs' backward recomputes the forward itself
             else:
-                mixer = functools.partial(bimamba2_fused, dims, fw, bw, index=index, backend=backend)
+                mixer = functools.partial(bimamba2_fused, dims, fw, bw, index=index, kernels=kernels)
         else:
             mixer = functools.partial(self.forward_separate, index=index)
         if recompute:  # keep only the input; rerun the mixer in backward
@@ -487,15 +384,15 @@ def init_from_attention(mamba: Mamba2, attention: nn.Module) -> None:
 def substitute_layer(module: nn.Module, config, **kwargs) -> nn.Module:
     """Swap every self-attention in a Wav2Vec2 encoder for a ``BiMamba2Wrapper`` (in place; returns ``module``).
 
-    kwargs: residual_inside (False, as the original's wrapper), d_state, d_conv, expand, headdim, chunk_size,
-    backend ("auto" | "torch" | "triton"), scan_graph_frames (see ``Mamba2``), fused, recompute,
-    mixer_graph_frames (see ``BiMamba2Wrapper``), init ("random" | "attention", see ``init_from_attention``).
+    kwargs: residual_inside (False, as the original's wrapper), d_state, d_conv, expand, headdim, chunk_size (see
+    ``Mamba2``), backend ("auto" | "torch" | "triton" | "ref"), scan_graph_frames, mixer_graph_frames, fused,
+    recompute (see ``BiMamba2Wrapper``), init ("random" | "attention", see ``init_from_attention``).
     New parameters are created on the device of the attention they replace, in fp32. ``config`` (the model's)
     is set to ``BIMAMBA2_ATTENTION``, so that the encoder builds its mixers a 2-D padding mask.
     """
     init = kwargs.pop("init", "random")
-    if init not in MAMBA_INITS:
-        raise ValueError(f"unknown Mamba init '{init}': expected one of {', '.join(MAMBA_INITS)}")
+    if init not in CHOICES["asr_mamba_init"]:
+        raise ValueError(f"unknown Mamba init '{init}': expected one of {', '.join(CHOICES['asr_mamba_init'])}")
     wrapper_kwargs = dict(residual_inside=False)
     wrapper_kwargs.update(kwargs)
     if config.hidden_size * wrapper_kwargs.get("expand", 1) % wrapper_kwargs.get("headdim", 64):

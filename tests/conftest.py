@@ -1,6 +1,6 @@
 """Shared fixtures: a tiny local Wav2Vec2 checkpoint and hparams sized for it (hidden 32, 2 layers).
 
-Without CUDA, Triton kernels (models/conv_triton.py) run in Triton's CPU interpreter, on CPU tensors: the variable
+Without CUDA, Triton kernels (models/kernels/*_triton.py) run in Triton's CPU interpreter, on CPU tensors: the variable
 is read when a kernel is defined, so it is set here, before any test imports one.
 """
 import os

@@ -73,10 +73,10 @@ def test_every_bench_model_is_built_as_its_name_says():
         assert all(w.fused == (name != "student_separate") for w in wrappers), name
         assert all(w.recompute == (name == "student_recompute") for w in wrappers), name
         scan_graph_frames = 0 if name == "student_eager_scan" else 16384
-        assert all(w.fw_mamba.scan_graph_frames == w.bw_mamba.scan_graph_frames == scan_graph_frames
-                   for w in wrappers), name
+        assert all(k.scan_graph_frames == scan_graph_frames
+                   for w in wrappers for k in (w.kernels, w.fw_mamba.kernels, w.bw_mamba.kernels)), name
         mixer_graph_frames = 0 if name in ("student_eager_mixer", "student_eager_scan") else 16384
-        assert all(w.mixer_graph_frames == mixer_graph_frames for w in wrappers), name
+        assert all(w.kernels.mixer_graph_frames == mixer_graph_frames for w in wrappers), name
         assert model.wav2vec2.encoder.gradient_checkpointing == name.endswith("encoder_recompute"), name
         assert not model.wav2vec2.feature_extractor._requires_grad, name  # frozen, as in training
 
@@ -96,7 +96,7 @@ def test_cpu_speed_measures_both_models_on_the_torch_backend():
     shape = dict(headdim=16, d_state=16, chunk_size=16)
     student = cpu_speed.build("student", "tiny", **shape)
     wrappers = [m for m in student.modules() if isinstance(m, BiMamba2Wrapper)]
-    assert len(wrappers) == 2 and all(w.fused and w.fw_mamba.backend == "torch" for w in wrappers)
+    assert len(wrappers) == 2 and all(w.fused and w.kernels.backend == "torch" for w in wrappers)
     assert not any(isinstance(m, BiMamba2Wrapper) for m in cpu_speed.build("teacher", "tiny").modules())
     row = cpu_speed.measure("student", 0.5, repeats=1, preset="tiny", **shape)
     assert row["model"] == "student" and row["seconds"] == 0.5 and 0 < row["cnn_ms"] and 0 < row["ms"]

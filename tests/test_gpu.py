@@ -9,7 +9,10 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Attention
 
 from bench import speed
 from models.build import build_asr_model, forward_model
-from models.mamba2 import Mamba2, causal_conv_silu_ref, ssd_chunked, ssd_ref
+from models.kernels.backend import mixer_kernels
+from models.kernels.conv import causal_conv_silu_ref
+from models.kernels.ssd import ssd_chunked, ssd_ref
+from models.mamba2 import Mamba2
 from tests.conftest import relative_error
 
 pytestmark = pytest.mark.gpu
@@ -49,13 +52,13 @@ def test_triton_scan_matches_the_reference(seqlen, dtype, tolerance):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_graphed_scan_replays_mamba_ssm_eager_scan(dtype):
-    """models/scan_graphs.py: the SSD scan's forward and backward replayed as CUDA graphs give mamba_ssm's eager
+    """models/kernels/scan_graphs.py: the SSD scan's forward and backward replayed as CUDA graphs give mamba_ssm's eager
     output and gradients, with both directions' groups as the mixer runs it (ngroups 2), for lengths that share a
     graph (padded to 512 frames) in an order where a shorter call follows a longer one; one capture each for
     forward and backward. The same kernels run both ways: only the padded last chunk's tiles can round otherwise."""
     from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
 
-    from models.scan_graphs import _cuda_scan_graphs, graphed_chunk_scan
+    from models.kernels.scan_graphs import _cuda_scan_graphs, graphed_chunk_scan
 
     forward_graphs, backward_graphs = _cuda_scan_graphs(256, True)
     captured = forward_graphs.captures, backward_graphs.captures
@@ -79,9 +82,9 @@ def test_graphed_scan_replays_mamba_ssm_eager_scan(dtype):
 
 @pytest.mark.parametrize("dtype,tolerance", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 def test_triton_causal_conv_matches_the_reference(dtype, tolerance):
-    """models/conv_triton.py at the fused mixer's size (both directions' x, B, C of a large model: 2560 channels),
-    forward and gradients, against nn.functional.conv1d in fp32 on the same (rounded) inputs."""
-    from models.conv_triton import causal_conv_silu_triton
+    """models/kernels/conv_triton.py at the fused mixer's size (both directions' x, B, C of a large model: 2560
+    channels), forward and gradients, against nn.functional.conv1d in fp32 on the same (rounded) inputs."""
+    from models.kernels.conv_triton import causal_conv_silu_triton
 
     g = torch.Generator(device="cuda").manual_seed(0)
     x = torch.randn(3, 1000, 2 * (1024 + 256), generator=g, device=CUDA).to(dtype).requires_grad_()
@@ -105,8 +108,9 @@ def test_mamba2_triton_backend_matches_torch_backend(autocast):
     u = torch.randn(2, 700, 1024, device=CUDA, requires_grad=True)
     results = []
     for backend in ("triton", "torch"):
+        mamba.kernels = mixer_kernels(backend, "cuda")
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-            y = mamba(u, backend=backend)
+            y = mamba(u)
         grads = torch.autograd.grad(y.float().square().mean(), [u, mamba.in_proj.weight, mamba.A_log])
         results.append((y, grads))
     tolerance = 5e-2 if autocast else 1e-2
@@ -116,9 +120,10 @@ def test_mamba2_triton_backend_matches_torch_backend(autocast):
 
 
 def test_triton_layer_norm_gelu_matches_its_reference_on_gpu():
-    """models/norm_gelu_triton.py on the front end's first activation: 2 x 2 s at 3200 frames a second, 512
-    channels, bf16 in."""
-    from models.norm_gelu_triton import layer_norm_gelu, layer_norm_gelu_ref
+    """models/kernels/norm_gelu_triton.py on the front end's first activation: 2 x 2 s at 3200 frames a second,
+    512 channels, bf16 in."""
+    from models.kernels.front_end import layer_norm_gelu_ref
+    from models.kernels.norm_gelu_triton import layer_norm_gelu
 
     g = torch.Generator(device="cuda").manual_seed(0)
     x = (torch.randn(2, 6400, 512, generator=g, device=CUDA) * 3 + 1).to(torch.bfloat16)
@@ -132,8 +137,8 @@ def test_front_end_takes_the_fused_norm_without_gradients_and_agrees_on_gpu(monk
     LayerNorm + GELU, once per layer) against with them (PyTorch's), the same convolutions either way."""
     from transformers import Wav2Vec2ForCTC
 
-    from models import norm_gelu_triton
-    from models.build import use_channels_last_feature_encoder
+    from models.kernels import norm_gelu_triton
+    from models.kernels.front_end import use_channels_last_feature_encoder
     from models.presets import preset_config
 
     calls = []
@@ -177,7 +182,7 @@ def test_whole_model_triton_matches_torch(tiny_hparams):
     logits = {}
     for backend in ("torch", "triton"):
         for layer in model.wav2vec2.encoder.layers:
-            layer.attention.fw_mamba.backend = layer.attention.bw_mamba.backend = backend
+            layer.attention.kernels = mixer_kernels(backend, "cuda", 16384, 16384)
         with torch.no_grad():
             logits[backend] = forward_model(model, x, mask).logits
     assert relative_error(logits["triton"], logits["torch"]) < 1e-2
@@ -196,7 +201,7 @@ def test_fused_bidirectional_kernels_match_two_separate_mamba2(autocast, padded)
     index = padded_reverse_index(lengths, 600) if padded else None
     valid = (torch.arange(600, device=CUDA)[None, :] < lengths[:, None])[..., None]
     results = []
-    for run in (lambda: bimamba2_fused(*wrapper.fused_arguments(), hidden, index, "triton"),
+    for run in (lambda: bimamba2_fused(*wrapper.fused_arguments(), hidden, index, wrapper.kernels),
                 lambda: wrapper.forward_separate(hidden, index)):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
             out = run() * valid
@@ -222,8 +227,8 @@ def test_graphed_mixer_replays_the_eager_fused_mixer(autocast):
     torch.manual_seed(0)
     graphed = BiMamba2Wrapper(1024, backend="triton", recompute=True).to(CUDA)
     eager = copy.deepcopy(graphed)
-    eager.mixer_graph_frames, eager.recompute = 0, False
-    graphs = _cuda_mixer_graphs(graphed.fused_arguments()[0], "triton", torch.bfloat16 if autocast else None)
+    eager.kernels, eager.recompute = mixer_kernels("triton", "cuda", graphed.kernels.scan_graph_frames, 0), False
+    graphs = _cuda_mixer_graphs(graphed.fused_arguments()[0], graphed.kernels, torch.bfloat16 if autocast else None)
     captured = [g.captures for g in graphs]
     for seqlen, lengths in ((700, None), (600, [600, 417, 33]), (520, None), (700, [700, 650, 100])):
         hidden = torch.randn(3, seqlen, 1024, device=CUDA, requires_grad=True)

@@ -1,4 +1,5 @@
-"""Model core: SSD scan vs its sequential reference, the padded reversal, and the attention -> BiMamba2 surgery."""
+"""Model core: Mamba2 and its backends, the fused bidirectional mixer against two separate Mamba2, the padded
+reversal, and the attention -> BiMamba2 surgery."""
 import copy
 import math
 import os
@@ -12,43 +13,17 @@ import torch
 from transformers import Wav2Vec2ForCTC
 from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Attention
 
-from models.build import (ChannelsLastConvLayer, ChannelsLastFeatureEncoder, build_asr_model, chunked_feature_encoder,
-                          forward_model, load_weights, use_channels_last_feature_encoder)
-from models.mamba2 import Mamba2, causal_conv_silu_ref, resolve_backend, ssd_chunked, ssd_ref
-from models.mamba_utils import (BIMAMBA2_ATTENTION, BiMamba2Wrapper, PaddingLayout, backward_channel_mask,
-                                bimamba2_fused, causal_conv_silu_bidirectional, padded_reverse_index, replace_attention,
-                                reverse_padded, reverse_padded_ref, substitute_layer, valid_lengths)
-from models.presets import preset_config
+from models.build import build_asr_model, forward_model, load_weights
+from models.kernels.backend import mixer_kernels
+from models.mamba2 import Mamba2
+from models.mamba_utils import (BIMAMBA2_ATTENTION, BiMamba2Wrapper, PaddingLayout, bimamba2_fused,
+                                padded_reverse_index, replace_attention, reverse_padded, reverse_padded_ref,
+                                substitute_layer, valid_lengths)
 from tests.conftest import relative_error
 
 CHUNK = 16
 MAMBA_SSM_KEYS = {"in_proj.weight", "conv1d.weight", "conv1d.bias", "dt_bias", "A_log", "D", "norm.weight",
                   "out_proj.weight"}
-
-
-def scan_inputs(seqlen, batch=2, nheads=4, headdim=8, d_state=16, seed=0, ngroups=1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, seqlen, nheads, headdim, generator=g)
-    dt = torch.randn(batch, seqlen, nheads, generator=g)
-    A = -torch.rand(nheads, generator=g) * 8 - 0.5
-    B = torch.randn(batch, seqlen, ngroups, d_state, generator=g)
-    C = torch.randn(batch, seqlen, ngroups, d_state, generator=g)
-    return x, dt, A, B, C, torch.randn(nheads, generator=g), torch.randn(nheads, generator=g)
-
-
-@pytest.mark.parametrize("ngroups", [1, 2])  # 2: the fused bidirectional path, one group per direction
-@pytest.mark.parametrize("seqlen", [1, 7, CHUNK - 1, CHUNK + 1, 3 * CHUNK + 5])
-def test_chunked_ssd_matches_sequential_reference(seqlen, ngroups):
-    x, dt, A, B, C, D, dt_bias = scan_inputs(seqlen, ngroups=ngroups)
-    leaves = [t.requires_grad_() for t in (x, dt, B, C, D, dt_bias)]
-    outs, grads = [], []
-    for scan in (ssd_chunked, ssd_ref):
-        y = scan(x, dt, A, B, C, CHUNK, D=D, dt_bias=dt_bias, dt_softplus=True)
-        outs.append(y)
-        grads.append(torch.autograd.grad((y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum(), leaves))
-    torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)  # fp32
-    for g_chunked, g_ref in zip(*grads):
-        torch.testing.assert_close(g_chunked, g_ref, rtol=1e-4, atol=1e-4)
 
 
 def test_mamba2_module_backends_agree_and_names_match_mamba_ssm():
@@ -58,7 +33,9 @@ def test_mamba2_module_backends_agree_and_names_match_mamba_ssm():
     shapes = {k: tuple(v.shape) for k, v in mamba.state_dict().items()}
     assert shapes["in_proj.weight"] == (2 * 64 + 2 * 16 + 4, 64) and shapes["conv1d.weight"] == (64 + 32, 1, 4)
     u = torch.randn(2, 3 * CHUNK + 3, 64)
-    torch.testing.assert_close(mamba(u), mamba(u, backend="ref"), rtol=1e-5, atol=1e-5)
+    chunked = mamba(u)
+    mamba.kernels = mixer_kernels("ref", "cpu")  # the sequential recurrence
+    torch.testing.assert_close(chunked, mamba(u), rtol=1e-5, atol=1e-5)
 
 
 def test_mamba2_reproduces_mamba_ssm_initialisation():
@@ -95,7 +72,7 @@ def test_fused_bidirectional_path_matches_two_separate_mamba2(lengths, autocast)
     index = padded_reverse_index(torch.tensor(lengths), 40) if lengths else None
     valid = torch.arange(40)[None, :, None] < torch.tensor(lengths or [40, 40])[:, None, None]
     results = []
-    for run in (lambda: bimamba2_fused(*wrapper.fused_arguments(), hidden, index, "torch"),
+    for run in (lambda: bimamba2_fused(*wrapper.fused_arguments(), hidden, index, wrapper.kernels),
                 lambda: wrapper.forward_separate(hidden, index)):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             out = run() * valid
@@ -144,144 +121,6 @@ def test_recomputed_mixer_gives_the_same_gradients():
         grads.append(torch.autograd.grad(out.square().sum(), [hidden, *wrapper.parameters()]))
     for plain, recomputed in zip(*grads):
         torch.testing.assert_close(plain, recomputed)
-
-
-@pytest.mark.parametrize("seqlen", [1, 3, 37, 70])
-@pytest.mark.parametrize("channels", [5, 200])
-def test_triton_causal_conv_matches_the_conv1d_reference(seqlen, channels):
-    """Forward and all three gradients, on a strided input (a slice of a wider activation, as the mixer's x, B, C
-    of in_proj's output): frames and channels past a block's edge, a sequence shorter than the kernel. Without
-    CUDA the kernels run in Triton's interpreter (tests/conftest.py)."""
-    from models.conv_triton import causal_conv_silu_triton
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(0)
-    wide = torch.randn(2, seqlen, channels + 9, device=device)
-    x = wide[..., 4:4 + channels].requires_grad_()  # (batch, seqlen, channels), frame stride channels + 9
-    weight = torch.randn(channels, 1, 4, device=device, requires_grad=True)
-    bias = torch.randn(channels, device=device, requires_grad=True)
-    dout = torch.randn(2, seqlen, channels, device=device)
-    results = []
-    for conv in (causal_conv_silu_triton, causal_conv_silu_ref):
-        with torch.backends.cudnn.flags(allow_tf32=False):  # on a GPU: the reference in fp32, not TF32
-            out = conv(x, weight, bias)
-            results.append((out, *torch.autograd.grad(out, [x, weight, bias], dout)))
-    for triton_result, reference in zip(*results):
-        torch.testing.assert_close(triton_result, reference, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("layout", ["random", "mixer", "one_way"])
-@pytest.mark.parametrize("lengths", [None, [37, 20]])  # None: no padding, the whole sequence reversed
-def test_triton_conv_reads_reversed_channels_in_place_as_the_reference_reverses_them(lengths, layout):
-    """The fused mixer's conv: the backward direction's channels in padded-reverse time, read from in_proj's output
-    where it lies (a strided slice), against reversing them first; forward and all three gradients. Layouts:
-    channels flagged at random (every 128-channel tile holds both directions), and the mixer's [x_fw, x_bw, B_fw,
-    B_bw, C_fw, C_bw] with pieces of 128, 32, 32 channels: a tile of forward channels only, one of backward channels
-    only (the kernels' one-frame-per-row path) and a mixed one; and pieces of 128 channels each, every tile one way,
-    which compiles the kernels without the per-element gather (``one_way_tiles``)."""
-    torch.manual_seed(0)
-    piece_sizes = {"random": None, "mixer": (128, 32, 32), "one_way": (128, 128, 128)}[layout]
-    if piece_sizes is None:
-        reversed_channels = (torch.rand(200) < 0.5).to(torch.int8)
-    else:
-        reversed_channels = backward_channel_mask(piece_sizes, torch.device("cpu"))
-    channels = len(reversed_channels)
-    wide = torch.randn(2, 37, channels + 9)
-    x = wide[..., 4:4 + channels].requires_grad_()  # (batch, seqlen, channels): blocks of 128 channels and a rest
-    weight = torch.randn(channels, 1, 4, requires_grad=True)
-    bias = torch.randn(channels, requires_grad=True)
-    index = padded_reverse_index(torch.tensor(lengths), 37) if lengths else None
-    dout = torch.randn(2, 37, channels)
-    results = []
-    for backend in ("triton", "torch"):  # triton without CUDA: Triton's interpreter (tests/conftest.py)
-        out = causal_conv_silu_bidirectional(x, weight, bias, reversed_channels, index, backend, piece_sizes)
-        results.append((out, *torch.autograd.grad(out, [x, weight, bias], dout)))
-    for triton_result, reference in zip(*results):
-        torch.testing.assert_close(triton_result, reference, rtol=1e-5, atol=1e-5)
-    reversed_frames = results[1][0][:, :, reversed_channels.bool()]
-    plain = causal_conv_silu_ref(x, weight, bias)[:, :, reversed_channels.bool()]
-    assert not torch.allclose(reversed_frames, plain)  # the reversal did something
-
-
-def test_the_triton_conv_kernels_compile_for_hopper_with_every_switch():
-    """Triton's interpreter (the CPU tier's way of running the kernels) accepts programs its compiler refuses, such
-    as a return under a compile-time switch before more code: tests/kernel_compile.py compiles every kernel for
-    sm_90, which needs no GPU."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-m", "tests.kernel_compile", "--arch", "90"], env=env,
-                            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count(": ok") == 27, result.stdout
-
-
-def hugging_face_and_channels_last_models(preset: str = "tiny"):
-    """A random Wav2Vec2ForCTC of ``preset``'s size with Hugging Face's front end, and a copy with the channels-last
-    one; the CNN left trainable."""
-    torch.manual_seed(0)
-    reference = Wav2Vec2ForCTC(preset_config(preset, vocab_size=8, mask_time_prob=0.0, layerdrop=0.0))
-    model = copy.deepcopy(reference)
-    use_channels_last_feature_encoder(model)
-    return reference, model
-
-
-def test_channels_last_front_end_equals_hugging_faces_and_keeps_its_weights():
-    reference, model = hugging_face_and_channels_last_models()
-    assert isinstance(model.wav2vec2.feature_extractor, ChannelsLastFeatureEncoder)
-    assert model.state_dict().keys() == reference.state_dict().keys()
-    x = torch.randn(2, 5000)
-    outputs, grads = [], []
-    for m in (reference, model):
-        features = m.wav2vec2.feature_extractor.train()(x)  # (batch, channels, frames)
-        outputs.append(features)
-        grads.append(torch.autograd.grad((features * features.detach().cos()).sum(),
-                                         list(m.wav2vec2.feature_extractor.parameters())))
-    assert outputs[1].shape == outputs[0].shape and outputs[1].transpose(1, 2).is_contiguous()
-    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
-    for kernel, ref in zip(grads[1], grads[0]):
-        torch.testing.assert_close(kernel, ref, rtol=1e-4, atol=1e-5)
-    with torch.no_grad():
-        torch.testing.assert_close(model.eval()(x).logits, reference.eval()(x).logits, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("rows,channels,dtype", [(37, 512, torch.float32), (5, 200, torch.float32),
-                                                 (20, 512, torch.bfloat16)])
-def test_triton_layer_norm_gelu_matches_its_reference(rows, channels, dtype):
-    """models/norm_gelu_triton.py (Triton's interpreter without CUDA): rows past a program's 8, channels not a power
-    of two, bf16 input (the front end's conv output under autocast); fp32 out either way."""
-    from models.norm_gelu_triton import layer_norm_gelu, layer_norm_gelu_ref
-
-    torch.manual_seed(0)
-    x = (torch.randn(2, rows, channels) * 3 + 1).to(dtype)
-    weight, bias = torch.randn(channels), torch.randn(channels)
-    out = layer_norm_gelu(x, weight, bias, 1e-5)
-    assert out.dtype == torch.float32 and out.shape == x.shape
-    torch.testing.assert_close(out, layer_norm_gelu_ref(x, weight, bias, 1e-5), rtol=1e-5, atol=1e-5)
-
-
-def test_front_end_with_the_fused_norm_equals_hugging_faces(monkeypatch):
-    """The Triton LayerNorm + GELU in the channels-last layers (taken on CUDA without gradients; forced here, in
-    Triton's interpreter): the same features as Hugging Face's front end."""
-    reference, model = hugging_face_and_channels_last_models()
-    monkeypatch.setattr(ChannelsLastConvLayer, "_norm_and_gelu_fused", lambda self, rows: True)
-    x = torch.randn(2, 5000)
-    with torch.no_grad():
-        fused, plain = model.wav2vec2.feature_extractor(x), reference.wav2vec2.feature_extractor(x)
-    assert fused.shape == plain.shape
-    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
-
-
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_front_end_in_pieces_equals_the_whole(channels_last):
-    """chunked_feature_encoder (infer.py's long-audio path): pieces that each read their frames' receptive field."""
-    reference, model = hugging_face_and_channels_last_models()
-    model = model if channels_last else reference
-    x = torch.randn(1, 20000)  # 62 frames at the tiny preset's stride of 320
-    with torch.no_grad():
-        whole = model.wav2vec2.feature_extractor(x)
-        with chunked_feature_encoder(model, max_frames=25):  # 25 + 25 + 12
-            pieces = model.wav2vec2.feature_extractor(x)
-    assert pieces.shape == whole.shape == (1, 32, 62)
-    torch.testing.assert_close(pieces, whole, rtol=1e-5, atol=1e-5)
 
 
 def test_padded_reverse_matches_reference_and_is_an_involution():
@@ -451,7 +290,7 @@ def test_state_dict_round_trip_between_backends(tiny_hparams):
     other = build_asr_model(tiny_hparams("asr_use_mamba=True,mamba_backend=auto")).eval()
     other.load_state_dict(torch_model.state_dict())
     for layer in other.wav2vec2.encoder.layers:
-        layer.attention.fw_mamba.backend = layer.attention.bw_mamba.backend = "ref"
+        layer.attention.kernels = mixer_kernels("ref", "cpu")
     x, mask = torch.randn(2, 6400), torch.ones(2, 6400, dtype=torch.long)
     with torch.no_grad():
         torch.testing.assert_close(forward_model(other, x, mask).logits, forward_model(torch_model, x, mask).logits,
@@ -544,8 +383,6 @@ def test_clear_errors_on_bad_input(tiny_model_dir, tiny_hparams):
     substitute_layer(model.wav2vec2.encoder, model.config, headdim=16, d_state=8)
     with pytest.raises(TypeError, match="already converted"):
         substitute_layer(model.wav2vec2.encoder, model.config, headdim=16)
-    with pytest.raises(ValueError, match="unknown Mamba2 backend"):
-        resolve_backend("cuda")
 
 
 def test_the_cpu_path_needs_no_triton():

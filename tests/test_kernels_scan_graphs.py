@@ -1,11 +1,12 @@
-"""models/scan_graphs.py on CPU: the static buffers, padding and shape cache of the graphed SSD scan, with each
-"graph" rerun eagerly (``rerun_eagerly``, what a replay does) and the chunked PyTorch scan standing in for
-mamba_ssm's kernels. The CUDA graphs of mamba_ssm's scan themselves are tests/test_gpu.py's."""
+"""models/kernels/graphs.py and scan_graphs.py on CPU: the static buffers, padding and shape cache of the graphed SSD
+scan, with each "graph" rerun eagerly (``rerun_eagerly``, what a replay does) and the chunked PyTorch scan standing in
+for mamba_ssm's kernels. The CUDA graphs of mamba_ssm's scan themselves are tests/test_gpu.py's."""
 import pytest
 import torch
 
-from models.mamba2 import ssd_chunked
-from models.scan_graphs import GraphedChunkScan, PaddedGraphs, rerun_eagerly, round_up, scan_graphs
+from models.kernels.graphs import PaddedGraphs, rerun_eagerly, round_up
+from models.kernels.scan_graphs import GraphedChunkScan, scan_graphs
+from models.kernels.ssd import ssd_chunked
 from tests.conftest import relative_error
 
 CHUNK = 64

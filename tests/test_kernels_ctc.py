@@ -1,4 +1,4 @@
-"""models/ctc_triton.py against PyTorch's native F.ctc_loss (reduction="none", zero_infinity=False): losses and
+"""models/kernels/ctc_triton.py against PyTorch's native F.ctc_loss (reduction="none", zero_infinity=False): losses and
 gradients with respect to the log-probs.
 
 CPU: the kernels in Triton's interpreter (tests/conftest.py turns it on without CUDA) on tiny batches, against
@@ -6,17 +6,18 @@ F.ctc_loss on CPU, to 1e-4 of the largest value (fp32 either way; the interprete
 one program per utterance and, STATES_PER_PROGRAM set to a few states, with several (the interpreter runs programs
 one after another, producers first: the hand-off of edge states and offsets is checked, its timing is not).
 GPU (``pytest -m gpu``): realistic sizes, against F.ctc_loss (cudnn off) in float64: on long utterances the
-log-likelihoods reach ~1e5 and native fp32's gradient loses its digits (at 600 s it was off by 4x its largest
-value, on an H200), while the kernels renormalise alpha and beta; so both fp32 results are measured against
+log-likelihoods reach ~1e5 and native fp32's gradient loses its digits (bench/NOTES.md, "CTC"), while the kernels
+renormalise alpha and beta; so both fp32 results are measured against
 float64 and the kernels' error must be small and no more than twice native's.
 """
 import pytest
 import torch
 import torch.nn.functional as F
 
-from models import ctc_triton
-from models.ctc_triton import ctc_loss_triton
-from models.heads import ctc_feasible, ctc_loss_per_utterance
+from models.heads import ctc_loss_per_utterance
+from models.kernels import ctc_triton
+from models.kernels.ctc import ctc_feasible
+from models.kernels.ctc_triton import ctc_loss_triton
 from tests.conftest import relative_error
 
 

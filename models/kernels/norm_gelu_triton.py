@@ -1,6 +1,7 @@
-"""LayerNorm over the last dimension, then exact GELU, in one Triton pass: the normalisation and activation of each
-layer of the layer-norm CNN front end (``models.build.ChannelsLastConvLayer``) on a GPU, where no gradient flows
-through them (a frozen front end, as the recipes train it, and inference).
+"""LayerNorm over the last dimension, then exact GELU, in one Triton pass: each layer's normalisation and activation
+in the channels-last CNN front end (``front_end.ChannelsLastConvLayer``) on a GPU where no gradient flows through
+them (a frozen front end, as the recipes train it, and inference). ``front_end.layer_norm_gelu_ref`` is the
+reference.
 
 Per row x (channels,), in fp32 whatever x's dtype, as PyTorch's LayerNorm under autocast computes it:
 
@@ -8,13 +9,11 @@ Per row x (channels,), in fp32 whatever x's dtype, as PyTorch's LayerNorm under 
     y = u / 2 * (1 + erf(u / sqrt(2)))                              (nn.functional.gelu, exact)
 
 written in fp32, what autocast's LayerNorm and the GELU after it return (the next conv casts it to bf16 either way).
-Through PyTorch that was three passes over the front end's largest activations, 512 channels at 3200 frames a second
+Through PyTorch that is three passes over the front end's largest activations, 512 channels at 3200 frames a second
 of audio in its first layer: the bf16 conv output cast to fp32, the norm, the GELU, 22 bytes read and written per
-element; here 6. ``layer_norm_gelu_ref`` is the reference (tests/test_models.py in Triton's interpreter,
-tests/test_gpu.py on a GPU).
+element; here 6.
 """
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
@@ -41,11 +40,6 @@ def _layer_norm_gelu(x_ptr, w_ptr, b_ptr, out_ptr, rows, channels, eps, BLOCK_R:
     tl.store(out_ptr + offsets, 0.5 * u * (1.0 + tl.math.erf(u * SQRT_HALF)), mask=mask)
 
 
-def layer_norm_gelu_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
-    """The reference: nn.functional's LayerNorm over the last dimension and exact GELU, in fp32."""
-    return F.gelu(F.layer_norm(x.float(), x.shape[-1:], weight.float(), bias.float(), eps))
-
-
 @torch.no_grad()
 def layer_norm_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
     """x (..., channels) any float dtype, weight and bias (channels,) -> (..., channels) fp32 contiguous; no
@@ -58,3 +52,4 @@ def layer_norm_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, e
         x, weight.contiguous(), bias.contiguous(), out, rows, channels, eps, BLOCK_R=ROWS_PER_PROGRAM,
         BLOCK_C=triton.next_power_of_2(channels))
     return out
+

@@ -2,9 +2,9 @@
 
 The conv of the Mamba2 mixer on the triton backend when causal-conv1d (a CUDA build of tens of minutes) is not
 installed. PyTorch's depthwise ``conv1d`` wants (batch, channels, seqlen), so the mixer's (batch, seqlen, channels)
-activations were transposed and copied around it in both passes, and its weight gradient is slow; these kernels
-read the activations where they lie. Per output frame t and channel c (``models.mamba2.causal_conv_silu_ref`` is
-the reference, tests/test_models.py and tests/test_gpu.py check the two agree):
+activations would be transposed and copied around it in both passes, and its weight gradient is slow; these
+kernels read the activations where they lie. Per output frame t and channel c (``conv.causal_conv_silu_ref`` is
+the reference):
 
     pre[b, t, c] = bias[c] + sum_k weight[c, k] * x[b, t - (width - 1) + k, c]     (x = 0 before the first frame)
     out[b, t, c] = silu(pre[b, t, c])
@@ -16,23 +16,19 @@ Backward, with g = dout * silu'(pre):
 Only x is kept for backward (PyTorch's conv + SiLU keep the pre-activation too): the first backward kernel
 recomputes pre from the same taps that dweight needs, reduces its fp32 g over the (frames, channels) tile for
 dweight and dbias into one row of a small fp32 buffer, summed afterwards by PyTorch (deterministic, no atomics),
-and writes g in x's dtype (bf16 under autocast, freed after the backward); the second gathers dx from g, summing
-in fp32. The outputs take x's dtype, dweight and dbias the parameters'. g in fp32 instead (8 bytes written and read
-an element, against 6 for x, dout and dx) took the mixer's conv forward + backward from 0.65 to 0.83 ms at 16 x 500
-frames and from 0.71 to 1.06 at 4 x 3000 on an H200 (bench/conv_speed.py), at the same difference from the
-reference.
+and writes g in x's dtype (bf16 under autocast: fewer bytes than fp32 at the same difference from the reference,
+bench/NOTES.md "Conv"); the second gathers dx from g, summing in fp32. The outputs take x's dtype, dweight and
+dbias the parameters'.
 
 Reversed channels (the backward direction of the bidirectional mixer) see each sequence in padded-reverse time:
-the frames t above are then those of x read at rev(t) = index[b, t] (``models.mamba_utils.padded_reverse_index``;
-without an index, seqlen - 1 - t), so their outputs come out reversed and dx goes back to where x was read. The
-mixer's conv then reads in_proj's output in place for both directions, with no reversed copy of its input
-(``models.mamba_utils.causal_conv_silu_bidirectional`` holds the reference). A program whose channels all run one
-way (every program of the large mixer, whose pieces are multiples of BLOCK_C) reads and writes a frame per row,
-channels contiguous, in vector loads and stores; only a program straddling the directions gathers per element
-(compiled for sm_90, a uniform program issues 16 vector loads of x per thread where a per-element one issues 128
-scalar loads). A launch whose caller says no program straddles them (``mixed_tiles=False``, the mixer's) is compiled
-without that gather (MIXED_TILES): fewer registers, and the mixer's conv forward + backward took 3.11 ms instead of
-3.66 at 1 x 90000 frames on an H200 (bench/conv_speed.py).
+the frames t above are then those of x read at rev(t) = index[b, t] (the mixer's padded reversal; without an
+index, seqlen - 1 - t), so their outputs come out reversed and dx goes back to where x was read. The mixer's conv
+then reads in_proj's output in place for both directions, with no reversed copy of its input
+(``conv.causal_conv_silu_bidirectional_ref`` is the reference). A program whose channels all run one way (every program
+of the large mixer, whose pieces are multiples of BLOCK_C) reads and writes a frame per row, channels contiguous,
+in vector loads and stores; only a program straddling the directions gathers per element. A launch whose caller
+says no program straddles them (``mixed_tiles=False``, the mixer's) is compiled without that gather
+(MIXED_TILES): fewer registers.
 """
 import torch
 import triton
@@ -40,9 +36,7 @@ import triton.language as tl
 
 BLOCK_T = 32  # frames per program
 BLOCK_C = 128  # channels per program (contiguous in memory: coalesced loads)
-NUM_WARPS = 2  # of every launch; bench/conv_speed.py --sweep times other tiles and warps: on an H200 (b1c7c1b), the
-#               mixer's call forward + backward with 32 x 128 tiles took 0.99 ms at 1 x 30000 frames and 0.47 at
-#               16 x 500 with 2 warps, 1.52 and 0.63 with 4; tiles of 64 x 64 or 32 x 64 were no faster
+NUM_WARPS = 2  # of every launch: the fastest of bench/conv_speed.py --sweep's tiles and warps (bench/NOTES.md, "Conv")
 
 
 MIXED = tl.constexpr(2)  # tile_kind of a tile holding channels of both directions (0: all forward, 1: all reversed)
@@ -240,7 +234,7 @@ def _switches(reversed_channels, index, mixed_tiles: bool) -> dict:
 
 def one_way_tiles(piece_sizes) -> bool:
     """Whether two directions' channels laid piece by piece, [fw, bw] of each size as
-    ``models.mamba_utils.backward_channel_mask`` lays them, leave every tile of BLOCK_C channels in one direction:
+    the mixer lays them, leave every tile of BLOCK_C channels in one direction:
     every piece a multiple of BLOCK_C (the large mixer's 1024, 128, 128)."""
     return all(size % BLOCK_C == 0 for size in piece_sizes)
 
@@ -261,3 +255,14 @@ def causal_conv_silu_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.T
     if index is not None:
         index = index.contiguous()
     return CausalConvSiLU.apply(x, weight.squeeze(1), bias, reversed_channels, index, mixed_tiles)
+
+
+
+def causal_conv_silu_bidirectional_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                                          reversed_channels: torch.Tensor, index: torch.Tensor | None,
+                                          piece_sizes: tuple[int, ...] | None = None) -> torch.Tensor:
+    """``causal_conv_silu_triton`` with reversed channels laid out in pieces of ``piece_sizes`` (the mixer's
+    [x, B, C] widths, [fw, bw] of each), compiled without the gather of mixed tiles where no tile holds both
+    directions (``one_way_tiles``); None: any layout."""
+    mixed_tiles = piece_sizes is None or not one_way_tiles(piece_sizes)
+    return causal_conv_silu_triton(x, weight, bias, reversed_channels, index, mixed_tiles)

@@ -1,13 +1,13 @@
-"""The bidirectional mixer's gated RMSNorm in one Triton pass, forward and backward, reading the backward
-direction's rows in reversed time where the SSD scan wrote them.
+"""The bidirectional mixer's gated RMSNorm in one Triton pass, forward and backward, reading the backward direction's
+rows in reversed time where the SSD scan wrote them (``gated_norm.bidirectional_gated_rms_norm_ref`` is its reference).
 
-In ``models.mamba_utils.bimamba2_fused`` the scan returns y (batch, seqlen, 2 d) whose channels [d, 2 d), the
-backward direction's, are in padded-reverse time, while the gate z (a slice of in_proj's output) is in input time
-for both directions. Per input frame t of batch item b and group g of d channels (g = 0 forward, 1 backward), in
-fp32 whatever the inputs' dtypes (mamba_ssm's RMSNormGated with norm_before_gate=False, each group alone, as
-``models.mamba2.gated_rms_norm``):
+In the fused mixer (``models.mamba_utils.bimamba2_fused``) the scan returns y (batch, seqlen, 2 d) whose channels
+[d, 2 d), the backward direction's, are in padded-reverse time, while the gate z (a slice of in_proj's output) is in
+input time for both directions. Per input frame t of batch item b and group g of d channels (g = 0 forward,
+1 backward), in fp32 whatever the inputs' dtypes (mamba_ssm's RMSNormGated with norm_before_gate=False, each group
+alone, as ``gated_norm.gated_rms_norm``):
 
-    r_0(t) = t,   r_1(t) = index[b, t]   (``models.mamba_utils.padded_reverse_index``; without one, seqlen - 1 - t)
+    r_0(t) = t,   r_1(t) = index[b, t]   (the mixer's padded reversal; without an index, seqlen - 1 - t)
     h             = y[b, r_g(t), g] * silu(z[b, t, g])                                     (d,)
     rstd          = 1 / sqrt(mean(h^2) + eps)
     out[b, t, g]  = h * rstd * weight[g]                                                   (input time, y's dtype)
@@ -26,16 +26,12 @@ each bf16 activation is 25 MB), which PyTorch sums (deterministic, no atomics). 
 (Triton launches, empty buffers, an fp32 sum): under autocast the kernels take the scan's bf16 y and z with the fp32
 weight as they come.
 
-One program holds a group's d channels (BLOCK_D = next_power_of_2(d), masked) for ROWS_PER_PROGRAM frames. Compiled
-for sm_90 at d = 1024 (tests/kernel_compile.py) with 2 frames and 8 warps: 32 registers a thread forward, 80
-backward, no spills, 16-byte loads and stores; 4 frames took 180 backward (8 warps) or 102 (16 warps).
-``bidirectional_gated_rms_norm_ref`` is the reference (tests/test_gated_norm.py).
+One program holds a group's d channels (BLOCK_D = next_power_of_2(d), masked) for ROWS_PER_PROGRAM frames: at the
+large model's d = 1024 the fewest registers without spills (bench/NOTES.md, "Gated norm").
 """
 import torch
 import triton
 import triton.language as tl
-
-from models.mamba_utils import bidirectional_gated_norm
 
 ROWS_PER_PROGRAM = 2  # frames a program (a backward one: a step) holds, each with its group's d channels in a block
 NUM_WARPS = 8
@@ -169,10 +165,3 @@ def bidirectional_gated_rms_norm(y: torch.Tensor, z: torch.Tensor, weight: torch
         index = index.contiguous()
     return BidirectionalGatedRMSNorm.apply(y.contiguous(), z, weight, eps, index)
 
-
-def bidirectional_gated_rms_norm_ref(y: torch.Tensor, z: torch.Tensor, weight: torch.Tensor, eps: float,
-                                     index: torch.Tensor | None) -> torch.Tensor:
-    """The reference: y's backward half reversed back to input time by ``reverse_padded``, then
-    ``models.mamba2.gated_rms_norm`` over each half (``models.mamba_utils.bidirectional_gated_norm`` off the
-    triton backend)."""
-    return bidirectional_gated_norm(y, z, weight, eps, index, "torch")

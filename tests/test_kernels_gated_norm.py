@@ -1,10 +1,10 @@
-"""models/gated_norm_triton.py against its reference: the bidirectional mixer's gated RMSNorm, the backward
+"""models/kernels/gated_norm_triton.py against its reference: the bidirectional mixer's gated RMSNorm, the backward
 direction's half of y read in padded-reverse time. Without CUDA the kernels run in Triton's interpreter
 (tests/conftest.py), at tiny sizes; the GPU test runs the large model's."""
 import pytest
 import torch
 
-from models.mamba2 import gated_rms_norm
+from models.kernels.gated_norm import bidirectional_gated_rms_norm_ref, gated_rms_norm
 from models.mamba_utils import padded_reverse_index
 from tests.conftest import relative_error
 
@@ -35,7 +35,7 @@ def output_and_grads(norm, y, z, weight, index, dout):
 def test_triton_gated_norm_matches_the_reference(d, lengths):
     """Forward and the gradients of y (in y's layout: the backward half at the reversed rows), z (read in place
     from a strided slice) and weight, fp32; channels not a power of two, frames past a program's edge."""
-    from models.gated_norm_triton import bidirectional_gated_rms_norm, bidirectional_gated_rms_norm_ref
+    from models.kernels.gated_norm_triton import bidirectional_gated_rms_norm
 
     y, z, weight, index, dout = norm_inputs(d, lengths)
     results = [output_and_grads(norm, y, z, weight, index, dout)
@@ -50,7 +50,7 @@ def test_triton_gated_norm_matches_the_reference(d, lengths):
 def test_triton_gated_norm_takes_bf16_activations_with_an_fp32_weight(lengths):
     """As under autocast: the scan's bf16 y, bf16 z, the fp32 parameter; out, dy, dz bf16 and dweight fp32, against
     the reference in fp32 on the same (rounded) inputs."""
-    from models.gated_norm_triton import bidirectional_gated_rms_norm, bidirectional_gated_rms_norm_ref
+    from models.kernels.gated_norm_triton import bidirectional_gated_rms_norm
 
     y, z, weight, index, dout = norm_inputs(40, lengths, dtype=torch.bfloat16)
     out, *grads = output_and_grads(bidirectional_gated_rms_norm, y, z, weight, index, dout)
@@ -65,7 +65,7 @@ def test_triton_gated_norm_takes_bf16_activations_with_an_fp32_weight(lengths):
 def test_triton_gated_norm_reads_the_backward_half_reversed(lengths):
     """The backward group's output is the norm of y's reversed rows, not of y as it lies: a kernel ignoring the
     reversal (or the index) fails here; the forward group is y as it lies."""
-    from models.gated_norm_triton import bidirectional_gated_rms_norm
+    from models.kernels.gated_norm_triton import bidirectional_gated_rms_norm
 
     d = 24
     y, z, weight, index, _ = norm_inputs(d, lengths)
@@ -83,7 +83,7 @@ def test_triton_gated_norm_reads_the_backward_half_reversed(lengths):
 def test_triton_gated_norm_matches_the_reference_at_the_large_models_size_on_gpu(lengths):
     """The large mixer's norm: d 1024 a direction, 2 x 3000 frames, bf16 y and z, fp32 weight; forward and
     gradients against the reference in fp32 on the same (rounded) inputs."""
-    from models.gated_norm_triton import bidirectional_gated_rms_norm, bidirectional_gated_rms_norm_ref
+    from models.kernels.gated_norm_triton import bidirectional_gated_rms_norm
 
     y, z, weight, index, dout = norm_inputs(1024, lengths, seqlen=3000, dtype=torch.bfloat16)
     out, *grads = output_and_grads(bidirectional_gated_rms_norm, y, z, weight, index, dout)

@@ -1,10 +1,10 @@
-"""CTC loss (negative log-likelihood per utterance) and its gradient with respect to the log-probabilities: Triton.
+"""CTC loss (negative log-likelihood per utterance) and its gradient with respect to the log-probabilities: Triton
+kernels (``ctc_loss_triton``, the CUDA path; ``ctc.ctc_loss_ref`` is their reference).
 
-Why: PyTorch's native CUDA CTC (``F.ctc_loss`` with cudnn off, as ``models.heads.ctc_loss_per_utterance`` runs it)
-took 610 ms (forward 283 + backward 326) of a training step on one 600-s utterance on an H200 (30000 frames, 7200
-labels, vocab 32): its kernels walk the 2L + 1 = 14401 label states in ~15 serial blocks of 1024 threads for every
-frame. Here programs loop over the frames themselves: one per utterance when its states fit STATES_PER_PROGRAM,
-else several per utterance, each holding a block of its states, in a wavefront over the multiprocessors.
+Why: PyTorch's native CUDA CTC walks the 2L + 1 label states of a long utterance in serial blocks of 1024 threads
+for every frame, which took most of a training step on one 600-s utterance (bench/NOTES.md, "CTC"). Here programs
+loop over the frames themselves: one per utterance when its states fit STATES_PER_PROGRAM, else several per
+utterance, each holding a block of its states, in a wavefront over the multiprocessors.
 
 What, per utterance b (T frames, labels l_1..l_L, lp[t, c] = log_probs[t, b, c], already log-softmaxed): the
 extended labels l'(s), s = 0..S-1, S = 2L + 1, are blank on even s and l_{(s+1)/2} on odd s; a state may be entered
@@ -33,71 +33,51 @@ too), while the row itself stays in registers: the next frame takes its neighbou
 need the last two of the block before at the frame before, its "producer" (block c - 1; for beta, which runs backwards
 in time and states, block c + 1): the only traffic between programs. Every RENORMALISE_EVERY frames a block shifts its
 row so that its largest value is 0, the shift summed into the block's per-frame fp64 offset (alpha[t, s] = row[t, s] +
-offset[block, t], offsets (batch, blocks, frames)): on long utterances alpha and beta reach ~1e5 and fp32 rounding of
-numbers that large ruins the occupancies (on an H200, at 1 x 600 s of random logits, native F.ctc_loss's fp32 gradient
-was off by 56% to 440% of its largest value against its own float64 result, these kernels' by 1.5% to 4.4% with one
-block; at 60 s 1.0% against 0.06%). At every frame a block first moves its row and the producer's edge states onto the
-larger of the two offsets (``_joined_with_producer``, in fp64; nothing moves when they are equal, as with one block): so
-the states that carry the probability stay near 0 as a single row's would, and only much smaller ones lose digits (a
-precaution for long utterances: in the interpreter at 1 x 1000 frames, 240 labels, vocab 32, the gradient was off from
-float64 by 1.1e-4 of its largest value in 8 blocks, 1.35e-4 with the edges moved onto the block's own offset instead,
-1.3e-4 in one block, native fp32's 3.5e-3). The nll comes from states S - 1 and S - 2 of the last frame, in one block or
-two, each with its block's offset; the block that holds S - 1 writes it. ``_ctc_beta_occupancy`` runs beta backwards the
-same way (its row in registers, its offset running; each block stores its first two states and its offset per frame,
-(batch, blocks, frames, 2) and (batch, blocks, frames), for the block before) and overwrites each alpha row in place
-with gamma, its block's alpha offset, the beta offset and nll (fp64) meeting in one fp32 shift. Both kernels load what a
-frame reads from memory a frame ahead (its log-probs; beta's alpha row; the producer's edge once it is known to be
-published), so that no load waits in the chain of a frame's dependent steps. ``_ctc_grad`` (grid: frame tiles, vocab
-tiles, batch) sums gamma per class as a dot with the states' one-hot classes (fp32 "ieee" dot: the training's --use_tf32
-does not reach it) and writes the gradient. A batch whose padded label count needs more than MAX_STATES states falls
-back to ``F.ctc_loss`` (cudnn off).
+offset[block, t], offsets (batch, blocks, frames)): on long utterances alpha and beta reach ~1e5, and fp32 rounding of
+numbers that large ruins the occupancies (native fp32 F.ctc_loss's gradient is far off its own float64 result there;
+bench/NOTES.md, "CTC"). At every frame a block first moves its row and the producer's edge states onto the larger of
+the two offsets (``_joined_with_producer``, in fp64; nothing moves when they are equal, as with one block): so the
+states that carry the probability stay near 0 as a single row's would, and only much smaller ones lose digits. The nll
+comes from states S - 1 and S - 2 of the last frame, in one block or two, each with its block's offset; the block that
+holds S - 1 writes it. ``_ctc_beta_occupancy`` runs beta backwards the same way (its row in registers, its offset
+running; each block stores its first two states and its offset per frame, (batch, blocks, frames, 2) and (batch,
+blocks, frames), for the block before) and overwrites each alpha row in place with gamma, its block's alpha offset, the
+beta offset and nll (fp64) meeting in one fp32 shift. Both kernels load what a frame reads from memory a frame ahead
+(its log-probs; beta's alpha row; the producer's edge once it is known to be published), so that no load waits in the
+chain of a frame's dependent steps. ``_ctc_grad`` (grid: frame tiles, vocab tiles, batch) sums gamma per class as a dot
+with the states' one-hot classes (fp32 "ieee" dot: the training's --use_tf32 does not reach it) and writes the
+gradient. A batch whose padded label count needs more than MAX_STATES states falls back to ``ctc_loss_ref``.
 
 Synchronisation between the blocks of an utterance (none with one block): a per-(utterance, block) int32 progress flag
 in global memory, zeroed before each launch, counts the frames the block has published (monotonic). Every PUBLISH_EVERY
 frames (and at its last) a block publishes the frames it has stored: a barrier after all its threads stored them, then
-one thread's release exchange of the flag at gpu scope; so a consumer trails its producer by up to PUBLISH_EVERY frames
-(the last of 57 blocks at 1 x 600 s by up to 912 of 30000). A consumer that needs frame t of its producer spins with one
-thread's acquire load of the producer's flag until it counts past t (remembering the count: a consumer behind its
-producer polls nothing), a barrier hands that on to its threads, which load the edge states and the offset with ``.cg``
-(L2, past the multiprocessor's non-coherent L1); an edge whose frame was already known published at an earlier barrier
-is loaded a frame ahead. Deadlock freedom: a program takes its (utterance, block) from a ticket counter at its start, in
-the order that programs start, producers first (alpha: block 0 first; beta: the last block first); so a program that
-waits can only wait for one that has started, holds a multiprocessor and waits for none but its own producer, down to a
-block that waits for nothing: every wait ends, whatever order the GPU starts programs in and however few fit at once. In
-Triton's interpreter (the CPU tests) programs run one after another, so a producer has always finished; the tests force
-several tiny blocks there.
+one thread's release exchange of the flag at gpu scope; so a consumer trails its producer by up to PUBLISH_EVERY
+frames. A consumer that needs frame t of its producer spins with one thread's acquire load of the producer's flag until
+it counts past t (remembering the count: a consumer behind its producer polls nothing), a barrier hands that on to its
+threads, which load the edge states and the offset with ``.cg`` (L2, past the multiprocessor's non-coherent L1); an
+edge whose frame was already known published at an earlier barrier is loaded a frame ahead. Deadlock freedom: a
+program takes its (utterance, block) from a ticket counter at its start, in the order that programs start, producers
+first (alpha: block 0 first; beta: the last block first); so a program that waits can only wait for one that has
+started, holds a multiprocessor and waits for none but its own producer, down to a block that waits for nothing: every
+wait ends, whatever order the GPU starts programs in and however few fit at once. In Triton's interpreter (the CPU
+tests) programs run one after another, so a producer has always finished; the tests force several tiny blocks there.
 
-Speed (bench/ctc_speed.py, H200, forward + backward, ms): one program per utterance, as the kernels were before the
-split into blocks, took 0.76 at 16 x 10 s (native 1.07), 4.5 at 4 x 60 s (9.0) and 439 at 1 x 600 s (627): a long
-utterance ran on one multiprocessor, 16 states a thread at 600 s. With the blocks, 1 x 600 s took 70 / 73 / 98 / 146 ms
-with STATES_PER_PROGRAM 512 / 1024 / 2048 / 4096 (29, 15, 8 and 4 blocks), 4 x 60 s 6.6 / 6.4 / 6.1 / 6.1 and 16 x 10 s
-about 1 whatever the size (one block). The GPU tests (tests/test_ctc.py, against float64) passed three runs in a row on
-the H200 with 2048 (4 x 60 s forced into 6 blocks, 1 x 600 s in 8) and three with 512 (1 x 600 s in 29 blocks), with no
-hang. Then (profiles NVIDIA_H200_ctc_sweep_9ae846a.txt and _b1c7c1b.txt), at 1 x 600 s: loading beta's alpha row before
-the frame's wait, 67.8 (512 states, publishing every frame); publishing every 4 / 16 frames, 60.6 / 59.8, with 256
-states 57.8 / 57.0; the rows in registers through tl.gather and every load a frame ahead (b1c7c1b), 44.2 with 256 states
-and every 16 frames (4 x 60 s 4.2, native 8.9), 45.7 with 128, 51.0 with 512, 66.0 publishing every frame. 256 and 16
-are the defaults; the GPU tests passed with them (and with 6 blocks of 241 states publishing every frame and every 8).
-Compiled for sm_90, blocks of 256 lanes in 8 warps take 48 registers (alpha) and 73 (beta), no spills.
-
+STATES_PER_PROGRAM and PUBLISH_EVERY are the fastest of bench/ctc_speed.py's sweeps (bench/NOTES.md, "CTC").
 """
 import math
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 from triton.runtime.interpreter import InterpretedFunction
 
-from models.heads import ctc_feasible
+from models.kernels.ctc import ctc_loss_ref
 
-STATES_PER_PROGRAM = 256  # one program up to this many states of an utterance, else blocks of at most this many
-#                           (>= 2); the fastest at 1 x 600 s (14401 states) of 128 to 4096 on an H200, see above
+STATES_PER_PROGRAM = 256  # one program up to this many states of an utterance, else blocks of at most this many (>= 2)
 MAX_STATES = 2 ** 30  # 2 * max_label + 1 at most (int32 state arithmetic); alpha's memory binds long before
 RENORMALISE_EVERY = 16  # frames between shifts of alpha and beta to a largest value of 0 (see _renormalised)
-PUBLISH_EVERY = 16  # frames between a block's releases of its progress to the block after it (see "Synchronisation"
-#                     and "Speed")
+PUBLISH_EVERY = 16  # frames between a block's releases of its progress to the block after it (see "Synchronisation")
 GRAD_BLOCK_T, GRAD_BLOCK_K = 64, 64  # _ctc_grad's frames per program and states per step of its dot
 LOG2E: tl.constexpr = tl.constexpr(math.log2(math.e))  # alpha and beta are kept in base 2
 LN2: tl.constexpr = tl.constexpr(math.log(2.0))
@@ -459,10 +439,8 @@ def state_blocks(max_label: int) -> tuple:
 
 
 def num_warps_for(block: int) -> int:
-    """Warps of the alpha / beta programs of ``block`` lanes: a thread a state, up to 32 warps (1024 threads). On an
-    H200 more warps were faster at every size (one program per utterance): 1 x 600 s took 2939 / 620 / 463 ms
-    forward + backward with 4 / 16 / 32 warps, 4 x 60 s 9.9 / 4.1 ms with 4 / 32, 16 x 10 s 1.07 / 0.69 ms with 1 /
-    8."""
+    """Warps of the alpha / beta programs of ``block`` lanes: a thread a state, up to 32 warps (1024 threads), the
+    most being the fastest at every size (bench/NOTES.md, "CTC")."""
     return min(32, max(1, block // 32))
 
 
@@ -543,13 +521,10 @@ def ctc_loss_triton(log_probs: torch.Tensor, targets: torch.Tensor, input_length
     target_lengths, blank=blank, reduction="none", zero_infinity=False)`` (but a zero gradient, not NaN, for an
     infinite one). log_probs (frames, batch, vocab) log-softmaxed, any strides; targets (batch, max_label) padded
     (entries past target_lengths unread); lengths (batch,) integer tensors on log_probs' device, at most frames
-    and max_label (larger ones are clamped: PyTorch raises). Falls back to F.ctc_loss (cudnn off) past
-    MAX_STATES states (2 * max_label + 1)."""
+    and max_label (larger ones are clamped: PyTorch raises). Falls back to ``ctc_loss_ref`` past MAX_STATES states
+    (2 * max_label + 1)."""
     if 2 * targets.shape[1] + 1 > MAX_STATES:
-        with torch.backends.cudnn.flags(enabled=False):  # 0 and no NaN gradient where no alignment fits
-            nll = F.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=blank, reduction="none",
-                             zero_infinity=True)
-        infinite = ~ctc_feasible(input_lengths, targets, target_lengths)
-        return nll.masked_fill(infinite, float("inf"))  # (batch,), masked_fill's gradient is 0 where it filled
+        return ctc_loss_ref(log_probs, targets, input_lengths, target_lengths, blank)
     return CTCLossTriton.apply(log_probs.float(), targets.contiguous(), input_lengths.contiguous(),
                                target_lengths.contiguous(), blank)
+

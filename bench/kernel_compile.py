@@ -1,18 +1,19 @@
 """Compile this repository's Triton kernels for a GPU architecture on any machine, GPU or not (Triton's front end
-and the ptxas it ships need none): every kernel of models/conv_triton.py with every compile-time switch, and the
-CTC kernels of models/ctc_triton.py at their smallest and largest block of states, as one program per utterance and
-as several (the number of blocks given at launch: Triton specialises an integer argument of 1), with the warps they
-launch with, models/norm_gelu_triton.py's, and models/gated_norm_triton.py's with and without an index. As a launch
+and the ptxas it ships need none): every kernel of models/kernels/conv_triton.py with every compile-time switch,
+and the CTC kernels of models/kernels/ctc_triton.py at their smallest and largest block of states, as one program
+per utterance and as several (the number of blocks given at launch: Triton specialises an integer argument of 1),
+with the warps they launch with, models/kernels/norm_gelu_triton.py's, and models/kernels/gated_norm_triton.py's
+with and without an index. As a launch
 of the large model specialises them: pointers 16-byte aligned, the conv's and the gate's channel stride 1
 (channels-last activations), their channels and frame strides multiples of 16. Each line gives the registers a
 thread and the stack (spills) of the compiled kernel, read with the cuobjdump Triton ships: on sm_90 a
 multiprocessor's 65536 registers hold 65536 / (registers x 32 x warps) programs, so a memory-bound kernel past ~128
 registers a thread runs few.
 
-    python -m tests.kernel_compile            # sm_90 (H100 / H200); one line per kernel, exit status 1 on a failure
-    python -m tests.kernel_compile --arch 80
+    python -m bench.kernel_compile            # sm_90 (H100 / H200); one line per kernel, exit status 1 on a failure
+    python -m bench.kernel_compile --arch 80
 
-tests/test_models.py runs it in a subprocess: Triton's interpreter, which tests/conftest.py turns on without CUDA,
+tests/test_kernels_conv.py runs it in a subprocess: Triton's interpreter, which tests/conftest.py turns on without CUDA,
 runs kernels as Python and so accepts programs the compiler refuses.
 """
 import argparse
@@ -26,7 +27,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from models import conv_triton, ctc_triton, gated_norm_triton, norm_gelu_triton
+from models.kernels import conv_triton, ctc_triton, gated_norm_triton, norm_gelu_triton
 
 ACTIVATION, PARAMETER, FP32 = "*bf16", "*fp32", "*fp32"  # the mixer's: bf16 activations, fp32 weights
 POINTER_TYPES = {"x_ptr": ACTIVATION, "out_ptr": ACTIVATION, "dout_ptr": ACTIVATION, "dx_ptr": ACTIVATION,

@@ -1,8 +1,9 @@
-"""The fused mixer replayed as CUDA graphs (models/mamba_utils.py: GraphedMixer, mixer_graphs) on CPU: static
-buffers padded in time and shared by every length that rounds up alike, padded batches through their lengths, the
-forward recomputed in backward, and BiMamba2Wrapper's dispatch to it, with each "graph" rerun eagerly
+"""The fused mixer replayed as CUDA graphs (models/kernels/mixer_graphs.py; models/mamba_utils.py's mixer_graphs) on
+CPU: static buffers padded in time and shared by every length that rounds up alike, padded batches through their
+lengths, the forward recomputed in backward, and BiMamba2Wrapper's dispatch to it, with each "graph" rerun eagerly
 (``rerun_eagerly``, what a replay does) on the torch backend. The CUDA graphs of the triton mixer are
 tests/test_gpu.py's."""
+import dataclasses
 import functools
 
 import pytest
@@ -10,9 +11,10 @@ import torch
 
 from models import mamba_utils
 from models.build import build_asr_model
-from models.mamba_utils import (BiMamba2Wrapper, GraphedMixer, bimamba2_fused, mixer_graphs, mixer_graphs_apply,
-                                padded_reverse_index)
-from models.scan_graphs import rerun_eagerly
+from models.kernels.backend import MixerKernels, mixer_kernels
+from models.kernels.graphs import rerun_eagerly
+from models.kernels.mixer_graphs import GraphedMixer
+from models.mamba_utils import BiMamba2Wrapper, bimamba2_fused, mixer_graphs, padded_reverse_index
 from tests.conftest import relative_error
 
 CHUNK = 16
@@ -39,7 +41,7 @@ def test_graphed_mixer_agrees_with_the_eager_mixer_across_lengths_of_one_graph(a
     wrapper = small_wrapper()
     dims, fw, bw = wrapper.fused_arguments()
     dtype = torch.bfloat16 if autocast else None
-    graphs = mixer_graphs(dims, "torch", dtype, capture=rerun_eagerly)
+    graphs = mixer_graphs(dims, wrapper.kernels, dtype, capture=rerun_eagerly)
     for seed, (seqlen, lengths) in enumerate(((40, [40, 40]), (37, [37, 20]), (48, [48, 3]), (33, [33, 33]))):
         hidden = torch.randn(2, seqlen, D_MODEL, generator=torch.Generator().manual_seed(seed), requires_grad=True)
         lengths = torch.tensor(lengths)
@@ -47,7 +49,7 @@ def test_graphed_mixer_agrees_with_the_eager_mixer_across_lengths_of_one_graph(a
         valid = (torch.arange(seqlen)[None, :] < lengths[:, None])[..., None]  # (batch, seqlen, 1)
         results = []
         for run in (lambda: GraphedMixer.apply(hidden, lengths, graphs, *fw, *bw),
-                    lambda: bimamba2_fused(dims, fw, bw, hidden, index, "torch")):
+                    lambda: bimamba2_fused(dims, fw, bw, hidden, index, wrapper.kernels)):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 results.append(output_and_grads(run, hidden, wrapper, valid, seed))
         (out_graph, grads_graph), (out_eager, grads_eager) = results
@@ -63,10 +65,11 @@ def test_graphed_mixer_agrees_with_the_eager_mixer_across_lengths_of_one_graph(a
 
 @pytest.fixture
 def cpu_mixer_graphs(monkeypatch):
-    """BiMamba2Wrapper's graphed path on CPU: graphs rerun eagerly, wherever mixer_graph_frames allows them."""
+    """BiMamba2Wrapper's graphed path on CPU: graphs rerun eagerly, wherever mixer_graph_frames allows them (the
+    torch kernels given the triton backend's policy)."""
     graphs = functools.cache(functools.partial(mixer_graphs, capture=rerun_eagerly))
     monkeypatch.setattr(mamba_utils, "_cuda_mixer_graphs", graphs)
-    monkeypatch.setattr(mamba_utils, "mixer_graphs_apply", lambda hidden, dims, backend, max_frames: max_frames > 0)
+    monkeypatch.setattr(MixerKernels, "replays_mixer", lambda self, hidden, multiple: self.mixer_graph_frames > 0)
     return graphs
 
 
@@ -92,7 +95,7 @@ def test_wrapper_replays_the_mixer_graphs_and_gives_the_eager_outputs_and_gradie
         assert relative_error(a, b) < 1e-5
     if padded:
         assert results[0][0][2, 4:].abs().max() == results[0][2][2, 4:].abs().max() == 0
-    forward, backward = cpu_mixer_graphs(graphed.fused_arguments()[0], "torch", None)
+    forward, backward = cpu_mixer_graphs(graphed.fused_arguments()[0], graphed.kernels, None)
     # the eager wrapper made none; the forward without a gradient replays the forward graph
     assert (forward.captures, backward.captures) == (1, 1 if recompute else 0)
 
@@ -108,13 +111,15 @@ def test_wrapper_graphs_in_inference_mode(cpu_mixer_graphs):
     out, _ = wrapper(hidden.requires_grad_())  # the same forward graph, now with a gradient
     out.sum().backward()
     assert hidden.grad is not None and hidden.grad.abs().sum() > 0
-    assert [graphs.captures for graphs in cpu_mixer_graphs(wrapper.fused_arguments()[0], "torch", None)] == [1, 1]
+    graphs = cpu_mixer_graphs(wrapper.fused_arguments()[0], wrapper.kernels, None)
+    assert [g.captures for g in graphs] == [1, 1]
 
 
 def test_graphs_apply_to_triton_mixers_on_cuda_up_to_their_frames():
-    dims = small_wrapper().fused_arguments()[0]
-    assert not mixer_graphs_apply(torch.zeros(2, 40, D_MODEL), dims, "triton", 16384)  # CPU
-    assert not mixer_graphs_apply(torch.zeros(2, 40, D_MODEL), dims, "torch", 16384)
+    hidden = torch.zeros(2, 40, D_MODEL)  # 2 x 48 frames padded to the chunk
+    assert not small_wrapper().kernels.replays_mixer(hidden, CHUNK)  # the torch backend
+    triton_policy = dataclasses.replace(mixer_kernels("torch", "cpu"), backend="triton", mixer_graph_frames=16384)
+    assert not triton_policy.replays_mixer(hidden, CHUNK)  # not on CUDA
     with pytest.raises(ValueError, match="mamba_mixer_graph_frames"):
         small_wrapper(mixer_graph_frames=-1)
 
@@ -122,4 +127,4 @@ def test_graphs_apply_to_triton_mixers_on_cuda_up_to_their_frames():
 def test_mixer_graph_frames_reaches_every_wrapper_from_the_hparams(tiny_hparams):
     model = build_asr_model(tiny_hparams("asr_use_mamba=True,mamba_mixer_graph_frames=4096"))
     wrappers = [m for m in model.modules() if isinstance(m, BiMamba2Wrapper)]
-    assert wrappers and all(w.mixer_graph_frames == 4096 for w in wrappers)
+    assert wrappers and all(w.kernels.mixer_graph_frames == 4096 for w in wrappers)
