@@ -1,6 +1,6 @@
 """Teacher (attention) vs converted student (BiMamba2) speed and memory at wav2vec2-large size, on one GPU.
 
-Usage (on a GPU machine, see README "Speed"):
+Usage (on a GPU machine; bench/NOTES.md, "How to measure"):
     python bench/speed.py                      # every shape; table on stdout, bench/results/<gpu>.jsonl
     python bench/speed.py --shapes train:16x10 infer:1x3600 --models teacher student
     python bench/speed.py --execution eager cuda_graph     # also both models replayed as CUDA graphs

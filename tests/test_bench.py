@@ -1,6 +1,6 @@
 """bench/speed.py's and bench/profile_step.py's eager steps on CPU with a tiny model, teacher and student (the
 timings themselves need a GPU: ``python bench/speed.py``); bench/cpu_speed.py's measurement at the tiny preset;
-bench/table.py's Speed table from result rows, and the README's copy of it."""
+bench/table.py's Speed table from result rows, and the copies README and bench/NOTES.md hold."""
 import json
 import warnings
 from pathlib import Path
@@ -204,10 +204,11 @@ def test_speed_table_shows_each_shapes_latest_student_beside_its_own_teacher(tmp
         table.main([str(path)])
 
 
-@pytest.mark.parametrize("execution", ["eager", "cuda_graph"])
-def test_readme_speed_tables_are_the_ones_the_committed_results_make(execution, capsys):
-    """README "Speed" holds bench/table.py's output for the committed H200 rows: rerun it after adding rows."""
+@pytest.mark.parametrize("execution,document", [("eager", "README.md"), ("cuda_graph", "bench/NOTES.md")])
+def test_the_speed_tables_are_the_ones_the_committed_results_make(execution, document, capsys):
+    """README's Speed table (and NOTES.md's CUDA-graph one) hold bench/table.py's output for the committed H200
+    rows: rerun it after adding rows."""
     table.main(["--execution", execution])
     made = capsys.readouterr().out.strip()
-    readme = (Path(table.__file__).parents[1] / "README.md").read_text()
-    assert made in readme, f"README is stale: paste in what `python bench/table.py --execution {execution}` prints"
+    text = (Path(table.__file__).parents[1] / document).read_text()
+    assert made in text, f"{document} is stale: paste in what `python bench/table.py --execution {execution}` prints"
