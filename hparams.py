@@ -74,6 +74,10 @@ class HParams:
     alpha_logits_distill_loss: float = 1.0  # weight of the KL to the teacher's CTC logits
     distill_temperature: float = 2.0
     teacher_eval_mode: bool = False  # run the teacher in eval mode (the original keeps it in train mode)
+    # True: under `sample`, each distillation term is a mean per valid frame of the step, the same weight at any
+    # --accumulation_steps k; False (the original's): each micro-batch's frame sums weighted by its characters over
+    # the step's frames, about 1/k of that mean (utils/training.py, distill_scale)
+    distill_frame_mean: bool = False
     teacher_snapshot_cycle: int = 10000  # waypoint guidance: teacher checkpoints every this many steps
     # --- optimisation ----------------------------------------------------------------------------------
     max_lr: float = 3e-4

@@ -10,8 +10,9 @@ pretrained asr_model_name and, at step s, follows the teacher's checkpoint at th
 teacher_snapshot_cycle after s. Hybrid: rerun a Target-guided --model-dir (or --restore_from one of its
 checkpoints into a new dir) with alpha_layer_distill_loss=0.
 
-Loss = task + alpha_layer * layer MSE + alpha_logits * logits KL (models/heads.py); the teacher runs without
-gradients, in train mode as the original (its dropout, SpecAugment, LayerDrop drawn independently) unless
+Loss = task + alpha_layer * layer MSE + alpha_logits * logits KL (models/heads.py), each distillation term weighted
+as the original weights it under gradient accumulation (utils/training.py, distill_scale); the teacher runs
+without gradients, in train mode as the original (its dropout, SpecAugment, LayerDrop drawn independently) unless
 teacher_eval_mode=True, and not at all when both alphas are 0.
 """
 import logging
@@ -41,6 +42,12 @@ class Teacher:
     def load(self, path: Path) -> None:
         load_weights(self.model, ckpt.load_checkpoint(path)["model"], str(path))
         self.path = path
+
+    def evaluate(self, dev_batches, tokenizer, accelerator) -> dict:
+        """Dev metrics of the current teacher; it stays in its mode (train, or eval with teacher_eval_mode)."""
+        model = SpeechModel(self.model).train(self.model.training)  # predict() restores this mode afterwards
+        rows = training.predict(model, dev_batches, tokenizer, self.hparams, accelerator, progress="teacher eval")
+        return training.summarise(rows, self.hparams)
 
     @torch.no_grad()
     def outputs(self, batch):
@@ -107,9 +114,7 @@ def main():
         path = ckpt.teacher_snapshot(args.teacher_path, step, hparams.teacher_snapshot_cycle)
         if teacher.path != path:
             teacher.load(path)
-            rows = training.predict(SpeechModel(teacher.model), trainer.dev_batches(), trainer.tokenizer, hparams,
-                                    accelerator, progress="teacher eval")
-            metrics = training.summarise(rows, hparams)
+            metrics = teacher.evaluate(trainer.dev_batches(), trainer.tokenizer, accelerator)
             logger.info("step %d: teacher snapshot %s, dev %s", step, path.name, metrics)
             trainer.metrics.log(step, {"teacher_step": ckpt.checkpoint_step(path),
                                        **{f"teacher/dev/{k}": v for k, v in metrics.items()}})

@@ -1,13 +1,19 @@
 """What train.py and train_distill.py share: flags, run directory and hparams, optimiser and schedule, the loss
 of one step, evaluation, checkpoints and the training loop itself.
 
-Loss scale (as the original): every term is summed over a micro-batch. The step's normaliser n (transcript
-characters under ``loss_normalize_type=sample``, utterances under ``utterance``; see ``models.heads.normaliser``)
-is summed over the step's micro-batches and all ranks before any backward, so each micro-batch's loss is divided
-by the final n directly. Utterances whose CTC loss is infinite are zeroed and left out of n: once the step's finite
-n is known, the gradients are rescaled by n_all / n_finite. Distillation sums run over frames under `sample` and
-are divided by the step's total valid frames instead, a mean per frame. accelerate's averaging over ranks is undone
-by multiplying each loss by the number of processes.
+Loss scale (the original's, speech/models/model.py compute_loss and train_distill.py): every term is summed over a
+micro-batch. The step's normaliser N (transcript characters under ``loss_normalize_type=sample``, utterances under
+``utterance``; see ``models.heads.normaliser``) is summed over the step's micro-batches and all ranks before any
+backward, so each micro-batch's loss is divided by the final N directly. Utterances whose CTC loss is infinite
+are zeroed and left out of N and of distillation: once the step's finite N is known, the gradients are rescaled by
+N_all / N_finite. A distillation term S_b (summed over micro-batch b's valid frames) enters as
+``alpha * distill_scale * S_b``: under ``sample`` the original weights it by n_b / F, b's share n_b of N over the
+step's valid frames F, so the step's gradient holds ``alpha * sum_b (n_b / N) * S_b / F``, about alpha / k of a mean
+per frame at ``--accumulation_steps k`` (``distill_frame_mean=True``: N / F, the mean per frame); under
+``utterance`` S_b is already a sum of per-utterance means and is weighted 1. n_b, N and F are sums over all ranks
+(the original normalised each rank alone and averaged the ranks' gradients). accelerate's averaging over ranks is
+undone by multiplying each loss by the number of processes. The logged terms are the step's summed terms (each
+distillation term with its weight) over N_finite, and ``loss`` their weighted sum, as the original logs them.
 """
 import argparse
 import contextlib
@@ -189,13 +195,14 @@ def load_tokenizer(vocab_path, hparams):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 2. optimiser and schedule (as the original)
+# 2. optimiser and schedule (the original's)
 
 
 def is_weight_decayed(name: str) -> bool:
-    """Everything but biases (names ending in 'bias', Mamba2's dt_bias included) and layer norms."""
+    """The original's rule: everything but biases (names ending in '.bias') and the weights of modules named
+    'layer_norm'. Mamba2's dt_bias, A_log, D and norm.weight and the layers' final_layer_norm are decayed."""
     parts = name.split(".")
-    return not name.endswith("bias") and not (len(parts) > 1 and parts[-2] == "layer_norm")
+    return parts[-1] != "bias" and not (len(parts) > 1 and parts[-2] == "layer_norm")
 
 
 def make_optimizer(model, hparams) -> torch.optim.AdamW:
@@ -247,6 +254,15 @@ def task_loss_sums(out, batch, hparams, has_transcripts: bool) -> tuple[dict, to
 
 def weighted_total(terms: dict, weights: dict) -> torch.Tensor:
     return sum(weights[k] * v for k, v in terms.items())
+
+
+def distill_scale(hparams, n: torch.Tensor, n_all: torch.Tensor, frames: torch.Tensor) -> torch.Tensor | float:
+    """The factor of a micro-batch's distillation sums before the step's division by N (see the module's
+    docstring): n / F (the original's ``scale_factor``), N / F with ``distill_frame_mean``, 1 under ``utterance``.
+    n: this micro-batch's finite normaliser; n_all (N) and frames (F): the step's, over all ranks."""
+    if hparams.loss_normalize_type == "utterance":
+        return 1.0
+    return (n_all if hparams.distill_frame_mean else n) / frames
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -381,8 +397,6 @@ class Trainer:
         batches = [to_device(self.feeder.next(self.step), acc.device) for _ in range(self.args.accumulation_steps)]
         n_all, frames = self._step_normalisers(batches)
         sums, n_finite, n_inf = {}, torch.zeros((), device=acc.device), 0
-        # distillation sums run over frames: a mean per frame under `sample`, per utterance (like n) otherwise
-        distill_denominator = frames if hp.loss_normalize_type == "sample" else n_all
         for i, batch in enumerate(batches):
             sync = contextlib.nullcontext() if i == len(batches) - 1 else acc.no_sync(self.model)
             with sync:
@@ -390,12 +404,11 @@ class Trainer:
                     out = self.model(batch["input_values"], batch["attention_mask"],
                                      record_hidden_states=self.record_hidden_states)
                     terms, n, finite = task_loss_sums(out, batch, hp, self.has_transcripts)
-                    loss = weighted_total(terms, self.weights) / n_all
                     if self.extra_losses is not None:
                         out.frame_mask = out.frame_mask & finite[:, None]  # infinite CTC: no distillation either
-                        extra = self.extra_losses(batch, out)
-                        loss = loss + weighted_total(extra, self.weights) / distill_denominator
-                        terms.update(extra)
+                        scale = distill_scale(hp, n, n_all, frames)
+                        terms.update({k: v * scale for k, v in self.extra_losses(batch, out).items()})
+                    loss = weighted_total(terms, self.weights) / n_all
                 acc.backward(loss * acc.num_processes)  # DDP averages over ranks; n is already a global sum
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float()
@@ -418,9 +431,7 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        task_terms = ("ctc_loss", "classifier_loss")
-        reduced = {k: acc.reduce(v, "sum").item() / (max(n_finite.item(), 1) if k in task_terms else
-                                                      distill_denominator.item()) for k, v in sums.items()}
+        reduced = {k: acc.reduce(v, "sum").item() / max(n_finite.item(), 1) for k, v in sums.items()}
         samples = sum(b["num_samples"].sum() for b in batches)  # this rank's; summed over ranks below
         audio_seconds = acc.reduce(samples.to(acc.device, torch.float64), "sum").item() / hp.sr
         row = {**reduced, "loss": weighted_total(reduced, self.weights), "lr": lr, "grad_norm": grad_norm.item(),
