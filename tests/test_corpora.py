@@ -62,6 +62,7 @@ def ted(tmp_path_factory):
     ("2005 and 2000 and 1900", "TWO THOUSAND FIVE AND TWO THOUSAND AND NINETEEN HUNDRED"),
     ("50% of us", "FIFTY PERCENT OF US"),
     ("rock & roll", "ROCK AND ROLL"),
+    ("2+2 is c++ @home", "TWO PLUS TWO IS C PLUS PLUS AT HOME"),  # the original's "+" -> plus, "@" -> at
     ("<unk> doesn 't matter", "[UNK] DOESN 'T MATTER"),
     ("  café   déjà-vu  ", "CAFE DEJA VU"),
     ("it 's 7 o'clock!", "IT 'S SEVEN O'CLOCK"),
