@@ -133,14 +133,17 @@ class HParams:
         return [int(n) for n in self.classifier_num_targets.split(",")]
 
 
-def create_hparams(hparams_string: str = "", json_path=None) -> HParams:
-    """Defaults, then the saved ``json_path`` (if given), then ``hparams_string``."""
+def create_hparams(hparams_string: str = "", json_path=None, saved: dict | None = None) -> HParams:
+    """Defaults, then the saved values (``saved``, else the JSON at ``json_path``; errors name ``json_path``), then
+    ``hparams_string``. ``saved`` holds values already read, e.g. an original-code hparams.json converted by
+    models/original.py."""
     hparams = HParams()
-    if json_path is not None:
+    if saved is None and json_path is not None:
         try:
             saved = json.loads(Path(json_path).read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{json_path}: not valid JSON ({err})") from None
+    if saved is not None:
         try:
             hparams.update(saved)
         except (KeyError, ValueError) as err:

@@ -31,6 +31,7 @@ from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_s
 from tqdm import tqdm
 
 from hparams import create_hparams
+from models import original
 from models.build import SpeechModel, build_asr_model, load_weights
 from models.heads import classifier_loss, ctc_loss_per_utterance, normaliser
 from utils import checkpoint as ckpt
@@ -140,14 +141,22 @@ def resolve_run(args) -> RunStart:
         base_json = run_dir / "hparams.json"
     elif restore is not None and (restore.parent / "hparams.json").is_file():
         base_json = restore.parent / "hparams.json"
-    hparams = create_hparams(args.hparams, json_path=base_json)
+    values = original.read_hparams_json(base_json) if base_json is not None else None  # read (and logged) once
+    hparams = create_hparams(args.hparams, json_path=base_json, saved=values)
     if base_json is not None:
-        saved = create_hparams(json_path=base_json)
+        saved = create_hparams(json_path=base_json, saved=values)
         changed = hparams.diff(saved)
         origin = "resuming" if resume else "restoring"
         logger.info("%s from %s with hparams of %s; changed: %s", origin, resume or restore, base_json,
                     ", ".join(f"{k} {old!r} -> {new!r}" for k, (new, old) in changed.items()) or "none")
     return RunStart(hparams, resume, restore)
+
+
+def hparams_of_run(json_path, hparams_string: str = ""):
+    """Defaults < the run's saved hparams.json (an original-code one converted: models/original.py) <
+    ``hparams_string``; ``json_path`` None: defaults < ``hparams_string``."""
+    saved = original.read_hparams_json(json_path) if json_path is not None else None
+    return create_hparams(hparams_string, json_path=json_path, saved=saved)
 
 
 def make_accelerator(args) -> Accelerator:
@@ -172,8 +181,17 @@ def write_hparams(run_dir: Path, hparams, accelerator) -> None:
     set_seed(hparams.seed)
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
+        keep_original_hparams(run_dir / "hparams.json")
         hparams.save_json(run_dir / "hparams.json")
         logger.info("hparams:\n%s", hparams.to_json())
+
+
+def keep_original_hparams(path: Path) -> None:
+    """An original-code run dir continued here: its hparams.json moves to hparams.original.json (this code's
+    takes its place; the original code reads its own keys only)."""
+    if path.is_file() and original.is_original_hparams(json.loads(path.read_text())):
+        path.rename(path.with_name("hparams.original.json"))
+        logger.info("%s is the original code's: kept as %s", path, path.with_name("hparams.original.json"))
 
 
 def data_paths(args):
@@ -355,20 +373,38 @@ class Trainer:
 
     def load(self, path: Path, weights_only: bool = False) -> None:
         state = ckpt.load_checkpoint(path)
-        load_weights(self.asr_model, state["model"], str(path))
+        from_original = original.is_original_checkpoint(state)
+        load_weights(self.asr_model, original.model_from_original(state["model"], path) if from_original
+                     else state["model"], str(path))
         if weights_only:
             logger.info("loaded weights of %s (training state reset)", path)
             return
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if from_original:
+            state = self._from_original(state, path)
+        if state["optimizer"] is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
-        # our own run, or another on the same data (Hybrid from a Target checkpoint): continue exactly
-        if Path(path).parent.resolve() == self.run_dir.resolve() or self.feeder.same_data(state["feeder"]):
+        if "feeder" not in state:
+            logger.info("%s is an original-code checkpoint: no data position or RNG state, the data order starts "
+                        "afresh", path)
+        elif Path(path).parent.resolve() == self.run_dir.resolve() or self.feeder.same_data(state["feeder"]):
+            # our own run, or another on the same data (Hybrid from a Target checkpoint): continue exactly
             self.feeder.load_state_dict(state["feeder"], strict=False)
             ckpt.set_rng_state(state["rng"])
         else:
             logger.info("%s was trained on other data (or another seed): the data order starts afresh", path)
         logger.info("restored %s at step %d", path, self.step)
+
+    def _from_original(self, state: dict, path: Path) -> dict:
+        """An original-code checkpoint as this code's (models/original.py), its optimiser state re-indexed by
+        parameter name for this optimiser."""
+        named = list(self.asr_model.named_parameters())
+        name_of = {id(p): n for n, p in named}
+        groups = [[name_of[id(p)] for p in group["params"]] for group in self.optimizer.param_groups]
+        logger.info("%s: an original-code checkpoint, converted", path)
+        return original.checkpoint_from_original(state, [n for n, _ in named], groups, is_weight_decayed, path)
 
     def save(self) -> Path:
         path = self.run_dir / f"{ckpt.CKPT_PREFIX}{self.step}"
