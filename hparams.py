@@ -74,6 +74,10 @@ class HParams:
     alpha_logits_distill_loss: float = 1.0  # weight of the KL to the teacher's CTC logits
     distill_temperature: float = 2.0
     teacher_eval_mode: bool = False  # run the teacher in eval mode (the original keeps it in train mode)
+    # True: under `sample`, each distillation term is a mean per valid frame of the step, the same weight at any
+    # --accumulation_steps k; False (the original's): each micro-batch's frame sums weighted by its characters over
+    # the step's frames, about 1/k of that mean (utils/training.py, distill_scale)
+    distill_frame_mean: bool = False
     teacher_snapshot_cycle: int = 10000  # waypoint guidance: teacher checkpoints every this many steps
     # --- optimisation ----------------------------------------------------------------------------------
     max_lr: float = 3e-4
@@ -129,14 +133,17 @@ class HParams:
         return [int(n) for n in self.classifier_num_targets.split(",")]
 
 
-def create_hparams(hparams_string: str = "", json_path=None) -> HParams:
-    """Defaults, then the saved ``json_path`` (if given), then ``hparams_string``."""
+def create_hparams(hparams_string: str = "", json_path=None, saved: dict | None = None) -> HParams:
+    """Defaults, then the saved values (``saved``, else the JSON at ``json_path``; errors name ``json_path``), then
+    ``hparams_string``. ``saved`` holds values already read, e.g. an original-code hparams.json converted by
+    models/original.py."""
     hparams = HParams()
-    if json_path is not None:
+    if saved is None and json_path is not None:
         try:
             saved = json.loads(Path(json_path).read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{json_path}: not valid JSON ({err})") from None
+    if saved is not None:
         try:
             hparams.update(saved)
         except (KeyError, ValueError) as err:

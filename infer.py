@@ -5,11 +5,12 @@ Usage:
         --data-dir=data/tedlium --eval_meta meta.test.txt --hparams asr_use_flash_attn=False
 
 The model is rebuilt from the ``hparams.json`` beside the checkpoint (overridden by --hparams) and its weights
-from the checkpoint; no pretrained weights are downloaded. Writes ``<output-path>/preds.jsonl`` (one line per
-utterance: name, label, pred, and clf_label / clf_pred for classifiers) and ``<output-path>/metrics.json``
-(wer, cer, clf_acc, intent_acc as they apply, utterances, audio hours, parameters, device, and the real-time
-factor: wall seconds per audio second, timed after one warm-up batch so that kernel compilation and autotuning
-are left out).
+from the checkpoint; no pretrained weights are downloaded. The original code's checkpoints and run dirs (its
+hparams.json, ``asr_model.*`` keys, best-named ``model.ckpt-<step>-<metric>-<value>`` files) are read too, through
+models/original.py. Writes ``<output-path>/preds.jsonl`` (one line per utterance: name, label, pred, and
+clf_label / clf_pred for classifiers) and ``<output-path>/metrics.json`` (wer, cer, clf_acc, intent_acc as they
+apply, utterances, audio hours, parameters, device, and the real-time factor: wall seconds per audio second, timed
+after one warm-up batch so that kernel compilation and autotuning are left out).
 """
 import argparse
 import json
@@ -20,7 +21,6 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from hparams import create_hparams
 from models.build import SpeechModel, build_asr_model, chunked_feature_encoder, count_parameters, load_weights
 from utils import checkpoint as ckpt
 from utils import training
@@ -35,7 +35,8 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--model-path", "--model_path", dest="model_path", required=True,
-        help="a model.ckpt-<step> file, or a run dir (its latest checkpoint); hparams.json must lie beside it")
+        help="a model.ckpt-<step> file, or a run dir (its latest checkpoint); hparams.json must lie beside it "
+             "(this code's or the original code's)")
     add("--output-path", "--output_path", dest="output_path", required=True, help="directory for the results")
     training.add_data_flags(parser, eval_split="meta.test.txt; 'test' with --use_hf_dataset")
     return training.parse_args(parser)
@@ -53,12 +54,12 @@ def main():
     if not saved.is_file():
         raise FileNotFoundError(f"{saved} not found: infer.py rebuilds the model from the hparams.json that "
                                 f"train.py writes beside its checkpoints")
-    hparams = create_hparams(args.hparams, json_path=saved)
+    hparams = training.hparams_of_run(saved, args.hparams)
     logger.info("checkpoint %s (step %d), hparams from %s", checkpoint, ckpt.checkpoint_step(checkpoint), saved)
 
     # 2. model
     model = build_asr_model(hparams, pretrained=False)
-    load_weights(model, ckpt.load_checkpoint(checkpoint)["model"], str(checkpoint))
+    load_weights(model, ckpt.load_model_weights(checkpoint), str(checkpoint))
     parameters = count_parameters(model)
     model = accelerator.prepare(SpeechModel(model))
 

@@ -10,9 +10,11 @@ pretrained asr_model_name and, at step s, follows the teacher's checkpoint at th
 teacher_snapshot_cycle after s. Hybrid: rerun a Target-guided --model-dir (or --restore_from one of its
 checkpoints into a new dir) with alpha_layer_distill_loss=0.
 
-Loss = task + alpha_layer * layer MSE + alpha_logits * logits KL (models/heads.py); the teacher runs without
-gradients, in train mode as the original (its dropout, SpecAugment, LayerDrop drawn independently) unless
-teacher_eval_mode=True, and not at all when both alphas are 0.
+Loss = task + alpha_layer * layer MSE + alpha_logits * logits KL (models/heads.py), each distillation term weighted
+as the original weights it under gradient accumulation (utils/training.py, distill_scale); the teacher runs
+without gradients, in train mode as the original (its dropout, SpecAugment, LayerDrop drawn independently) unless
+teacher_eval_mode=True, and not at all when both alphas are 0. --teacher_path also takes the original code's
+checkpoints and run dirs (models/original.py).
 """
 import logging
 from pathlib import Path
@@ -39,8 +41,14 @@ class Teacher:
         self.hparams, self.autocast, self.path = hparams, autocast, None
 
     def load(self, path: Path) -> None:
-        load_weights(self.model, ckpt.load_checkpoint(path)["model"], str(path))
+        load_weights(self.model, ckpt.load_model_weights(path), str(path))
         self.path = path
+
+    def evaluate(self, dev_batches, tokenizer, accelerator) -> dict:
+        """Dev metrics of the current teacher; it stays in its mode (train, or eval with teacher_eval_mode)."""
+        model = SpeechModel(self.model).train(self.model.training)  # predict() restores this mode afterwards
+        rows = training.predict(model, dev_batches, tokenizer, self.hparams, accelerator, progress="teacher eval")
+        return training.summarise(rows, self.hparams)
 
     @torch.no_grad()
     def outputs(self, batch):
@@ -82,7 +90,7 @@ def main():
     fresh_run = start.resume is None and start.restore is None
     starts_from_teacher = fresh_run and not args.use_teacher_snapshots  # Target guided's first run
     uses_teacher = hparams.alpha_layer_distill_loss > 0 or hparams.alpha_logits_distill_loss > 0
-    teacher_weights = ckpt.load_checkpoint(first_teacher)["model"] if starts_from_teacher or uses_teacher else None
+    teacher_weights = ckpt.load_model_weights(first_teacher) if starts_from_teacher or uses_teacher else None
     student = training.build_model_for_run(hparams, start, init_state_dict=teacher_weights if starts_from_teacher
                                            else None, init_source=str(first_teacher))
     teacher = Teacher(hparams, teacher_weights, first_teacher, accelerator.device,
@@ -107,9 +115,7 @@ def main():
         path = ckpt.teacher_snapshot(args.teacher_path, step, hparams.teacher_snapshot_cycle)
         if teacher.path != path:
             teacher.load(path)
-            rows = training.predict(SpeechModel(teacher.model), trainer.dev_batches(), trainer.tokenizer, hparams,
-                                    accelerator, progress="teacher eval")
-            metrics = training.summarise(rows, hparams)
+            metrics = teacher.evaluate(trainer.dev_batches(), trainer.tokenizer, accelerator)
             logger.info("step %d: teacher snapshot %s, dev %s", step, path.name, metrics)
             trainer.metrics.log(step, {"teacher_step": ckpt.checkpoint_step(path),
                                        **{f"teacher/dev/{k}": v for k, v in metrics.items()}})

@@ -19,8 +19,14 @@ original recipe (keithito's tacotron ``numbers.py`` with ``inflect``), then uppe
 
     ASCII via unidecode; "1,000" -> "1000"; "$3.50" -> "three dollars, fifty cents"; "2.5" -> "two point five";
     "1st" -> "first"; "1999" -> "nineteen ninety-nine"; other integers spelled out; "&" -> " and ";
-    "%" -> " percent"; "<unk>" -> "[UNK]"; "-" -> space; then UPPER CASE, and every character other than
-    A-Z and "'" is dropped (counted per character in the summary); whitespace collapsed.
+    "%" -> " percent"; "+" -> " plus "; "@" -> " at "; "<unk>" -> "[UNK]"; "-" -> space; then UPPER CASE, and every
+    character other than A-Z and "'" is dropped (counted per character in the summary); whitespace collapsed.
+
+Where this differs from the original recipe (README, "Differences from the original code"): "1,000" is one
+number here ("one thousand"; the original reads "one , zero" and its "," becomes an [UNK] target), the symbols
+are spelled out as separate words ("AT&T" -> "AT AND T"; the original writes "ATandT"), transcripts are upper
+case (the original's lower case: the same vocabulary indices, A-Z for a-z), and characters outside the
+vocabulary are dropped instead of becoming [UNK] targets.
 
 Case convention: UPPER CASE, as the English wav2vec2 CTC vocabularies are. Apostrophes stay where TED-LIUM writes
 them ("doesn 't" -> "DOESN 'T"); the loader joins " '" into "'" (hparams ``replace_apos``).
@@ -124,7 +130,7 @@ def expand_numbers(text: str) -> str:
 def spoken_form(text: str) -> str:
     """Lower-case words as they are said (before the character filter): ASCII, symbols and numbers spelled out."""
     text = unidecode(text)
-    text = text.replace("&", " and ").replace("%", " percent")
+    text = text.replace("&", " and ").replace("%", " percent").replace("+", " plus ").replace("@", " at ")
     return expand_numbers(text)
 
 

@@ -1,4 +1,4 @@
-"""VoxCeleb1 speaker identification: check the tree in place and summarise the official split.
+"""VoxCeleb1 speaker identification: check the tree in place and summarise the split.
 
 Usage:
     python corpora/voxceleb1.py --src data/VoxCeleb1
@@ -6,10 +6,16 @@ Usage:
 Expected layout (the official release, or ``python corpora/synth.py voxceleb1``)::
 
     <src>/wav/id10001/1zcIwhmdeo4/00001.wav    16 kHz mono; speaker / YouTube video / utterance
-    <src>/iden_split.txt                       "<1|2|3> id10001/1zcIwhmdeo4/00001.wav" (1 train, 2 val, 3 test)
+    <src>/veri_test_class.txt                  SUPERB SI's split (s3prl), read by the HF ``superb`` script the
+                                               original code loads: "<1|2|3> id10001/1zcIwhmdeo4/00001.wav"
+    <src>/iden_split.txt                       the official identification split, same format (1 train, 2 val,
+                                               3 test): read when veri_test_class.txt is absent
 
 Nothing is written: the data loader (utils/data.py) builds its dataset from the tree with ``read_iden_split``
-and ``speaker_labels`` below. A missing or malformed list, or a listed file that is absent, fails naming the line.
+and ``speaker_labels`` below. The label of a speaker is its SUPERB class index, as the HF ``superb`` script's
+ClassLabel gives it: ``id10001`` -> 0 ... ``id11251`` -> 1250 (the sorted index only when all 1251 speakers are
+there). A missing or malformed list, a speaker id outside that range, or a listed file that is absent, fails
+naming the line.
 """
 import argparse
 import re
@@ -27,25 +33,34 @@ from tqdm import tqdm
 from corpora import SR, CorpusError, hours
 
 SPLIT_FILE = "iden_split.txt"
+SUPERB_SPLIT_FILE = "veri_test_class.txt"  # what the HF superb script (and so the original code) reads
 SPLIT_NAMES = {1: "train", 2: "validation", 3: "test"}
 SPLIT_URL = "https://mm.kaist.ac.kr/datasets/voxceleb/meta/iden_split.txt"
+FIRST_SPEAKER, NUM_CLASSES = 10001, 1251  # SUPERB SI's classes: id10001 ... id11251
 _relpath_re = re.compile(r"(id\d+)/[^/\s]+/[^/\s]+\.wav")
 
 
+def split_file(root) -> Path:
+    """``<root>/veri_test_class.txt`` (SUPERB's split, the paper's) when it is there, else ``<root>/iden_split.txt``."""
+    superb = Path(root) / SUPERB_SPLIT_FILE
+    return superb if superb.is_file() else Path(root) / SPLIT_FILE
+
+
 def read_iden_split(root) -> list[tuple[int, str]]:
-    """[(split, "id10001/1zcIwhmdeo4/00001.wav")] from ``<root>/iden_split.txt``; split 1 = train, 2 = val, 3 = test."""
+    """[(split, "id10001/1zcIwhmdeo4/00001.wav")] from ``split_file(root)``; split 1 = train, 2 = val, 3 = test."""
     return [(split, relpath) for _, split, relpath in _read_iden_split_lines(root)]
 
 
 def _read_iden_split_lines(root) -> list[tuple[str, int, str]]:
     """[("file:line", split, relpath)]."""
-    path = Path(root) / SPLIT_FILE
+    path = split_file(root)
     if not path.is_file():
         raise CorpusError(
-            f"{path} not found. It is the official VoxCeleb1 identification split list: one line "
-            f"'<split> <speaker>/<video>/<utterance>.wav' per file, split 1 = train, 2 = validation, 3 = test. "
-            f"It is published at {SPLIT_URL} (the list s3prl's SUPERB speaker-identification recipe uses); put it "
-            f"at {path}.")
+            f"{path} not found (nor {Path(root) / SUPERB_SPLIT_FILE}). It is the official VoxCeleb1 identification "
+            f"split list: one line '<split> <speaker>/<video>/<utterance>.wav' per file, split 1 = train, "
+            f"2 = validation, 3 = test. It is published at {SPLIT_URL}; s3prl's SUPERB speaker-identification "
+            f"recipe ships the same split as {SUPERB_SPLIT_FILE}, which the HF superb dataset reads and which is "
+            f"preferred when present. Put either in {Path(root)}.")
     entries, seen = [], {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -57,6 +72,9 @@ def _read_iden_split_lines(root) -> list[tuple[str, int, str]]:
         relpath = fields[1]
         if not _relpath_re.fullmatch(relpath):
             raise CorpusError(f"{where}: expected a path like id10001/1zcIwhmdeo4/00001.wav, got {relpath!r}")
+        if not 0 <= speaker_class(speaker_of(relpath)) < NUM_CLASSES:
+            raise CorpusError(f"{where}: speaker {speaker_of(relpath)} is not one of SUPERB SI's "
+                              f"id{FIRST_SPEAKER} ... id{FIRST_SPEAKER + NUM_CLASSES - 1}")
         if relpath in seen:
             raise CorpusError(f"{where}: {relpath} already listed at line {seen[relpath]}")
         seen[relpath] = number
@@ -70,9 +88,14 @@ def speaker_of(relpath: str) -> str:
     return relpath.split("/", 1)[0]
 
 
+def speaker_class(speaker: str) -> int:
+    """SUPERB SI's class index of a speaker id: id10001 -> 0 ... id11251 -> 1250."""
+    return int(speaker[2:]) - FIRST_SPEAKER
+
+
 def speaker_labels(relpaths) -> dict[str, int]:
-    """{speaker id: index of the speaker among the sorted speaker ids}."""
-    return {speaker: i for i, speaker in enumerate(sorted({speaker_of(p) for p in relpaths}))}
+    """{speaker id: its class index} (``speaker_class``) for the speakers of ``relpaths``."""
+    return {speaker: speaker_class(speaker) for speaker in sorted({speaker_of(p) for p in relpaths})}
 
 
 def check(root, durations: bool = True, progress: bool = True) -> dict:
@@ -116,12 +139,14 @@ def print_summary(summary: dict, root) -> None:
         note = f" | {s['speakers_not_in_train']} speakers absent from train" if s["speakers_not_in_train"] else ""
         print(f"voxceleb1 {split} {SPLIT_NAMES[split]:10s}: {s['speakers']:5d} speakers, {s['utterances']:7d} "
               f"utterances, {length}{note}")
-    print(f"voxceleb1: {summary['speakers']} speakers in {root}; checked in {summary['seconds']:.1f} s")
+    print(f"voxceleb1: {summary['speakers']} speakers in {root} (split {split_file(root).name}); checked in "
+          f"{summary['seconds']:.1f} s")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--src", default="data/VoxCeleb1", help="VoxCeleb1 root (holds wav/ and iden_split.txt)")
+    parser.add_argument("--src", default="data/VoxCeleb1",
+                        help="VoxCeleb1 root (holds wav/ and veri_test_class.txt or iden_split.txt)")
     parser.add_argument("--quick", action="store_true", help="only check that listed files exist (no hours)")
     args = parser.parse_args(argv)
     try:

@@ -1,9 +1,10 @@
 """Classifier heads and every loss term, each *summed* over a micro-batch (the trainer divides by the step's n).
 
-Scale conventions, as the original code: ``loss_normalize_type=sample`` divides the step's summed loss by the
+Scale conventions, the original code's: ``loss_normalize_type=sample`` divides the step's summed loss by the
 total transcript characters of the utterances whose CTC loss is finite; ``utterance`` divides each utterance's CTC
-loss by its label length and the step's sum by the number of finite utterances. Distillation terms are then
-divided by the step's total valid frames under `sample` (a mean per frame) and by n under `utterance`.
+loss by its label length and the step's sum by the number of finite utterances. Under `sample` a micro-batch's
+distillation sums are first weighted by its characters over the step's valid frames (utils/training.py,
+``distill_scale``); under `utterance` they are per-utterance means, summed.
 """
 import torch
 import torch.nn.functional as F

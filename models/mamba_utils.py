@@ -264,8 +264,8 @@ def graphed_bimamba2_fused(dims: MixerDims, fw: Direction, bw: Direction, hidden
 class BiMamba2Wrapper(nn.Module):
     """A drop-in for ``Wav2Vec2Attention``: same call, same ``(hidden_states, attn_weights)`` return.
 
-    ``fw_mamba`` and ``bw_mamba`` are two independent Mamba2 blocks with mamba_ssm's parameter names, so a
-    state_dict matches the original code's ``...attention.fw_mamba.in_proj.weight`` layout. ``fused`` runs both
+    ``fw_mamba`` and ``bw_mamba`` are two independent Mamba2 blocks with mamba_ssm's parameter names and shapes:
+    their keys are the original code's less its ``asr_model.`` prefix (models/original.py). ``fused`` runs both
     directions through each kernel at once (``bimamba2_fused``); ``forward_separate`` is the two-module reference.
     ``recompute`` stores only the mixer's input for backward and runs it again there (activation checkpointing):
     far less memory on long inputs for about one more mixer forward. On the triton backend a fused mixer of up to

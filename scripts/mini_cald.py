@@ -347,11 +347,12 @@ class Recipe:
                 "--out", str(out)]
 
     def num_speakers(self, task: str) -> int:
+        """The classifier's classes: 1 + the highest SUPERB class index among the speakers (id10001 -> 0)."""
         if task != "sid":
             return 0
-        from corpora.voxceleb1 import read_iden_split
+        from corpora.voxceleb1 import read_iden_split, speaker_labels
 
-        return len({path.split("/")[0] for _, path in read_iden_split(self.layout.raw("sid"))})
+        return 1 + max(speaker_labels(path for _, path in read_iden_split(self.layout.raw("sid"))).values())
 
     def best(self, task: str, strategy: str) -> tuple[float, int]:
         """The run's best dev SELECT_METRIC and its step (its best_metrics.json)."""

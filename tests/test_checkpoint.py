@@ -130,6 +130,19 @@ def test_list_latest_and_resolve(tmp_path):
     assert resolve_checkpoint(run / "model.ckpt-10000-wer-0.1000") == run / "model.ckpt-10000-wer-0.1000"
 
 
+def test_an_original_run_dirs_best_named_checkpoints_are_found(tmp_path):
+    """The original code removes the plain model.ckpt-<step> of a step it saves as best: its run dir's latest
+    checkpoint may be a best-named one."""
+    run = tmp_path / "original"
+    touch_ckpts(run, "model.ckpt-2000", "model.ckpt-4000-wer-0.3000-cer-0.1000", "model.ckpt-6000-wer-0.2000",
+                "model.ckpt-6000-cer-0.0900")
+    assert [p.name for _, p in list_checkpoints(run)] == ["model.ckpt-2000", "model.ckpt-4000-wer-0.3000-cer-0.1000",
+                                                          "model.ckpt-6000-cer-0.0900"]  # one per step, by name
+    assert resolve_checkpoint(run) == latest_checkpoint(run) == run / "model.ckpt-6000-cer-0.0900"
+    touch_ckpts(run, "model.ckpt-6000")
+    assert latest_checkpoint(run) == run / "model.ckpt-6000"  # the plain file first
+
+
 def test_resolve_errors_say_what_was_looked_for(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"no checkpoint in run directory .*empty.*model\.ckpt-<step>"):
@@ -146,21 +159,23 @@ def test_resolve_errors_say_what_was_looked_for(tmp_path):
 @pytest.fixture
 def teacher(tmp_path):
     run = tmp_path / "teacher"
-    # 1500 and 2500 are not multiples of the cycle; 10000-wer is a best copy, not a waypoint.
+    # 1500 and 2500 are not multiples of the cycle; 3000 has a best copy beside it (this code's run dirs); 4000 has
+    # only its best-named file (the original code's run dirs, which remove the plain file of a best step)
     touch_ckpts(run, "model.ckpt-1000", "model.ckpt-1500", "model.ckpt-2000", "model.ckpt-2500",
-                "model.ckpt-3000", "model.ckpt-10000-wer-0.1000")
+                "model.ckpt-3000", "model.ckpt-3000-wer-0.2000", "model.ckpt-4000-wer-0.1000-cer-0.0500")
     return run
 
 
 @pytest.mark.parametrize(
     "student_step, expected",
-    [(0, 1000),  # before the first waypoint
-     (999, 1000),
-     (1000, 2000),  # exactly on a waypoint: the next one ahead
-     (1200, 2000),  # between, and 1500 (not a multiple) is skipped
-     (2400, 3000),  # 2500 skipped
-     (3000, 3000),  # on the last: stays there
-     (99999, 3000)],  # past the end
+    [(0, "1000"),  # before the first waypoint
+     (999, "1000"),
+     (1000, "2000"),  # exactly on a waypoint: the next one ahead
+     (1200, "2000"),  # between, and 1500 (not a multiple) is skipped
+     (2400, "3000"),  # 2500 skipped; the plain file, not its best copy
+     (3000, "4000-wer-0.1000-cer-0.0500"),  # a best-named file is the waypoint of its step when it is alone
+     (4000, "4000-wer-0.1000-cer-0.0500"),  # on the last: stays there
+     (99999, "4000-wer-0.1000-cer-0.0500")],  # past the end
 )
 def test_teacher_snapshot(teacher, student_step, expected):
     assert teacher_snapshot(teacher, student_step, cycle=1000) == teacher / f"model.ckpt-{expected}"

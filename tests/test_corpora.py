@@ -62,6 +62,7 @@ def ted(tmp_path_factory):
     ("2005 and 2000 and 1900", "TWO THOUSAND FIVE AND TWO THOUSAND AND NINETEEN HUNDRED"),
     ("50% of us", "FIFTY PERCENT OF US"),
     ("rock & roll", "ROCK AND ROLL"),
+    ("2+2 is c++ @home", "TWO PLUS TWO IS C PLUS PLUS AT HOME"),  # the original's "+" -> plus, "@" -> at
     ("<unk> doesn 't matter", "[UNK] DOESN 'T MATTER"),
     ("  café   déjà-vu  ", "CAFE DEJA VU"),
     ("it 's 7 o'clock!", "IT 'S SEVEN O'CLOCK"),
@@ -328,8 +329,9 @@ def test_voxceleb1_split_and_labels(vox):
     for speaker in ("id10001", "id10002", "id10003"):
         assert {s for s, p in entries if p.startswith(speaker + "/")} == {1, 2, 3}
     assert voxceleb1.speaker_labels(p for _, p in entries) == {"id10001": 0, "id10002": 1, "id10003": 2}
+    # SUPERB's class index (the HF superb script's ClassLabel), not the index among the speakers present
     assert voxceleb1.speaker_labels(["id10300/a/00001.wav", "id10020/b/00001.wav", "id10300/c/00002.wav"]) == \
-        {"id10020": 0, "id10300": 1}
+        {"id10020": 19, "id10300": 299}
     summary = voxceleb1.check(vox, progress=False)
     assert [summary[s]["utterances"] for s in (1, 2, 3)] == [sum(1 for x, _ in entries if x == s) for s in (1, 2, 3)]
     assert summary["speakers"] == 3 and all(summary[s]["speakers"] == 3 for s in (1, 2, 3))
@@ -344,6 +346,20 @@ def test_voxceleb1_missing_split_list_explains_itself(vox, tmp_path):
     for hint in ("iden_split.txt", "1 = train", "2 = validation", "3 = test",
                  "https://mm.kaist.ac.kr/datasets/voxceleb/meta/iden_split.txt", "s3prl"):
         assert hint in message
+
+
+def test_voxceleb1_prefers_superb_split_file(vox, tmp_path):
+    root = tmp_path / "VoxCeleb1"
+    shutil.copytree(vox, root)
+    assert voxceleb1.split_file(root) == root / "iden_split.txt"
+    lines = (root / "iden_split.txt").read_text().splitlines()
+    (root / "veri_test_class.txt").write_text("\n".join(lines[:3]) + "\n")
+    assert voxceleb1.split_file(root) == root / "veri_test_class.txt"
+    assert voxceleb1.read_iden_split(root) == [(int(line.split()[0]), line.split()[1]) for line in lines[:3]]
+    (root / "veri_test_class.txt").write_text("1 id11252/x/00001.wav\n")  # beyond SUPERB's 1251 classes
+    with pytest.raises(CorpusError, match=re.escape(f"{root / 'veri_test_class.txt'}:1: speaker id11252 is not one "
+                                                    f"of SUPERB SI's id10001 ... id11251")):
+        voxceleb1.read_iden_split(root)
 
 
 def test_voxceleb1_bad_lines_are_named(vox, tmp_path):

@@ -506,8 +506,8 @@ def test_superb_si_dataset_built_and_cached(tmp_path):
     assert set(dataset) == {"train", "validation", "test"}
     assert {"file", "label", "num_samples"} <= set(dataset["train"].column_names)
     train = dataset["train"]
-    assert train["name"] == ["id10003/vidA/00001", "id10001/vidB/00001", "id10002/vidC/00002"]
-    assert train["label"] == [2, 0, 1]  # index among the sorted speaker ids
+    assert train["name"] == ["id10003_vidA_00001", "id10001_vidB_00001", "id10002_vidC_00002"]  # the original's
+    assert train["label"] == [2, 0, 1]  # SUPERB's class index: id10001 -> 0
     assert train["num_samples"] == [300, 500, 700]
     assert dataset["validation"]["label"] == [1] and dataset["test"]["label"] == [0, 2]
     assert train["file"][0] == str(root.resolve() / "wav" / "id10003/vidA/00001.wav")
@@ -519,9 +519,24 @@ def test_superb_si_dataset_built_and_cached(tmp_path):
 
     (root / "iden_split.txt").write_text("1 id10003/vidA/00001.wav\n3 id10002/vidC/00001.wav\n")  # edited: rebuilt
     rebuilt = data.superb_si_dataset(root)
-    assert rebuilt["train"]["label"] == [1] and rebuilt["test"]["label"] == [0] and len(rebuilt["validation"]) == 0
+    # the class index does not depend on which speakers are present (a sorted index would give 1 and 0)
+    assert rebuilt["train"]["label"] == [2] and rebuilt["test"]["label"] == [1] and len(rebuilt["validation"]) == 0
     assert [p.name for p in root.glob("superb_si-*")] != [p.name for p in caches]
     assert len(list(root.glob("superb_si-*"))) == 1
+
+
+def test_superb_si_reads_veri_test_class_when_present(tmp_path, caplog):
+    root = tmp_path / "VoxCeleb1"
+    make_voxceleb(root)
+    with caplog.at_level("INFO"):
+        assert len(data.superb_si_dataset(root)["train"]) == 3
+    assert f"split from {root.resolve() / 'iden_split.txt'}" in caplog.text
+    (root / "veri_test_class.txt").write_text("1 id10002/vidC/00002.wav\n3 id10003/vidA/00002.wav\n")
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        dataset = data.superb_si_dataset(root)
+    assert f"split from {root.resolve() / 'veri_test_class.txt'}" in caplog.text
+    assert dataset["train"]["name"] == ["id10002_vidC_00002"] and dataset["test"]["label"] == [2]
 
 
 def test_superb_si_errors(tmp_path):
@@ -539,8 +554,8 @@ def test_load_corpus_hf_si(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     hparams = hp("use_classifier=True,classifier_num_targets=3")
     utts = data.load_corpus("s3prl/superb--si--data/VoxCeleb1", "test", hparams, use_hf_dataset=True)
-    assert [(u.name, u.text, u.labels, u.num_samples) for u in utts] == [("id10001/vidB/00002", "", (0,), 400),
-                                                                          ("id10003/vidA/00002", "", (2,), 800)]
+    assert [(u.name, u.text, u.labels, u.num_samples) for u in utts] == [("id10001_vidB_00002", "", (0,), 400),
+                                                                          ("id10003_vidA_00002", "", (2,), 800)]
     batch = data.collate(utts, None, data.build_feature_extractor(hparams), hparams)
     assert batch["classifier_labels"].tolist() == [[0], [2]] and batch["labels"].tolist() == [[-100], [-100]]
     with pytest.raises(ValueError, match="split 'dev' is not one of train, validation, test"):

@@ -3,8 +3,10 @@
 Rank r takes batches r, r + 2, ... of each epoch; one process with --accumulation_steps 2 takes them in pairs, so
 both see the same micro-batches per step. The loss normaliser n is summed across ranks before any backward and
 DDP's gradient averaging is undone, so the trajectories agree up to float summation order (tolerance 1e-5
-relative). The original normalised per rank and averaged the ranks' gradients instead, which weights a rank's
-characters by the inverse of its own n: slightly different whenever ranks hold different amounts of text.
+relative); so does distillation, whose per-micro-batch weight n_b / F uses the step's frames F of all ranks. The
+original normalised per rank and averaged the ranks' gradients instead, which weights a rank's characters by the
+inverse of its own n (and its distillation by its own frames): slightly different whenever ranks hold different
+amounts of text.
 """
 import json
 import os
@@ -31,13 +33,18 @@ def workspace(tmp_path_factory, tiny_model_dir):
 
 
 def train(workspace, tiny_model_dir, run: str, processes: int, accumulation: int, max_steps: int,
-          wrapper: Path | None = None) -> str:
-    """stderr of train.py (run by ``wrapper`` when given) in ``processes`` processes."""
-    script = [*([str(wrapper)] if wrapper else []), str(REPO / "train.py"), "--model-dir", str(workspace / run),
-              "--data-dir", str(workspace / "data"),
+          wrapper: Path | None = None, distill_from: Path | None = None) -> str:
+    """stderr of train.py (run by ``wrapper`` when given; train_distill.py with ``distill_from`` as its Target-guided
+    teacher) in ``processes`` processes."""
+    hparams = f"asr_model_name={tiny_model_dir},{TINY_MAMBA},{DETERMINISTIC},batch_size=2,warmup_steps=1"
+    script_args = []
+    if distill_from is not None:  # the teacher deterministic too: eval mode
+        hparams += ",asr_use_mamba=True,teacher_eval_mode=True,alpha_layer_distill_loss=15,alpha_logits_distill_loss=1"
+        script_args = ["--teacher_path", str(distill_from)]
+    script = [*([str(wrapper)] if wrapper else []), str(REPO / ("train_distill.py" if distill_from else "train.py")),
+              "--model-dir", str(workspace / run), "--data-dir", str(workspace / "data"),
               "--max_steps", str(max_steps), "--accumulation_steps", str(accumulation), "--checkpoint_interval", "2",
-              "--eval_interval", "100", "--hparams",
-              f"asr_model_name={tiny_model_dir},{TINY_MAMBA},{DETERMINISTIC},batch_size=2,warmup_steps=1"]
+              "--eval_interval", "100", *script_args, "--hparams", hparams]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1",
            "OMP_NUM_THREADS": "1"}
@@ -64,6 +71,24 @@ def test_two_processes_match_one_process_with_doubled_accumulation(workspace, ti
     dev = [json.loads(line) for line in (workspace / "two/metrics.jsonl").read_text().splitlines()
            if "dev/utterances" in line]
     assert dev and dev[-1]["dev/utterances"] == 4  # eval gathered from both ranks: the whole dev set
+
+
+def test_distillation_in_two_processes_matches_one_process_with_doubled_accumulation(workspace, tiny_model_dir):
+    """Each micro-batch's distillation sums are weighted by its characters n_b over the step's frames F, then
+    divided by the step's N: n_b, N and F of all ranks, so two ranks train as one process accumulating both."""
+    teacher = workspace / "teacher"
+    train(workspace, tiny_model_dir, "teacher", processes=1, accumulation=1, max_steps=2)
+    train(workspace, tiny_model_dir, "distill_two", processes=2, accumulation=1, max_steps=2,
+          distill_from=teacher / "model.ckpt-2")
+    train(workspace, tiny_model_dir, "distill_one", processes=1, accumulation=2, max_steps=2,
+          distill_from=teacher / "model.ckpt-2")
+    rows = {run: {r["step"]: r for r in map(json.loads, (workspace / run / "metrics.jsonl").read_text().splitlines())
+                  if "loss" in r} for run in ("distill_two", "distill_one")}
+    assert sorted(rows["distill_two"]) == sorted(rows["distill_one"]) == [1, 2]
+    for step, one in rows["distill_one"].items():
+        two = rows["distill_two"][step]
+        for key in ("loss", "ctc_loss", "layer_distill_loss", "logits_distill_loss"):
+            assert two[key] == pytest.approx(one[key], rel=1e-5), (step, key)
 
 
 def test_a_two_process_run_resumes_in_one_process(workspace, tiny_model_dir):

@@ -131,6 +131,12 @@ def test_distillation_terms_follow_the_alphas(pipeline):
     rows = [r for r in read_jsonl(workspace / RUN_DIRS[task] / "target_guided/metrics.jsonl") if "loss" in r]
     target, hybrid = [r for r in rows if r["step"] <= 4], [r for r in rows if r["step"] > 4]
     assert all(r["layer_distill_loss"] > 0 for r in target)
+    # the logged total is the weighted sum of the logged terms (each distillation term already carries the original's
+    # n_b / F weighting: tests/test_training.py checks it against the micro-batches' sums)
+    weights = {"ctc_loss": 1.0, "classifier_loss": 1.0, "layer_distill_loss": 30.0 if task == "sid" else 15.0,
+               "logits_distill_loss": 1.0}
+    for r in rows:
+        assert r["loss"] == pytest.approx(sum(w * r[k] for k, w in weights.items() if k in r), rel=1e-6), r
     assert ("logits_distill_loss" in target[0]) == (task == "asr")  # alpha_logits 1 for TED-LIUM, 0 otherwise
     assert hybrid and not any("layer_distill_loss" in r for r in hybrid)
     assert "resuming from" in logs["hybrid"] and "alpha_layer_distill_loss 15.0 -> 0.0" in logs["hybrid"] \

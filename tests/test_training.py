@@ -88,8 +88,11 @@ def test_learning_rate_schedule_and_weight_decay_groups(tiny_hparams):
     decayed = {names[id(p)] for p in optimizer.param_groups[0]["params"]}
     plain = {names[id(p)] for p in optimizer.param_groups[1]["params"]}
     assert "wav2vec2.encoder.layers.0.attention.fw_mamba.in_proj.weight" in decayed
-    assert "wav2vec2.encoder.layers.0.layer_norm.weight" in plain
-    assert "wav2vec2.encoder.layers.0.attention.fw_mamba.dt_bias" in plain and "lm_head.bias" in plain
+    assert "wav2vec2.encoder.layers.0.layer_norm.weight" in plain and "lm_head.bias" in plain
+    # the original's rule exempts names ending in '.bias' and modules named 'layer_norm' only
+    layer = "wav2vec2.encoder.layers.0"
+    assert {f"{layer}.attention.fw_mamba.dt_bias", f"{layer}.attention.bw_mamba.A_log",
+            f"{layer}.final_layer_norm.weight"} <= decayed
     assert not any("feature_extractor" in n for n in decayed | plain)  # the frozen CNN is not optimised
 
 
@@ -128,6 +131,101 @@ def test_step_gradient_is_the_summed_loss_over_the_steps_normaliser(corpus, tiny
     assert logged["n"] == chars and logged["ctc_loss"] == pytest.approx(total.item() / chars, rel=1e-5)
     name = "lm_head.weight"
     torch.testing.assert_close(seen[name], trainer.asr_model.get_parameter(name).grad, rtol=1e-4, atol=1e-6)
+    trainer.feeder.close()
+
+
+def distill_trainer(run_dir, corpus, tiny_model_dir, hparams_extra, accumulation_steps):
+    """A Target-guided trainer (student seeded alike every time) whose teacher, the tiny pretrained attention model,
+    runs in eval mode: deterministic, as dropout and SpecAugment are off (QUIET) for both."""
+    from train_distill import Teacher
+
+    torch.manual_seed(0)
+    trainer = build(run_dir, corpus, tiny_model_dir, f"asr_use_mamba=True,teacher_eval_mode=True,{hparams_extra}",
+                    accumulation_steps=accumulation_steps)
+    hp = trainer.hparams
+    weights = build_asr_model(create_hparams(f"asr_model_name={tiny_model_dir},{QUIET}")).state_dict()
+    teacher = Teacher(hp, weights, tiny_model_dir, "cpu", trainer.accelerator.autocast)
+    trainer.extra_losses = teacher.losses
+    trainer.extra_weights = {"layer_distill_loss": hp.alpha_layer_distill_loss,
+                             "logits_distill_loss": hp.alpha_logits_distill_loss}
+    trainer.weights.update(trainer.extra_weights)
+    trainer.record_hidden_states = True
+    return trainer
+
+
+def step_gradients(trainer) -> tuple[dict, dict]:
+    """(the gradients the optimiser sees in one train_step, its logged row)."""
+    seen, step = {}, trainer.optimizer.step
+    trainer.optimizer.step = lambda *a, **k: (seen.update(
+        {n: p.grad.clone() for n, p in trainer.asr_model.named_parameters() if p.grad is not None}), step(*a, **k))
+    logged = trainer.train_step()
+    trainer.feeder.close()
+    return seen, logged
+
+
+@pytest.mark.parametrize("frame_mean", [False, True])
+def test_distillation_weight_under_accumulation_is_the_originals(corpus, tiny_model_dir, tmp_path, frame_mean):
+    """One utterance repeated: accumulating k micro-batches weights distillation by alpha / k (the original's
+    n_b / F before the step's division by N), so accumulation 2 with alphas 2 is accumulation 1 with alphas 1;
+    distill_frame_mean=True keeps the mean per frame, the same at any accumulation."""
+    runs = {}
+    for accumulation, alpha in ((1, 1), (2, 2), (2, 1)):
+        trainer = distill_trainer(tmp_path / f"acc{accumulation}_alpha{alpha}", corpus, tiny_model_dir,
+                                  f"batch_size=1,max_grad_norm=1e9,alpha_layer_distill_loss={alpha},"
+                                  f"alpha_logits_distill_loss={alpha},distill_frame_mean={frame_mean}", accumulation)
+        one = trainer.feeder.utts[:1]
+        trainer.feeder.epoch_batches = lambda epoch, one=one: [one] * 4
+        runs[accumulation, alpha] = step_gradients(trainer)
+    (base, base_logged) = runs[1, 1]
+    (same, same_logged), (other, _) = (runs[2, 1], runs[2, 2]) if frame_mean else (runs[2, 2], runs[2, 1])
+    assert base.keys() == same.keys() == other.keys()
+    for name in base:
+        torch.testing.assert_close(same[name], base[name], rtol=1e-4, atol=1e-7, msg=name)
+    assert same_logged["loss"] == pytest.approx(base_logged["loss"], rel=1e-5)
+    name = "wav2vec2.encoder.layers.0.attention.fw_mamba.in_proj.weight"  # distillation reaches it
+    assert not torch.allclose(other[name], base[name], rtol=1e-2, atol=0)
+
+
+def test_logged_distillation_terms_follow_the_formula(corpus, tiny_model_dir, tmp_path):
+    """Two micro-batches of different lengths: each logged distillation term is sum_b (n_b / N) * S_b / F (S_b summed
+    over b's valid frames, n_b its characters, N and F the step's characters and frames), the CTC term sum_b
+    CTC_b / N, and the logged loss their weighted sum."""
+    trainer = distill_trainer(tmp_path / "run", corpus, tiny_model_dir, "batch_size=2,alpha_layer_distill_loss=15,"
+                              "alpha_logits_distill_loss=1", accumulation_steps=2)
+    recorded, losses = [], trainer.extra_losses
+
+    def recording(batch, out):
+        terms = losses(batch, out)
+        ctc, _ = ctc_loss_per_utterance(out.logits, out.output_lengths, batch["labels"], batch["label_lengths"], 0)
+        recorded.append((int(batch["label_lengths"].sum()), int(out.output_lengths.sum()), ctc.sum().item(),
+                         {k: v.item() for k, v in terms.items()}))
+        return terms
+
+    trainer.extra_losses = recording
+    logged = trainer.train_step()
+    trainer.feeder.close()
+    assert logged["n_inf"] == 0 and len(recorded) == 2 and recorded[0][:2] != recorded[1][:2]
+    chars, frames = sum(r[0] for r in recorded), sum(r[1] for r in recorded)
+    assert logged["n"] == chars
+    for term in ("layer_distill_loss", "logits_distill_loss"):
+        expected = sum(n_b / chars * s[term] / frames for n_b, _, _, s in recorded)
+        assert logged[term] == pytest.approx(expected, rel=1e-5), term
+    assert logged["ctc_loss"] == pytest.approx(sum(r[2] for r in recorded) / chars, rel=1e-5)
+    assert logged["loss"] == pytest.approx(logged["ctc_loss"] + 15 * logged["layer_distill_loss"]
+                                           + logged["logits_distill_loss"], rel=1e-6)
+
+
+def test_teacher_keeps_its_mode_through_a_snapshot_evaluation(corpus, tiny_model_dir, tmp_path):
+    """Waypoint guidance evaluates each new teacher snapshot on dev; afterwards the teacher runs in the mode it ran
+    in: eval with teacher_eval_mode=True, train (the original's) without."""
+    trainer = distill_trainer(tmp_path / "run", corpus, tiny_model_dir, "batch_size=2", accumulation_steps=1)
+    teacher = trainer.extra_losses.__self__
+    assert not teacher.model.training
+    metrics = teacher.evaluate(trainer.dev_batches(), trainer.tokenizer, trainer.accelerator)
+    assert not teacher.model.training and 0 <= metrics["wer"]
+    teacher.model.train()
+    teacher.evaluate(trainer.dev_batches(), trainer.tokenizer, trainer.accelerator)
+    assert teacher.model.training
     trainer.feeder.close()
 
 

@@ -7,6 +7,8 @@ A run directory is self-describing::
       model.ckpt-2000                   save_checkpoint(run_dir / "model.ckpt-2000", state)
       model.ckpt-4000
       model.ckpt-4000-wer-0.1234        BestTracker's copy of the best checkpoint for one metric
+                                        (an original-code run dir: model.ckpt-4000-wer-0.1234-cer-0.0567, its
+                                        plain file removed; models/original.py reads its checkpoints)
       best_metrics.json                 {"wer": [0.1234, 4000], ...}
       metrics.jsonl                     utils.metrics.MetricsLogger
 
@@ -34,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 CKPT_PREFIX = "model.ckpt-"
 _STEP_RE = re.compile(r"^model\.ckpt-(\d+)(?:-.+)?$")  # model.ckpt-2000, model.ckpt-2000-wer-0.1234
-_PLAIN_RE = re.compile(r"^model\.ckpt-(\d+)$")  # what list_checkpoints counts
+_PLAIN_RE = re.compile(r"^model\.ckpt-(\d+)$")  # what list_checkpoints prefers
 BEST_METRICS = "best_metrics.json"
 
 
@@ -169,20 +171,24 @@ def checkpoint_step(path) -> int:
 
 
 def list_checkpoints(run_dir) -> list[tuple[int, Path]]:
-    """``[(step, path), ...]`` of the plain ``model.ckpt-<step>`` files in ``run_dir``, by step.
+    """``[(step, path), ...]`` of the checkpoints in ``run_dir``, one per step, by step: the plain
+    ``model.ckpt-<step>``, else the best-named ``model.ckpt-<step>-<metric>-<value>...`` (first by name).
 
-    Best copies (``model.ckpt-<step>-<metric>-<value>``) and temp files are not listed; a missing directory
-    gives an empty list.
+    This code keeps the plain file beside its best copies; the original code removes it when it saves a step as
+    best, so in its run dirs a best-named file is the only one of its step. Temp files are not listed; a missing
+    directory gives an empty list.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
-    found = []
-    for p in run_dir.iterdir():
-        m = _PLAIN_RE.match(p.name)
+    found = {}
+    for p in sorted(run_dir.iterdir()):
+        m = _STEP_RE.match(p.name)
         if m is not None and p.is_file():
-            found.append((int(m.group(1)), p))
-    return sorted(found)
+            step = int(m.group(1))
+            if step not in found or _PLAIN_RE.match(p.name):
+                found[step] = p
+    return sorted(found.items())
 
 
 def latest_checkpoint(run_dir) -> Path | None:
@@ -209,9 +215,9 @@ def resolve_checkpoint(path) -> Path:
 def teacher_snapshot(run_dir, student_step: int, cycle: int) -> Path:
     """The teacher checkpoint that guides a student at ``student_step`` (waypoint guidance).
 
-    Among the teacher's ``model.ckpt-<step>`` with ``step % cycle == 0``: the one at the smallest step strictly
-    greater than ``student_step`` (the next waypoint ahead of the student), or the last one once the student is
-    at or past it.
+    Among the teacher's checkpoints (``list_checkpoints``: an original-code run dir's best-named ones included)
+    with ``step % cycle == 0``: the one at the smallest step strictly greater than ``student_step`` (the next
+    waypoint ahead of the student), or the last one once the student is at or past it.
     """
     if cycle <= 0:
         raise ValueError(f"teacher snapshot cycle must be positive, got {cycle}")
@@ -307,3 +313,13 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     except OSError:
         with open(src, "rb") as f_src:
             _atomic_write(dst, lambda f: shutil.copyfileobj(f_src, f))
+
+
+def load_model_weights(path) -> dict:
+    """The model state dict of the checkpoint at ``path`` in this code's key names: an original-code checkpoint's
+    converted (models/original.py)."""
+    from models import original
+
+    state = load_checkpoint(path)
+    return original.model_from_original(state["model"], path) if original.is_original_checkpoint(state) \
+        else state["model"]

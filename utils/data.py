@@ -37,10 +37,11 @@ VoxCeleb1 speaker identification (``--use_hf_dataset``)
 --------------------------------------------------------
 ``--data-dir s3prl/superb--si--data/VoxCeleb1`` names the HF dataset ``s3prl/superb``, subset ``si``, manual dir
 ``data/VoxCeleb1``. ``datasets`` >= 4 no longer runs hub loading scripts, so ``superb_si_dataset`` builds the same
-splits locally from ``<manual>/wav/idXXXXX/<video>/<n>.wav`` and the official ``<manual>/iden_split.txt``
-(1 = train, 2 = validation, 3 = test; label = index of the speaker among the sorted speaker ids) and caches the
-``DatasetDict`` with ``save_to_disk`` in ``<manual>/superb_si-<fingerprint>``, rebuilt when iden_split.txt changes.
-SI utterances have ``text == ""`` and ``labels == (speaker_index,)``.
+splits locally, as that script does: from ``<manual>/wav/idXXXXX/<video>/<n>.wav`` and ``<manual>/veri_test_class.txt``
+(SUPERB's split; the official ``iden_split.txt`` when it is absent, logged; 1 = train, 2 = validation, 3 = test;
+label = the speaker's SUPERB class index, id10001 -> 0 ... id11251 -> 1250; name = ``id10001_<video>_00001`` as the
+original code names it) and caches the ``DatasetDict`` with ``save_to_disk`` in ``<manual>/superb_si-<fingerprint>``,
+rebuilt when the split file changes. SI utterances have ``text == ""`` and ``labels == (speaker_class,)``.
 """
 import collections
 import dataclasses
@@ -67,8 +68,8 @@ logger = logging.getLogger(__name__)
 UNK, PAD, WORD_DELIMITER = "[UNK]", "[PAD]", "|"
 LENGTH_TOLERANCE = 16  # samples; audio may differ this much from meta's num_samples (rounding in cutting tools)
 META_FIELDS = {"nlt": ("name", "num_samples", "text"), "nltLa": ("name", "num_samples", "text", "labels", "lang")}
-SI_SPLITS = ("train", "validation", "test")  # iden_split.txt's 1, 2, 3
-_SI_CACHE_VERSION = "1"  # bump when the cached DatasetDict's columns change
+SI_SPLITS = ("train", "validation", "test")  # the split file's 1, 2, 3
+_SI_CACHE_VERSION = "2"  # bump when the cached DatasetDict's columns change
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,7 +306,7 @@ def load_corpus(data_dir, meta, hparams, use_hf_dataset: bool = False) -> list[U
         if meta not in SI_SPLITS:
             raise ValueError(f"HF dataset {dataset_id}/{subset}: split {meta!r} is not one of {', '.join(SI_SPLITS)}")
         dataset = superb_si_dataset(manual_dir, sr=hparams.sr)
-        _check_classifier_sizes(f"{manual_dir}/iden_split.txt", [_num_speakers(dataset)], hparams)
+        _check_classifier_sizes(f"{manual_dir} (speaker classes)", [_num_speakers(dataset)], hparams)
         split = dataset[meta]
         utts = [Utterance(name, int(n), "", (int(label),), file) for name, n, label, file in
                 zip(split["name"], split["num_samples"], split["label"], split["file"])]
@@ -342,21 +343,23 @@ def _num_speakers(dataset) -> int:
 
 def superb_si_dataset(manual_dir, sr: int = 16000, rebuild: bool = False):
     """The SUPERB SI ``DatasetDict`` (train / validation / test; columns ``name``, ``file``, ``label``,
-    ``num_samples``, ``speaker_id``) built from ``<manual_dir>/iden_split.txt`` and ``<manual_dir>/wav``.
+    ``num_samples``, ``speaker_id``) built from ``<manual_dir>/wav`` and its split file: ``veri_test_class.txt``
+    (SUPERB's, read by the HF superb script), else ``iden_split.txt`` (corpora/voxceleb1.py, ``split_file``).
 
-    Cached under ``<manual_dir>/superb_si-<fingerprint>``, the fingerprint covering iden_split.txt's content and
-    the manual dir's absolute path: an edited split file or a moved corpus rebuilds (older caches are removed).
-    Building reads every wav header (sample rate ``sr``, mono), naming the first bad file."""
+    Cached under ``<manual_dir>/superb_si-<fingerprint>``, the fingerprint covering the split file's name and
+    content and the manual dir's absolute path: an edited split file or a moved corpus rebuilds (older caches are
+    removed). Building reads every wav header (sample rate ``sr``, mono), naming the first bad file."""
     import datasets  # slow import, only SI needs it
 
     manual_dir = Path(manual_dir).resolve()
-    from corpora.voxceleb1 import read_iden_split, speaker_labels
+    from corpora.voxceleb1 import read_iden_split, speaker_labels, split_file
 
-    split_file = manual_dir / "iden_split.txt"
-    if not split_file.is_file():
+    split_path = split_file(manual_dir)
+    if not split_path.is_file():
         read_iden_split(manual_dir)  # raises, explaining what the file is and where to get it
-    digest = hashlib.sha256(split_file.read_bytes())
-    digest.update(f"{manual_dir}|{sr}|{_SI_CACHE_VERSION}".encode())
+    logger.info("SUPERB SI: split from %s", split_path)
+    digest = hashlib.sha256(split_path.read_bytes())
+    digest.update(f"{split_path.name}|{manual_dir}|{sr}|{_SI_CACHE_VERSION}".encode())
     cache = manual_dir / f"superb_si-{digest.hexdigest()[:16]}"
     if cache.is_dir() and not rebuild:
         logger.info("SUPERB SI: loading the cached splits from %s", cache)
@@ -369,7 +372,7 @@ def superb_si_dataset(manual_dir, sr: int = 16000, rebuild: bool = False):
     logger.info("SUPERB SI: reading %d wav headers under %s", len(entries), manual_dir / "wav")
     for split_id, relpath in entries:
         if split_id not in (1, 2, 3):
-            raise ValueError(f"{split_file}: split {split_id} for {relpath}; expected 1, 2 or 3")
+            raise ValueError(f"{split_path}: split {split_id} for {relpath}; expected 1, 2 or 3")
         path = manual_dir / "wav" / relpath
         try:
             info = soundfile.info(str(path))
@@ -381,7 +384,7 @@ def superb_si_dataset(manual_dir, sr: int = 16000, rebuild: bool = False):
             raise ValueError(f"{path}: {info.channels} channels, expected mono")
         speaker = relpath.split("/")[0]
         col = columns[SI_SPLITS[split_id - 1]]
-        col["name"].append(relpath.rsplit(".", 1)[0])
+        col["name"].append(relpath.rsplit(".", 1)[0].replace("/", "_"))  # id10001_1zcIwhmdeo4_00001
         col["file"].append(str(path))
         col["label"].append(labels[speaker])
         col["num_samples"].append(int(info.frames))

@@ -1,13 +1,19 @@
 """What train.py and train_distill.py share: flags, run directory and hparams, optimiser and schedule, the loss
 of one step, evaluation, checkpoints and the training loop itself.
 
-Loss scale (as the original): every term is summed over a micro-batch. The step's normaliser n (transcript
-characters under ``loss_normalize_type=sample``, utterances under ``utterance``; see ``models.heads.normaliser``)
-is summed over the step's micro-batches and all ranks before any backward, so each micro-batch's loss is divided
-by the final n directly. Utterances whose CTC loss is infinite are zeroed and left out of n: once the step's finite
-n is known, the gradients are rescaled by n_all / n_finite. Distillation sums run over frames under `sample` and
-are divided by the step's total valid frames instead, a mean per frame. accelerate's averaging over ranks is undone
-by multiplying each loss by the number of processes.
+Loss scale (the original's, speech/models/model.py compute_loss and train_distill.py): every term is summed over a
+micro-batch. The step's normaliser N (transcript characters under ``loss_normalize_type=sample``, utterances under
+``utterance``; see ``models.heads.normaliser``) is summed over the step's micro-batches and all ranks before any
+backward, so each micro-batch's loss is divided by the final N directly. Utterances whose CTC loss is infinite
+are zeroed and left out of N and of distillation: once the step's finite N is known, the gradients are rescaled by
+N_all / N_finite. A distillation term S_b (summed over micro-batch b's valid frames) enters as
+``alpha * distill_scale * S_b``: under ``sample`` the original weights it by n_b / F, b's share n_b of N over the
+step's valid frames F, so the step's gradient holds ``alpha * sum_b (n_b / N) * S_b / F``, about alpha / k of a mean
+per frame at ``--accumulation_steps k`` (``distill_frame_mean=True``: N / F, the mean per frame); under
+``utterance`` S_b is already a sum of per-utterance means and is weighted 1. n_b, N and F are sums over all ranks
+(the original normalised each rank alone and averaged the ranks' gradients). accelerate's averaging over ranks is
+undone by multiplying each loss by the number of processes. The logged terms are the step's summed terms (each
+distillation term with its weight) over N_finite, and ``loss`` their weighted sum, as the original logs them.
 """
 import argparse
 import contextlib
@@ -25,6 +31,7 @@ from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_s
 from tqdm import tqdm
 
 from hparams import create_hparams
+from models import original
 from models.build import SpeechModel, build_asr_model, load_weights
 from models.heads import classifier_loss, ctc_loss_per_utterance, normaliser
 from utils import checkpoint as ckpt
@@ -134,14 +141,22 @@ def resolve_run(args) -> RunStart:
         base_json = run_dir / "hparams.json"
     elif restore is not None and (restore.parent / "hparams.json").is_file():
         base_json = restore.parent / "hparams.json"
-    hparams = create_hparams(args.hparams, json_path=base_json)
+    values = original.read_hparams_json(base_json) if base_json is not None else None  # read (and logged) once
+    hparams = create_hparams(args.hparams, json_path=base_json, saved=values)
     if base_json is not None:
-        saved = create_hparams(json_path=base_json)
+        saved = create_hparams(json_path=base_json, saved=values)
         changed = hparams.diff(saved)
         origin = "resuming" if resume else "restoring"
         logger.info("%s from %s with hparams of %s; changed: %s", origin, resume or restore, base_json,
                     ", ".join(f"{k} {old!r} -> {new!r}" for k, (new, old) in changed.items()) or "none")
     return RunStart(hparams, resume, restore)
+
+
+def hparams_of_run(json_path, hparams_string: str = ""):
+    """Defaults < the run's saved hparams.json (an original-code one converted: models/original.py) <
+    ``hparams_string``; ``json_path`` None: defaults < ``hparams_string``."""
+    saved = original.read_hparams_json(json_path) if json_path is not None else None
+    return create_hparams(hparams_string, json_path=json_path, saved=saved)
 
 
 def make_accelerator(args) -> Accelerator:
@@ -166,8 +181,17 @@ def write_hparams(run_dir: Path, hparams, accelerator) -> None:
     set_seed(hparams.seed)
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
+        keep_original_hparams(run_dir / "hparams.json")
         hparams.save_json(run_dir / "hparams.json")
         logger.info("hparams:\n%s", hparams.to_json())
+
+
+def keep_original_hparams(path: Path) -> None:
+    """An original-code run dir continued here: its hparams.json moves to hparams.original.json (this code's
+    takes its place; the original code reads its own keys only)."""
+    if path.is_file() and original.is_original_hparams(json.loads(path.read_text())):
+        path.rename(path.with_name("hparams.original.json"))
+        logger.info("%s is the original code's: kept as %s", path, path.with_name("hparams.original.json"))
 
 
 def data_paths(args):
@@ -189,13 +213,14 @@ def load_tokenizer(vocab_path, hparams):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 2. optimiser and schedule (as the original)
+# 2. optimiser and schedule (the original's)
 
 
 def is_weight_decayed(name: str) -> bool:
-    """Everything but biases (names ending in 'bias', Mamba2's dt_bias included) and layer norms."""
+    """The original's rule: everything but biases (names ending in '.bias') and the weights of modules named
+    'layer_norm'. Mamba2's dt_bias, A_log, D and norm.weight and the layers' final_layer_norm are decayed."""
     parts = name.split(".")
-    return not name.endswith("bias") and not (len(parts) > 1 and parts[-2] == "layer_norm")
+    return parts[-1] != "bias" and not (len(parts) > 1 and parts[-2] == "layer_norm")
 
 
 def make_optimizer(model, hparams) -> torch.optim.AdamW:
@@ -247,6 +272,15 @@ def task_loss_sums(out, batch, hparams, has_transcripts: bool) -> tuple[dict, to
 
 def weighted_total(terms: dict, weights: dict) -> torch.Tensor:
     return sum(weights[k] * v for k, v in terms.items())
+
+
+def distill_scale(hparams, n: torch.Tensor, n_all: torch.Tensor, frames: torch.Tensor) -> torch.Tensor | float:
+    """The factor of a micro-batch's distillation sums before the step's division by N (see the module's
+    docstring): n / F (the original's ``scale_factor``), N / F with ``distill_frame_mean``, 1 under ``utterance``.
+    n: this micro-batch's finite normaliser; n_all (N) and frames (F): the step's, over all ranks."""
+    if hparams.loss_normalize_type == "utterance":
+        return 1.0
+    return (n_all if hparams.distill_frame_mean else n) / frames
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -339,20 +373,38 @@ class Trainer:
 
     def load(self, path: Path, weights_only: bool = False) -> None:
         state = ckpt.load_checkpoint(path)
-        load_weights(self.asr_model, state["model"], str(path))
+        from_original = original.is_original_checkpoint(state)
+        load_weights(self.asr_model, original.model_from_original(state["model"], path) if from_original
+                     else state["model"], str(path))
         if weights_only:
             logger.info("loaded weights of %s (training state reset)", path)
             return
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if from_original:
+            state = self._from_original(state, path)
+        if state["optimizer"] is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
-        # our own run, or another on the same data (Hybrid from a Target checkpoint): continue exactly
-        if Path(path).parent.resolve() == self.run_dir.resolve() or self.feeder.same_data(state["feeder"]):
+        if "feeder" not in state:
+            logger.info("%s is an original-code checkpoint: no data position or RNG state, the data order starts "
+                        "afresh", path)
+        elif Path(path).parent.resolve() == self.run_dir.resolve() or self.feeder.same_data(state["feeder"]):
+            # our own run, or another on the same data (Hybrid from a Target checkpoint): continue exactly
             self.feeder.load_state_dict(state["feeder"], strict=False)
             ckpt.set_rng_state(state["rng"])
         else:
             logger.info("%s was trained on other data (or another seed): the data order starts afresh", path)
         logger.info("restored %s at step %d", path, self.step)
+
+    def _from_original(self, state: dict, path: Path) -> dict:
+        """An original-code checkpoint as this code's (models/original.py), its optimiser state re-indexed by
+        parameter name for this optimiser."""
+        named = list(self.asr_model.named_parameters())
+        name_of = {id(p): n for n, p in named}
+        groups = [[name_of[id(p)] for p in group["params"]] for group in self.optimizer.param_groups]
+        logger.info("%s: an original-code checkpoint, converted", path)
+        return original.checkpoint_from_original(state, [n for n, _ in named], groups, is_weight_decayed, path)
 
     def save(self) -> Path:
         path = self.run_dir / f"{ckpt.CKPT_PREFIX}{self.step}"
@@ -381,8 +433,6 @@ class Trainer:
         batches = [to_device(self.feeder.next(self.step), acc.device) for _ in range(self.args.accumulation_steps)]
         n_all, frames = self._step_normalisers(batches)
         sums, n_finite, n_inf = {}, torch.zeros((), device=acc.device), 0
-        # distillation sums run over frames: a mean per frame under `sample`, per utterance (like n) otherwise
-        distill_denominator = frames if hp.loss_normalize_type == "sample" else n_all
         for i, batch in enumerate(batches):
             sync = contextlib.nullcontext() if i == len(batches) - 1 else acc.no_sync(self.model)
             with sync:
@@ -390,12 +440,11 @@ class Trainer:
                     out = self.model(batch["input_values"], batch["attention_mask"],
                                      record_hidden_states=self.record_hidden_states)
                     terms, n, finite = task_loss_sums(out, batch, hp, self.has_transcripts)
-                    loss = weighted_total(terms, self.weights) / n_all
                     if self.extra_losses is not None:
                         out.frame_mask = out.frame_mask & finite[:, None]  # infinite CTC: no distillation either
-                        extra = self.extra_losses(batch, out)
-                        loss = loss + weighted_total(extra, self.weights) / distill_denominator
-                        terms.update(extra)
+                        scale = distill_scale(hp, n, n_all, frames)
+                        terms.update({k: v * scale for k, v in self.extra_losses(batch, out).items()})
+                    loss = weighted_total(terms, self.weights) / n_all
                 acc.backward(loss * acc.num_processes)  # DDP averages over ranks; n is already a global sum
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float()
@@ -418,9 +467,7 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        task_terms = ("ctc_loss", "classifier_loss")
-        reduced = {k: acc.reduce(v, "sum").item() / (max(n_finite.item(), 1) if k in task_terms else
-                                                      distill_denominator.item()) for k, v in sums.items()}
+        reduced = {k: acc.reduce(v, "sum").item() / max(n_finite.item(), 1) for k, v in sums.items()}
         samples = sum(b["num_samples"].sum() for b in batches)  # this rank's; summed over ranks below
         audio_seconds = acc.reduce(samples.to(acc.device, torch.float64), "sum").item() / hp.sr
         row = {**reduced, "loss": weighted_total(reduced, self.weights), "lr": lr, "grad_norm": grad_norm.item(),
