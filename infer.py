@@ -24,7 +24,7 @@ from hparams import create_hparams
 from models.build import SpeechModel, build_asr_model, chunked_feature_encoder, count_parameters, load_weights
 from utils import checkpoint as ckpt
 from utils import training
-from utils.data import eval_batches, load_corpus
+from utils.data import check_audio, check_same_vocab, eval_batches, load_corpus
 
 logger = logging.getLogger("infer")
 
@@ -55,6 +55,10 @@ def main():
                                 f"train.py writes beside its checkpoints")
     hparams = create_hparams(args.hparams, json_path=saved)
     logger.info("checkpoint %s (step %d), hparams from %s", checkpoint, ckpt.checkpoint_step(checkpoint), saved)
+    vocab_path = args.vocab_path or (None if args.use_hf_dataset else str(Path(args.data_dir) / "vocab.json"))
+    if vocab_path is not None:  # transcripts decode with the checkpoint's alphabet or not at all
+        check_same_vocab(vocab_path, checkpoint.parent / training.VOCAB_JSON, f"the run of {checkpoint}",
+                         matters=hparams.ctc_weight > 0)
 
     # 2. model
     model = build_asr_model(hparams, pretrained=False)
@@ -65,7 +69,7 @@ def main():
     # 3. data
     default_split = "test" if args.use_hf_dataset else "meta.test.txt"
     utts = load_corpus(args.data_dir, args.eval_meta or default_split, hparams, args.use_hf_dataset)
-    vocab_path = args.vocab_path or (None if args.use_hf_dataset else str(Path(args.data_dir) / "vocab.json"))
+    check_audio(utts, hparams.sr, f"eval data {args.eval_meta or default_split}")  # every file, before the first batch
     tokenizer = training.load_tokenizer(vocab_path, hparams) if vocab_path else None
     batches = eval_batches(utts, hparams, tokenizer, rank=accelerator.process_index,
                            world_size=accelerator.num_processes, max_batches=0)
@@ -96,4 +100,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    training.run_script(main)
