@@ -199,6 +199,9 @@ def test_a_refused_resume_ends_in_one_line_and_leaves_the_run_files_as_they_were
          f"--hparams asr_use_mamba=True: {std_run / 'hparams.json'} says asr_use_mamba=False, and resuming from "
          f"{std_run / 'model.ckpt-1'} cannot change what its weights were built with"),
         (corpus, "batch_size=-2", 2, "error: --hparams: hparam 'batch_size' must be > 0, got -2"),
+        (corpus, "data_warmup_steps=100,input_length_upper_bound=10", 1,
+         "the data warm-up (steps below data_warmup_steps=100) keeps utterances of at most "
+         "input_length_upper_bound=10 samples (0.000625 s at sr=16000;"),
         (other_vocab(corpus, tmp_path / "data"), "", 1,
          f"{tmp_path / 'data' / 'vocab.json'} differs from {std_run / 'vocab.json'}, the vocabulary of the run in "
          f"{std_run}: 2 token(s) with another id"),

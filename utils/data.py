@@ -725,7 +725,7 @@ class BatchFeeder:
     on every rank). While the trainer's step is below ``hparams.data_warmup_steps``, each batch loses the
     utterances longer than ``input_length_upper_bound`` samples (when > 0) and those whose transcript has at most
     ``target_length_lower_bound`` characters (not for corpora without transcripts); an emptied batch is skipped. A
-    warm-up that would keep no utterance at all is an error at its first batch, and so is a whole epoch's worth of
+    warm-up that would keep no utterance at all is an error (``check_warmup``), and so is a whole epoch's worth of
     emptied batches in a row (``DataError``). An utterance whose audio cannot be loaded (``load_audio``) is left out
     of its batch, with a warning once per file; more than ``bad_audio_limit`` such files stop the run.
 
@@ -851,8 +851,11 @@ class BatchFeeder:
         warmup = f"the data warm-up (steps below data_warmup_steps={hp.data_warmup_steps})"
         return f"{warmup} keeps utterances of {' and '.join(bounds)}" if bounds else f"{warmup} keeps every utterance"
 
-    def _check_warmup(self) -> None:
-        """The data warm-up's first batch: an error if it would keep no utterance, a warning if under 10%."""
+    def check_warmup(self, step: int) -> None:
+        """At a step under the data warm-up: an error if its filter keeps no utterance, a warning if under 10%. Done
+        once, by the trainer at start-up or else at the first warm batch."""
+        if not self._warm(step) or self._warmup_checked:
+            return
         self._warmup_checked = True
         kept = len(self._filter(self.utts))
         if kept == 0:
@@ -915,8 +918,7 @@ class BatchFeeder:
             self._prefetcher = _Prefetcher(self._plans(self._epoch, self._index), self._prepare_plan, self.prefetch,
                                            self.workers)
         warm = self._warm(self._step)
-        if warm and not self._warmup_checked:
-            self._check_warmup()
+        self.check_warmup(self._step)
         if not warm and self._step >= self.hparams.data_warmup_steps > 0 and not self._warmup_reported:
             self._warmup_reported = True
             logger.info("data warm-up over at step %d (it dropped %d utterances, skipped %d batches)",

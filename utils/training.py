@@ -724,6 +724,7 @@ def build_trainer(args, start: RunStart, accelerator, model, **trainer_kwargs) -
         trainer.load(start.resume)
     elif start.restore is not None:
         trainer.load(start.restore, weights_only=args.reset_training)
+    feeder.check_warmup(trainer.step)  # a filter that keeps nothing stops the start, before any file is written
     trainer.drop_metrics_after_start(resumed=start.resume is not None)
     return trainer
 
