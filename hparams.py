@@ -5,8 +5,9 @@
     hparams.save_json(run_dir / "hparams.json")
 
 Precedence (lowest first): the defaults below < a saved ``hparams.json`` (resume, infer) < ``--hparams``.
-Values are coerced to the default's type; an unknown key fails naming the nearest valid keys and a bad value
-fails naming its key. Nothing a user types is ever evaluated as Python.
+Values are coerced to the default's type; an unknown key fails naming the nearest valid keys, and a bad value or
+one out of its range (``RANGES``: batch_size > 0, input_length_upper_bound >= 0, ...) fails naming its key.
+Nothing a user types is ever evaluated as Python.
 """
 import dataclasses
 import difflib
@@ -20,6 +21,26 @@ CHOICES = {
     "classifier_pooling": ("mean",),
     "data_format": ("nlt", "nltLa"),
     "loss_normalize_type": ("sample", "utterance"),
+}
+
+# what a checkpoint's weights were built with: a resume (or --restore_from) cannot change them
+ARCHITECTURE_KEYS = ("asr_use_mamba", "asr_vocab_size", "asr_mamba_residual_inside", "mamba_d_state", "mamba_d_conv",
+                     "mamba_headdim", "mamba_expand", "use_classifier", "classifier_num_targets", "pad_token_id")
+
+# the range of every numeric hparam that has one: (what it must be, the test); NaN fails every test
+_POSITIVE, _NON_NEGATIVE, _PROBABILITY = ("> 0", lambda v: v > 0), (">= 0", lambda v: v >= 0), \
+    ("in [0, 1]", lambda v: 0 <= v <= 1)
+RANGES = {
+    **dict.fromkeys(("asr_vocab_size", "mamba_d_state", "mamba_d_conv", "mamba_headdim", "mamba_expand",
+                     "mamba_chunk_size", "sr", "bucket_size", "batch_size", "batch_frame_limit",
+                     "batch_quad_frame_limit", "distill_temperature", "teacher_snapshot_cycle", "max_lr", "adam_eps",
+                     "max_grad_norm"), _POSITIVE),
+    **dict.fromkeys(("mamba_scan_graph_frames", "mamba_mixer_graph_frames", "pad_token_id", "data_warmup_steps",
+                     "input_length_upper_bound", "target_length_lower_bound", "max_eval_batches", "ctc_weight",
+                     "classifier_weight", "alpha_layer_distill_loss", "alpha_logits_distill_loss", "warmup_steps",
+                     "final_lr", "decay_steps", "reg_weight", "seed"), _NON_NEGATIVE),
+    **dict.fromkeys(("hidden_dropout", "activation_dropout", "feat_proj_dropout", "final_dropout", "mask_time_prob"),
+                    _PROBABILITY),
 }
 
 
@@ -103,6 +124,8 @@ class HParams:
             hint = f"; did you mean {', '.join(near)}?" if near else ""
             raise KeyError(f"unknown hparam '{key}'{hint}")
         value = _coerce(key, value, type(getattr(HParams, key)))
+        if key in RANGES and not RANGES[key][1](value):
+            raise ValueError(f"hparam '{key}' must be {RANGES[key][0]}, got {value!r}")
         if key in CHOICES and value not in CHOICES[key]:
             raise ValueError(f"hparam '{key}' must be one of {', '.join(CHOICES[key])}, got {value!r}")
         if key == "classifier_num_targets" and not re.fullmatch(r"[1-9][0-9]*(,[1-9][0-9]*)*", value):

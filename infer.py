@@ -24,7 +24,7 @@ from accelerate import Accelerator
 from models.build import SpeechModel, build_asr_model, chunked_feature_encoder, count_parameters, load_weights
 from utils import checkpoint as ckpt
 from utils import training
-from utils.data import eval_batches, load_corpus
+from utils.data import check_audio, check_same_vocab, eval_batches, load_corpus
 
 logger = logging.getLogger("infer")
 
@@ -56,6 +56,10 @@ def main():
                                 f"train.py writes beside its checkpoints")
     hparams = training.hparams_of_run(saved, args.hparams)
     logger.info("checkpoint %s (step %d), hparams from %s", checkpoint, ckpt.checkpoint_step(checkpoint), saved)
+    vocab_path = args.vocab_path or (None if args.use_hf_dataset else str(Path(args.data_dir) / "vocab.json"))
+    if vocab_path is not None:  # transcripts decode with the checkpoint's alphabet or not at all
+        check_same_vocab(vocab_path, checkpoint.parent / training.VOCAB_JSON, f"the run of {checkpoint}",
+                         matters=hparams.ctc_weight > 0)
 
     # 2. model
     model = build_asr_model(hparams, pretrained=False)
@@ -66,7 +70,7 @@ def main():
     # 3. data
     default_split = "test" if args.use_hf_dataset else "meta.test.txt"
     utts = load_corpus(args.data_dir, args.eval_meta or default_split, hparams, args.use_hf_dataset)
-    vocab_path = args.vocab_path or (None if args.use_hf_dataset else str(Path(args.data_dir) / "vocab.json"))
+    check_audio(utts, hparams.sr, f"eval data {args.eval_meta or default_split}")  # every file, before the first batch
     tokenizer = training.load_tokenizer(vocab_path, hparams) if vocab_path else None
     batches = eval_batches(utts, hparams, tokenizer, rank=accelerator.process_index,
                            world_size=accelerator.num_processes, max_batches=0)
@@ -97,4 +101,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    training.run_script(main)

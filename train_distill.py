@@ -25,6 +25,7 @@ from models.build import SpeechModel, build_asr_model, forward_model, load_weigh
 from models.heads import layer_distill_loss, logits_distill_loss
 from utils import checkpoint as ckpt
 from utils import training
+from utils.data import check_same_vocab
 
 logger = logging.getLogger("train_distill")
 
@@ -73,14 +74,14 @@ class Teacher:
 def main():
     args = training.parse_args(training.build_arg_parser(__doc__, distill=True))
 
-    # 1. hparams and run dir
+    # 1. hparams and run dir (its hparams.json and vocab.json are written once every check below has passed)
     accelerator = training.make_accelerator(args)
     training.setup_logging(Path(args.model_dir), accelerator.is_main_process)
-    start = training.resolve_run(args)
+    start = training.resolve_run(args, accelerator.is_main_process)
     hparams = start.hparams
     if not hparams.asr_use_mamba:
         raise ValueError("train_distill.py trains a BiMamba2 student: add asr_use_mamba=True to --hparams")
-    training.write_hparams(Path(args.model_dir), hparams, accelerator)
+    training.seed_everything(hparams)
 
     # 2. teacher / student
     if args.use_teacher_snapshots:
@@ -90,6 +91,10 @@ def main():
     fresh_run = start.resume is None and start.restore is None
     starts_from_teacher = fresh_run and not args.use_teacher_snapshots  # Target guided's first run
     uses_teacher = hparams.alpha_layer_distill_loss > 0 or hparams.alpha_logits_distill_loss > 0
+    vocab_path = training.data_paths(args)[2]
+    if vocab_path is not None and (starts_from_teacher or uses_teacher):  # its CTC head and logits index this vocab
+        check_same_vocab(vocab_path, first_teacher.parent / training.VOCAB_JSON, f"the teacher {first_teacher}",
+                         matters=hparams.ctc_weight > 0 or hparams.alpha_logits_distill_loss > 0)
     teacher_weights = ckpt.load_model_weights(first_teacher) if starts_from_teacher or uses_teacher else None
     student = training.build_model_for_run(hparams, start, init_state_dict=teacher_weights if starts_from_teacher
                                            else None, init_source=str(first_teacher))
@@ -101,7 +106,7 @@ def main():
     else:
         logger.info("both distillation weights are 0: training the student alone (Hybrid's second phase)")
 
-    # 3. data, 4. optimiser and schedule, 5. resume
+    # 3. data, 4. optimiser and schedule, 5. resume; then the checked configuration goes into the run dir
     weights = {"layer_distill_loss": hparams.alpha_layer_distill_loss,
                "logits_distill_loss": hparams.alpha_logits_distill_loss}
     trainer = training.build_trainer(
@@ -109,6 +114,7 @@ def main():
         extra_losses=teacher.losses if teacher else None, extra_weights=weights,
         record_hidden_states=teacher is not None and hparams.alpha_layer_distill_loss > 0,
     )
+    training.write_run_files(args, hparams, accelerator)
 
     # Waypoint guidance: switch to the teacher snapshot ahead of the student, evaluating each new one on dev
     def follow_teacher(step: int) -> None:
@@ -131,4 +137,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    training.run_script(main)

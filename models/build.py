@@ -143,7 +143,15 @@ def load_weights(model: nn.Module, state_dict: dict, source: str) -> None:
     """``model.load_state_dict(state_dict)``, strict but for SpecAugment's mask embedding, which a Wav2Vec2 has only
     when mask_time_prob or mask_feature_prob > 0: a teacher trained without SpecAugment seeds a student with it
     (which keeps its own embedding, drawn at construction) and the other way round (the teacher's is dropped).
-    Any other missing or unexpected key is an error naming ``source``."""
+    Any other missing or unexpected key, or a tensor of another shape, is one error naming ``source``."""
+    own = model.state_dict()
+    misshapen = [k for k, v in state_dict.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if misshapen:
+        first = misshapen[0]
+        raise ValueError(f"{source} does not fit the model: {len(misshapen)} tensor(s) of another shape, e.g. {first} "
+                         f"{tuple(state_dict[first].shape)} where the model has {tuple(own[first].shape)}; was it "
+                         f"saved by a model of another size (asr_model_name, asr_vocab_size, classifier_num_targets, "
+                         f"mamba_*)?")
     result = model.load_state_dict(state_dict, strict=False)
     missing = [k for k in result.missing_keys if k != MASK_EMBEDDING]
     unexpected = [k for k in result.unexpected_keys if k != MASK_EMBEDDING]

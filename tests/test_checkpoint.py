@@ -1,4 +1,5 @@
 """utils.checkpoint: atomic save, weights_only load, RNG round trip, lookup, teacher snapshots, best tracking."""
+import errno
 import json
 import os
 import random
@@ -9,11 +10,14 @@ import torch
 
 from utils.checkpoint import (
     BestTracker,
+    CheckpointError,
     checkpoint_step,
     latest_checkpoint,
+    latest_usable_checkpoint,
     list_checkpoints,
     load_checkpoint,
     metric_direction,
+    remove_temp_files,
     resolve_checkpoint,
     rng_state,
     save_checkpoint,
@@ -52,7 +56,7 @@ def test_save_overwrites_and_failed_save_leaves_old_file(tmp_path):
     path = tmp_path / "model.ckpt-10"
     save_checkpoint(path, {"step": 10})
     save_checkpoint(path, {"step": 11})
-    assert load_checkpoint(path)["step"] == 11
+    assert load_checkpoint(path, required=())["step"] == 11
 
     class Unpicklable:
         def __reduce__(self):
@@ -60,7 +64,7 @@ def test_save_overwrites_and_failed_save_leaves_old_file(tmp_path):
 
     with pytest.raises(RuntimeError, match="boom"):
         save_checkpoint(path, {"step": 12, "bad": Unpicklable()})
-    assert load_checkpoint(path)["step"] == 11  # old content intact
+    assert load_checkpoint(path, required=())["step"] == 11  # old content intact
     assert os.listdir(tmp_path) == ["model.ckpt-10"]  # temp file cleaned up
 
 
@@ -91,7 +95,7 @@ def test_rng_round_trip_reproduces_draws(tmp_path):
     torch.manual_seed(99)
     assert draws()[0] != expected[0]
 
-    set_rng_state(load_checkpoint(tmp_path / "model.ckpt-1")["rng"])
+    set_rng_state(load_checkpoint(tmp_path / "model.ckpt-1", required=())["rng"])
     got = draws()
     assert got[:4] == expected[:4]
     assert torch.equal(got[4], expected[4])
@@ -151,6 +155,93 @@ def test_resolve_errors_say_what_was_looked_for(tmp_path):
         resolve_checkpoint(tmp_path / "missing")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(tmp_path / "missing")
+
+
+class FailingFile:
+    """A file whose writes fail with ``error`` once ``limit`` bytes have gone through: a full disk, or a Ctrl-C
+    arriving while torch's writer is in the middle of a checkpoint."""
+
+    def __init__(self, f, error, limit=4096):
+        self.f, self.error, self.limit, self.written = f, error, limit, 0
+
+    def write(self, data):
+        self.written += len(data)
+        if self.written > self.limit:
+            raise self.error
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
+def test_a_full_disk_or_a_ctrl_c_during_a_save_leaves_the_old_files_and_says_so(tmp_path, monkeypatch, error):
+    """torch's writer reports either as "unexpected pos"; the caller gets the cause, and nothing is half written."""
+    save_checkpoint(tmp_path / "model.ckpt-10", {"model": {}, "step": 10})
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: FailingFile(real_fdopen(fd, mode), error))
+    big = {"model": {"w": torch.randn(10000)}, "step": 20}
+    if isinstance(error, KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt):
+            save_checkpoint(tmp_path / "model.ckpt-20", big)
+    else:
+        with pytest.raises(OSError, match=rf"{tmp_path}/model.ckpt-10: no space left on the device \(No space left "
+                                          rf"on device; \d+ MiB free in {tmp_path}\): the checkpoint was not "
+                                          rf"written") as raised:
+            save_checkpoint(tmp_path / "model.ckpt-10", big)  # over an existing one: it stays as it was
+        assert raised.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["model.ckpt-10"]  # no temp file, nothing new
+    assert load_checkpoint(tmp_path / "model.ckpt-10")["step"] == 10
+
+
+def test_damaged_or_foreign_checkpoints_are_named_in_one_line(tmp_path):
+    good = save_checkpoint(tmp_path / "model.ckpt-2", {"model": {"w": torch.ones(3)}, "step": 2})
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "truncated").write_bytes(good.read_bytes()[:-300])
+    (tmp_path / "text").write_text("not a checkpoint\n")
+    torch.save({"w": torch.ones(3)}, tmp_path / "state_dict")  # a bare state dict (pytorch_model.bin)
+    torch.save({"model": {}, "when": np.float64(1.0)}, tmp_path / "pickled")  # a numpy scalar: pickled code
+    cases = {"empty": "empty (0 bytes): its write was cut short",
+             "truncated": "truncated or not a torch checkpoint",
+             "text": "truncated or not a torch checkpoint",
+             "state_dict": "lacks 'model' (it holds 'w'): not a checkpoint of train.py / train_distill.py",
+             "pickled": "holds objects that weights_only loading refuses"}
+    for name, message in cases.items():
+        with pytest.raises(CheckpointError) as raised:
+            load_checkpoint(tmp_path / name)
+        assert str(raised.value).startswith(f"checkpoint {tmp_path / name}: {message}"), str(raised.value)
+        assert "\n" not in str(raised.value)
+    with pytest.raises(CheckpointError, match=r"lacks 'optimizer', 'rng'"):
+        load_checkpoint(good, required=("model", "optimizer", "step", "rng"))
+
+
+def test_resume_lookup_skips_a_damaged_latest_checkpoint_with_a_warning(tmp_path, caplog):
+    for step in (2, 4, 6):
+        save_checkpoint(tmp_path / f"model.ckpt-{step}", {"model": {}, "step": step})
+    assert latest_usable_checkpoint(tmp_path) == tmp_path / "model.ckpt-6"
+    (tmp_path / "model.ckpt-6").write_bytes((tmp_path / "model.ckpt-6").read_bytes()[:100])
+    (tmp_path / "model.ckpt-4").write_bytes(b"")
+    with caplog.at_level("WARNING"):
+        assert latest_usable_checkpoint(tmp_path) == tmp_path / "model.ckpt-2"
+    assert f"checkpoint {tmp_path / 'model.ckpt-6'}: truncated" in caplog.text
+    assert f"checkpoint {tmp_path / 'model.ckpt-4'}: empty" in caplog.text
+    (tmp_path / "model.ckpt-2").write_bytes(b"")
+    assert latest_usable_checkpoint(tmp_path) is None
+
+
+def test_leftover_temp_files_are_removed_and_nothing_else(tmp_path):
+    keep = ["model.ckpt-2", ".keep.tmp", "notes.tmp", ".hidden"]
+    gone = [".model.ckpt-4.k2j_9x0a.tmp", ".hparams.json.abcdefgh.tmp", ".metrics.jsonl.12345678.tmp"]
+    touch_ckpts(tmp_path, *keep, *gone)
+    assert sorted(p.name for p in remove_temp_files(tmp_path)) == sorted(gone)
+    assert sorted(os.listdir(tmp_path)) == sorted(keep)
 
 
 # --- teacher snapshots --------------------------------------------------------------------------------------
@@ -215,13 +306,13 @@ def test_best_tracker_improve_and_file_management(tmp_path):
     assert sorted(improved) == ["clf_acc", "loss", "wer"]  # lr has no direction
     assert (run / "model.ckpt-100-wer-0.5000").is_file()
     assert (run / "model.ckpt-100-clf_acc-0.2500").is_file()
-    assert load_checkpoint(run / "model.ckpt-100-loss-2.0000")["step"] == 100
+    assert load_checkpoint(run / "model.ckpt-100-loss-2.0000", required=())["step"] == 100
 
     # wer better (lower), acc worse (lower), loss tied: only wer improves
     improved = tracker.update({"wer": 0.4, "clf_acc": 0.2, "loss": 2.0}, 200, run / "model.ckpt-200")
     assert improved == ["wer"]
     assert not (run / "model.ckpt-100-wer-0.5000").exists()  # previous best copy removed
-    assert load_checkpoint(run / "model.ckpt-200-wer-0.4000")["step"] == 200
+    assert load_checkpoint(run / "model.ckpt-200-wer-0.4000", required=())["step"] == 200
     assert (run / "model.ckpt-100-clf_acc-0.2500").is_file()  # other metrics' copies untouched
 
     # nothing improves: no files change, JSON unchanged
@@ -246,9 +337,9 @@ def test_best_copy_survives_pruning_and_overwrite(tmp_path):
     save_checkpoint(run / "model.ckpt-100", {"step": 100})
     BestTracker(run).update({"wer": 0.3}, 100, run / "model.ckpt-100")
     save_checkpoint(run / "model.ckpt-100", {"step": -1})  # atomic save replaces the inode, not the link
-    assert load_checkpoint(run / "model.ckpt-100-wer-0.3000")["step"] == 100
+    assert load_checkpoint(run / "model.ckpt-100-wer-0.3000", required=())["step"] == 100
     (run / "model.ckpt-100").unlink()  # keep-last-N pruning
-    assert load_checkpoint(run / "model.ckpt-100-wer-0.3000")["step"] == 100
+    assert load_checkpoint(run / "model.ckpt-100-wer-0.3000", required=())["step"] == 100
 
 
 def test_best_tracker_copies_when_hard_links_fail(tmp_path, monkeypatch):
@@ -262,7 +353,7 @@ def test_best_tracker_copies_when_hard_links_fail(tmp_path, monkeypatch):
     assert BestTracker(run).update({"wer": 0.3}, 100, run / "model.ckpt-100") == ["wer"]
     copy = run / "model.ckpt-100-wer-0.3000"
     assert copy.stat().st_ino != (run / "model.ckpt-100").stat().st_ino
-    assert load_checkpoint(copy)["step"] == 100
+    assert load_checkpoint(copy, required=())["step"] == 100
 
 
 def test_best_tracker_errors(tmp_path):

@@ -1,8 +1,10 @@
 """utils/data.py on tiny corpora built in tmp_path: meta parsing, transcripts, batching, feeder, collation, SI."""
 import json
 import logging
+import re
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,6 +109,26 @@ def test_build_tokenizer_and_encode(tmp_path):
                                 Utterance("c", 1, "z", (), "")], tokenizer)
 
 
+def test_a_vocab_that_differs_from_the_runs_is_refused_naming_both_files(tmp_path, caplog):
+    run_vocab = write_vocab(tmp_path)
+    (tmp_path / "data").mkdir()
+    vocab = json.loads(run_vocab.read_text())
+    vocab["|"], vocab["[UNK]"] = vocab["[UNK]"], vocab["|"]  # a re-prepared subset shifted two ids
+    (tmp_path / "data" / "vocab.json").write_text(json.dumps(vocab, indent=1))
+    data.check_same_vocab(run_vocab, run_vocab, "the run in x", matters=True)
+    reformatted = tmp_path / "other.json"
+    reformatted.write_text(json.dumps(json.loads(run_vocab.read_text()), indent=4))
+    data.check_same_vocab(reformatted, run_vocab, "the run in x", matters=True)  # same mapping, other layout
+    with pytest.raises(ValueError, match=rf"^{tmp_path}/data/vocab.json differs from {run_vocab}, the vocabulary of "
+                                         rf"the run in x: 2 token\(s\) with another id, e.g. '\|' 29 here and 28 "
+                                         rf"there; pass --vocab-path {run_vocab}"):
+        data.check_same_vocab(tmp_path / "data", run_vocab, "the run in x", matters=True)
+    with caplog.at_level(logging.WARNING):
+        data.check_same_vocab(tmp_path / "data", run_vocab, "the run in x", matters=False)
+    assert "differs from" in caplog.text and "ctc_weight=0" in caplog.text
+    data.check_same_vocab(tmp_path / "data", tmp_path / "none" / "vocab.json", "an old run", matters=True)
+
+
 def test_build_tokenizer_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="vocab.json"):
         data.build_tokenizer(tmp_path / "vocab.json")
@@ -200,6 +222,20 @@ def test_load_corpus_looks_meta_up_under_data_dir(tmp_path):
     assert len(by_name) == 4
 
 
+def test_a_bare_meta_name_comes_from_the_data_dir_even_beside_a_stray_copy(tmp_path, monkeypatch):
+    """A meta.train.txt in the working directory is not the data dir's: it is read only when named as a path."""
+    make_corpus(tmp_path / "data", n=4)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "meta.train.txt").write_text("talk0_00000|1000|stray\n")
+    assert len(data.load_corpus(tmp_path / "data", "meta.train.txt", hp())) == 4
+    assert [u.text for u in data.load_corpus(tmp_path / "data", "./meta.train.txt", hp())] == ["stray"]
+    with pytest.raises(FileNotFoundError, match=r"meta file meta.dev.txt not found in --data-dir .*data \(a bare "
+                                                r"file name is taken from there; write ./meta.dev.txt"):
+        data.load_corpus(tmp_path / "data", "meta.dev.txt", hp())
+    with pytest.raises(FileNotFoundError, match=r"meta file elsewhere/meta.train.txt not found$"):
+        data.load_corpus(tmp_path / "data", "elsewhere/meta.train.txt", hp())
+
+
 # ------------------------------------------------------------------------------------------------------------
 # batching
 
@@ -290,11 +326,20 @@ def test_collate_without_transcripts_or_labels(tmp_path):
     assert "classifier_labels" not in batch
 
 
+def write_float_wav(path, num_samples, bad_at=()):
+    """A float WAV (the one encoding that can hold NaN and inf) with NaN at the ``bad_at`` samples."""
+    wave = 0.1 * np.sin(np.arange(num_samples, dtype=np.float32))
+    wave[list(bad_at)] = np.nan
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), wave, SR, format="WAV", subtype="FLOAT")
+
+
 def test_load_audio_errors(tmp_path):
     write_audio(tmp_path / "ok.wav", 1000)
     write_audio(tmp_path / "sr8k.wav", 1000, sr=8000)
     write_audio(tmp_path / "stereo.wav", 1000, channels=2)
     (tmp_path / "corrupt.flac").write_bytes(b"not audio at all" * 10)
+    write_float_wav(tmp_path / "nan.wav", 1000, bad_at=(3, 500))
 
     def utt(file, n=1000):
         return Utterance("u", n, "", (), str(tmp_path / file))
@@ -306,9 +351,45 @@ def test_load_audio_errors(tmp_path):
                                     ("stereo.wav", 1000, ValueError, "stereo.wav: 2 channels"),
                                     ("corrupt.flac", 1000, ValueError, "corrupt.flac: cannot decode"),
                                     ("ok.wav", 1100, ValueError, "ok.wav: 1000 samples, but the meta line of u "
-                                                                 "says 1100")]:
+                                                                 "says 1100"),
+                                    ("nan.wav", 1000, ValueError, "nan.wav: 2 of 1000 samples of u are NaN or inf")]:
         with pytest.raises(error, match=message):
             data.load_audio(utt(file, n), SR)
+
+
+def test_check_audio_finds_every_bad_file_from_its_header(tmp_path, caplog, monkeypatch):
+    """Each problem load_audio would meet mid-run is found up front: a dev set stops the run, a training set loses
+    those utterances (with a warning naming them), and too many bad training files stop it too."""
+    meta = make_corpus(tmp_path, n=12)
+    utts = data.load_corpus(tmp_path, str(meta), hp())
+    by_name = {u.name: u for u in utts}
+    bad = {"talk0_00000": "not found", "talk1_00001": "cannot read the audio header",
+           "talk0_00002": "sample rate 8000 Hz", "talk1_00003": "2 channels",
+           "talk0_00004": f"{by_name['talk0_00004'].num_samples - 100} samples, but the meta line",
+           "talk1_00005": "1 of .* samples of talk1_00005 are NaN or inf"}
+    Path(by_name["talk0_00000"].audio_path).unlink()
+    Path(by_name["talk1_00001"].audio_path).write_bytes(b"RIFF and then nothing")
+    write_audio(Path(by_name["talk0_00002"].audio_path), by_name["talk0_00002"].num_samples, sr=8000)
+    write_audio(Path(by_name["talk1_00003"].audio_path), by_name["talk1_00003"].num_samples, channels=2)
+    write_audio(Path(by_name["talk0_00004"].audio_path), by_name["talk0_00004"].num_samples - 100)
+    nan_file = Path(by_name["talk1_00005"].audio_path)
+    nan_file.unlink()  # a .wav beside no .flac: the resolver picks it
+    write_float_wav(nan_file.with_suffix(".wav"), by_name["talk1_00005"].num_samples, bad_at=(10,))
+    utts = data.load_corpus(tmp_path, str(meta), hp())
+    found = dict((u.name, p) for u, p in zip(utts, [data.audio_problem(u, SR) for u in utts]) if p)
+    assert sorted(found) == sorted(bad)
+    for name, message in bad.items():
+        assert re.search(message, found[name]), found[name]
+    with pytest.raises(ValueError, match=r"^dev: 6 of 12 audio files fail the check: talk0_00000: audio file .* not "
+                                         r"found .*; .*talk1_00001.*; .*talk0_00002.*; and 3 more$"):
+        data.check_audio(utts, SR, "dev")
+    with caplog.at_level(logging.WARNING):
+        kept = data.check_audio(utts, SR, "train", drop=True)
+    assert sorted(u.name for u in kept) == sorted(set(by_name) - set(bad))
+    assert "train: 6 of 12 audio files fail the check" in caplog.text and "left out of training" in caplog.text
+    monkeypatch.setattr(data, "bad_audio_limit", lambda n: 5)
+    with pytest.raises(data.DataError, match="; more than 5: is --data-dir complete"):
+        data.check_audio(utts, SR, "train", drop=True)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -418,17 +499,58 @@ def test_feeder_batches_do_not_depend_on_the_number_of_workers(tmp_path):
         assert torch.equal(one["input_values"], four["input_values"]) and torch.equal(one["labels"], four["labels"])
 
 
-def test_feeder_propagates_load_errors(tmp_path):
+def test_feeder_leaves_unreadable_audio_out_once_per_file_and_stops_past_the_limit(tmp_path, caplog, monkeypatch):
+    """A file that fails to load mid-run (gone, damaged behind its header, NaN) costs its utterance only: it never
+    reaches a batch, each file is named once, the count goes up; past the limit the run stops (DataError)."""
     make_corpus(tmp_path, n=8)
     utts = data.load_corpus(tmp_path, "meta.train.txt", hp())
     (tmp_path / "talk1" / "talk1_00003.flac").unlink()
-    feeder = data.BatchFeeder(utts, hp("batch_size=100,batch_frame_limit=1e9,batch_quad_frame_limit=1e18"),
-                              data.build_tokenizer(tmp_path / "vocab.json"), seed=0)
-    with pytest.raises(FileNotFoundError, match="talk1_00003: audio file .*talk1_00003.flac not found"):
-        next(feeder)
-    with pytest.raises(FileNotFoundError, match="talk1_00003"):  # retried at the same position, not skipped
-        next(feeder)
+    flac = (tmp_path / "talk0" / "talk0_00004.flac").read_bytes()
+    (tmp_path / "talk0" / "talk0_00004.flac").write_bytes(flac[:len(flac) // 2])  # header intact, body cut
+    (tmp_path / "talk1" / "talk1_00005.flac").unlink()
+    write_float_wav(tmp_path / "talk1" / "talk1_00005.flac", utts[5].num_samples, bad_at=(7,))  # NaN behind .flac
+    bad = {"talk1_00003", "talk0_00004", "talk1_00005"}
+    hparams = hp("batch_size=100,batch_frame_limit=1e9,batch_quad_frame_limit=1e18")
+    feeder = data.BatchFeeder(utts, hparams, data.build_tokenizer(tmp_path / "vocab.json"), seed=0)
+    with caplog.at_level(logging.WARNING):
+        batches = [next(feeder) for _ in range(3)]  # three epochs of one batch each
     feeder.close()
+    for batch in batches:
+        assert sorted(batch["names"]) == sorted({u.name for u in utts} - bad)
+        assert torch.isfinite(batch["input_values"]).all()
+    warnings = [r.getMessage() for r in caplog.records if "is left out of its batch" in r.getMessage()]
+    assert len(warnings) == 3 and all(any(name in w for w in warnings) for name in bad), warnings
+    assert "(3 unreadable training file(s) so far)" in warnings[-1]
+    monkeypatch.setattr(data, "bad_audio_limit", lambda n: 2)
+    feeder = data.BatchFeeder(utts, hparams, data.build_tokenizer(tmp_path / "vocab.json"), seed=0)
+    with pytest.raises(data.DataError, match=r"3 training audio files cannot be loaded, more than 2"):
+        for _ in range(3):  # the worker that meets the third file may be building a later batch
+            next(feeder)
+    feeder.close()
+
+
+def test_a_data_warmup_that_keeps_nothing_stops_naming_its_bounds_and_units(tmp_path):
+    """input_length_upper_bound given in seconds (10) instead of samples: every batch would be emptied for ever."""
+    make_corpus(tmp_path, n=12)
+    hparams = hp("data_warmup_steps=100,input_length_upper_bound=10")
+    utts = data.load_corpus(tmp_path, "meta.train.txt", hparams)
+    feeder = data.BatchFeeder(utts, hparams, data.build_tokenizer(tmp_path / "vocab.json"), seed=0)
+    with pytest.raises(data.DataError, match=r"data warm-up \(steps below data_warmup_steps=100\) keeps utterances "
+                                             r"of at most input_length_upper_bound=10 samples \(0.000625 s at "
+                                             r"sr=16000; the shortest utterance has \d+\) and a transcript longer "
+                                             r"than target_length_lower_bound=2 characters .*: none of the 12"):
+        feeder.next(0)
+    feeder.close()
+    with data.BatchFeeder(utts, hparams, data.build_tokenizer(tmp_path / "vocab.json"), seed=0) as feeder:
+        assert feeder.next(100)["names"]  # past the warm-up the filter does not apply
+    # a whole epoch of emptied batches in a row (e.g. on one rank of several) stops the run too
+    hparams = hp("data_warmup_steps=100")
+    with data.BatchFeeder(utts, hparams, data.build_tokenizer(tmp_path / "vocab.json"), seed=0) as feeder:
+        feeder.next(0)
+        hparams.set("input_length_upper_bound", 10)
+        feeder.close()  # the batches prefetched under the earlier bound go
+        with pytest.raises(data.DataError, match=r"batches in a row came out empty \(rank 0\): the data warm-up"):
+            feeder.next(1)
 
 
 def test_feeder_rejects_out_of_vocab_transcripts(tmp_path):

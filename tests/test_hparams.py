@@ -95,3 +95,51 @@ def test_a_bad_hparams_flag_is_a_usage_error_before_the_run_dir_exists(tmp_path,
     assert exit_info.value.code == 2
     assert "error: --hparams: unknown hparam 'batch_sise'; did you mean batch_size" in capsys.readouterr().err
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("text,message", [
+    ("batch_size=-2", "hparam 'batch_size' must be > 0, got -2"),
+    ("batch_size=0", "hparam 'batch_size' must be > 0, got 0"),
+    ("input_length_upper_bound=-1", "hparam 'input_length_upper_bound' must be >= 0, got -1"),
+    ("data_warmup_steps=-5", "hparam 'data_warmup_steps' must be >= 0, got -5"),
+    ("batch_frame_limit=0", "hparam 'batch_frame_limit' must be > 0, got 0.0"),
+    ("hidden_dropout=1.5", "hparam 'hidden_dropout' must be in [0, 1], got 1.5"),
+    ("max_lr=nan", "hparam 'max_lr' must be > 0, got nan"),
+    ("teacher_snapshot_cycle=0", "hparam 'teacher_snapshot_cycle' must be > 0, got 0"),
+])
+def test_values_out_of_range_name_the_key(text, message):
+    with pytest.raises(ValueError) as raised:
+        create_hparams(text)
+    assert str(raised.value) == message
+
+
+def test_every_default_lies_in_its_range_and_every_number_has_one():
+    from hparams import RANGES
+
+    defaults = HParams()
+    numeric = {k for k, v in defaults.values().items() if type(v) in (int, float)}
+    assert numeric == set(RANGES)
+    assert all(test(getattr(defaults, key)) for key, (_, test) in RANGES.items())
+
+
+def test_an_out_of_range_saved_value_names_the_file_and_the_key(tmp_path):
+    (tmp_path / "hparams.json").write_text(json.dumps({"batch_size": -2}))
+    with pytest.raises(ValueError, match=r"hparams.json: hparam 'batch_size' must be > 0, got -2"):
+        create_hparams(json_path=tmp_path / "hparams.json")
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--accumulation_steps", "0", "argument --accumulation_steps: must be at least 1, got 0"),
+    ("--checkpoint_interval", "0", "argument --checkpoint_interval: must be at least 1, got 0"),
+    ("--eval_interval", "0", "argument --eval_interval: must be at least 1, got 0"),
+    ("--max_steps", "-1", "argument --max_steps: must be at least 0, got -1"),
+    ("--hparams", "batch_size=-2", "--hparams: hparam 'batch_size' must be > 0, got -2"),
+])
+def test_a_bad_flag_value_is_a_usage_error_naming_the_flag(tmp_path, capsys, flag, value, message):
+    from utils import training
+
+    argv = ["--model-dir", str(tmp_path / "run"), "--data-dir", str(tmp_path), f"{flag}={value}"]
+    with pytest.raises(SystemExit) as exit_info:
+        training.parse_args(training.build_arg_parser("test"), argv)
+    assert exit_info.value.code == 2
+    assert f"error: {message}" in capsys.readouterr().err

@@ -3,6 +3,7 @@ reversal, and the attention -> BiMamba2 surgery."""
 import copy
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -336,6 +337,16 @@ def test_weights_of_another_model_are_refused_naming_their_source(tiny_hparams):
         load_weights(build_asr_model(tiny_hparams()), student.state_dict(), "teacher.ckpt")
     with pytest.raises(ValueError, match=r"runs/std/model\.ckpt-4 does not fit the model"):  # train_distill's path
         build_asr_model(tiny_hparams(), init_state_dict=student.state_dict(), init_source="runs/std/model.ckpt-4")
+
+
+def test_weights_of_another_size_are_refused_in_one_line(tiny_hparams):
+    """A checkpoint of another vocabulary size: one line naming the source and a tensor, not one line per tensor."""
+    other = build_asr_model(tiny_hparams("asr_vocab_size=40"))
+    with pytest.raises(ValueError) as raised:
+        load_weights(build_asr_model(tiny_hparams()), other.state_dict(), "runs/x/model.ckpt-4")
+    assert re.fullmatch(r"runs/x/model\.ckpt-4 does not fit the model: 2 tensor\(s\) of another shape, e\.g\. "
+                        r"lm_head\.weight \(40, \d+\) where the model has \(32, \d+\); was it saved by a model of "
+                        r"another size .*", str(raised.value))
 
 
 def test_gradient_checkpointing_runs_through_the_wrapper(tiny_hparams):

@@ -1,6 +1,10 @@
-"""Loss scale, optimisation schedule, learning and exact resume of the training loop (utils/training.py)."""
+"""Loss scale, optimisation schedule, learning and exact resume of the training loop (utils/training.py); what the
+loop does with bad input (a failing evaluation, a full disk, a damaged checkpoint, a refused resume)."""
+import errno
 import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +22,7 @@ from models.heads import (NO_TRANSCRIPT_CHARS, ctc_loss_per_utterance, layer_dis
 from tests.conftest import TINY_MAMBA
 from utils import checkpoint as ckpt
 from utils import training
+from utils.metrics import read_rows
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = "hidden_dropout=0,activation_dropout=0,feat_proj_dropout=0,mask_time_prob=0,data_warmup_steps=0"
@@ -102,7 +107,9 @@ def build(run_dir, data_dir, tiny_model_dir, hparams_extra="", **arg_overrides):
     accelerator = training.make_accelerator(args)
     start = training.resolve_run(args)
     model = training.build_model_for_run(start.hparams, start)
-    return training.build_trainer(args, start, accelerator, model)
+    trainer = training.build_trainer(args, start, accelerator, model)
+    training.write_run_files(args, start.hparams, accelerator)  # as the scripts do
+    return trainer
 
 
 def test_step_gradient_is_the_summed_loss_over_the_steps_normaliser(corpus, tiny_model_dir, tmp_path):
@@ -302,8 +309,8 @@ def test_ctrl_c_stops_the_run_naming_the_checkpoint_to_resume_from(corpus, tiny_
     with pytest.raises(SystemExit) as stopped, caplog.at_level("WARNING"):
         trainer.fit()
     assert stopped.value.code == 130
-    assert f"interrupted during step 4: rerun the same command to resume from {tmp_path / 'run' / 'model.ckpt-2'} " \
-           f"(step 2)" in caplog.text
+    assert f"interrupted during step 4 (not saved): rerun the same command to resume from " \
+           f"{tmp_path / 'run' / 'model.ckpt-2'} (step 2)" in caplog.text
     assert [step for step, _ in ckpt.list_checkpoints(tmp_path / "run")] == [2]  # nothing saved at the interrupt
 
 
@@ -318,3 +325,140 @@ def test_fp16_overflowing_steps_lower_the_loss_scale_and_the_run_goes_on(corpus,
     scaler.update(new_scale=too_large)
     trainer.fit()
     assert trainer.step == 2 and scaler.get_scale() < too_large / 2  # at least two overflowing steps were skipped
+
+
+# ---------------------------------------------------------------------------------------------------------
+# bad input and faults: nothing lost, the culprit named
+
+
+@pytest.fixture
+def quiet_wandb(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+
+
+@pytest.fixture
+def restore_logging():
+    """Scripts and run_script set the root logger up (force=True): give the next tests pytest's handlers back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:], root.level = handlers, level
+
+
+def rows_of(run_dir, key):
+    return [r["step"] for r in read_rows(run_dir / "metrics.jsonl") if any(k.startswith(key) for k in r)]
+
+
+def test_a_failing_dev_evaluation_saves_first_and_the_rerun_evaluates_that_checkpoint(corpus, tiny_model_dir,
+                                                                                       tmp_path, quiet_wandb):
+    data_dir, run = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(corpus, data_dir)
+    trainer = build(run, data_dir, tiny_model_dir, "batch_size=2", max_steps=2, checkpoint_interval=2,
+                    eval_interval=100)
+    dev_file = Path(trainer.dev_utts[0].audio_path)
+    sound = dev_file.read_bytes()
+    dev_file.write_bytes(b"damaged after the start-up check")
+    with pytest.raises(ValueError) as raised:
+        trainer.fit()
+    assert str(raised.value).startswith("step 2: the dev evaluation failed: ") and str(dev_file) in str(raised.value)
+    assert f"{run / 'model.ckpt-2'} is saved: fix the dev data, then rerun the same command to resume from " \
+           f"{run / 'model.ckpt-2'} (step 2)" in str(raised.value)
+    assert ckpt.load_checkpoint(run / "model.ckpt-2", required=training.RESUME_CHECKPOINT_KEYS)["step"] == 2
+    assert rows_of(run, "loss") == [1, 2] and rows_of(run, "dev/") == []
+    dev_file.write_bytes(sound)
+    resumed = build(run, data_dir, tiny_model_dir, "batch_size=2", max_steps=2, checkpoint_interval=2,
+                    eval_interval=100)
+    assert resumed.step == 2 and resumed.evaluate_first
+    resumed.fit()
+    assert rows_of(run, "dev/") == [2] and json.loads((run / "best_metrics.json").read_text())["wer"][1] == 2
+
+
+def test_a_dev_file_that_cannot_be_read_stops_the_start_before_anything_is_written(corpus, tiny_model_dir, tmp_path):
+    data_dir = tmp_path / "data"
+    shutil.copytree(corpus, data_dir)
+    dev_name = (data_dir / "meta.dev.txt").read_text().split("|", 1)[0]
+    dev_file = next(data_dir.rglob(f"{dev_name}.flac"))
+    dev_file.write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"^dev data meta.dev.txt: 1 of \d+ audio files fail the check: {dev_file}: "
+                                         rf"cannot read the audio header of {dev_name}"):
+        build(tmp_path / "run", data_dir, tiny_model_dir, "batch_size=2")
+    assert not (tmp_path / "run").exists()
+
+
+def test_metrics_keep_one_row_per_step_across_a_resume(corpus, tiny_model_dir, tmp_path, quiet_wandb):
+    run = tmp_path / "run"
+    build(run, corpus, tiny_model_dir, "batch_size=2", max_steps=3, checkpoint_interval=2, eval_interval=100).fit()
+    assert rows_of(run, "loss") == [1, 2, 3] and rows_of(run, "dev/") == [2, 3]
+    (run / "model.ckpt-3").unlink()  # the run was killed after logging step 3, before saving it,
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"step": 4, "loss": 1.')  # in the middle of a line
+    build(run, corpus, tiny_model_dir, "batch_size=2", max_steps=4, checkpoint_interval=2, eval_interval=100).fit()
+    assert rows_of(run, "loss") == [1, 2, 3, 4] and rows_of(run, "dev/") == [2, 4]
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and all(json.loads(line) for line in lines)
+
+
+def test_resume_falls_back_past_a_truncated_latest_checkpoint(corpus, tiny_model_dir, tmp_path, caplog, quiet_wandb):
+    run = tmp_path / "run"
+    build(run, corpus, tiny_model_dir, "batch_size=2", max_steps=4, checkpoint_interval=2, eval_interval=100).fit()
+    latest = run / "model.ckpt-4"
+    latest.write_bytes(latest.read_bytes()[:1000])
+    with caplog.at_level("WARNING"):
+        trainer = build(run, corpus, tiny_model_dir, "batch_size=2", max_steps=4, checkpoint_interval=2,
+                        eval_interval=100)
+    assert f"checkpoint {latest}: truncated or not a torch checkpoint" in caplog.text
+    assert trainer.step == 2 and trainer.last_checkpoint == run / "model.ckpt-2"
+    trainer.fit()
+    assert ckpt.load_checkpoint(latest, required=training.RESUME_CHECKPOINT_KEYS)["step"] == 4
+    assert rows_of(run, "loss") == [1, 2, 3, 4]
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_keeps_the_earlier_checkpoints(corpus, tiny_model_dir, tmp_path,
+                                                                                  monkeypatch, quiet_wandb):
+    run = tmp_path / "run"
+    trainer = build(run, corpus, tiny_model_dir, "batch_size=2", max_steps=4, checkpoint_interval=2,
+                    eval_interval=100)
+    real_save = torch.save
+
+    def disk_full_after_the_first_checkpoint(state, f):
+        if not (run / "model.ckpt-2").exists():
+            return real_save(state, f)
+        f.write(b"part of a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full_after_the_first_checkpoint)
+    with pytest.raises(OSError) as raised:
+        trainer.fit()
+    message = str(raised.value)
+    assert f"{run / 'model.ckpt-4'}: no space left on the device" in message and "\n" not in message
+    assert message.endswith(f"the earlier checkpoints are intact: rerun the same command to resume from "
+                            f"{run / 'model.ckpt-2'} (step 2)")
+    monkeypatch.undo()
+    assert not (run / "model.ckpt-4").exists() and not list(run.glob(".*.tmp"))
+    assert ckpt.load_checkpoint(run / "model.ckpt-2", required=training.RESUME_CHECKPOINT_KEYS)["step"] == 2
+
+
+def test_run_script_ends_an_input_error_in_one_line_and_train_log_keeps_the_traceback(tmp_path, capsys,
+                                                                                      restore_logging):
+    training.setup_logging(tmp_path, is_main=True)
+
+    def main():
+        raise FileNotFoundError("meta file meta.dev.txt not found in --data-dir data/x")
+
+    with pytest.raises(SystemExit) as stopped:
+        training.run_script(main)
+    assert stopped.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("ERROR utils.training: meta file meta.dev.txt not found in --data-dir "
+                                             "data/x")
+    assert "Traceback" in (tmp_path / "train.log").read_text()
+
+    def bug():
+        raise TypeError("a bug keeps its traceback")
+
+    with pytest.raises(SystemExit) as stopped:
+        training.run_script(bug)
+    assert stopped.value.code == 1 and "Traceback" in capsys.readouterr().err

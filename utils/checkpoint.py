@@ -13,20 +13,24 @@ A run directory is self-describing::
       metrics.jsonl                     utils.metrics.MetricsLogger
 
 A checkpoint holds plain tensors, dicts, lists, ints, floats and strings only, so that it loads with
-``torch.load(..., weights_only=True)``: no pickled code runs when a checkpoint is read.
+``torch.load(..., weights_only=True)``: no pickled code runs when a checkpoint is read. A file that cannot serve
+(empty, truncated, foreign) is a ``CheckpointError`` naming its path and what is wrong with it.
 
     save_checkpoint(run_dir / f"model.ckpt-{step}", {"model": model.state_dict(), "step": step, "rng": rng_state()})
     state = load_checkpoint(resolve_checkpoint(run_dir))   # the latest one
     set_rng_state(state["rng"])
 """
+import errno
 import json
 import logging
 import math
 import os
+import pickle
 import random
 import re
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +42,12 @@ CKPT_PREFIX = "model.ckpt-"
 _STEP_RE = re.compile(r"^model\.ckpt-(\d+)(?:-.+)?$")  # model.ckpt-2000, model.ckpt-2000-wer-0.1234
 _PLAIN_RE = re.compile(r"^model\.ckpt-(\d+)$")  # what list_checkpoints prefers
 BEST_METRICS = "best_metrics.json"
+_TEMP_RE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # _atomic_write's temp files: .<name>.<random>.tmp
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot serve: the message names its path and what is wrong with it."""
 
 
 # --- atomic writes -----------------------------------------------------------------------------------------
@@ -85,23 +95,110 @@ def _atomic_write_json(path: Path, obj) -> None:
     _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
 
 
+def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically: a reader sees the old file or the complete new one."""
+    _atomic_write(Path(path), lambda f: f.write(text.encode("utf-8")))
+
+
+def remove_temp_files(run_dir) -> list[Path]:
+    """Remove the temp files a killed write left in ``run_dir`` (``.<name>.<random>.tmp``); return them."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    leftovers = [p for p in run_dir.iterdir() if _TEMP_RE.match(p.name) and p.is_file()]
+    for p in leftovers:
+        p.unlink(missing_ok=True)
+    return leftovers
+
+
+def _chained(error: BaseException):
+    """``error`` and the exceptions it was raised from or while handling, innermost last."""
+    seen = []
+    while error is not None and error not in seen:
+        seen.append(error)
+        error = error.__cause__ or error.__context__
+    return seen
+
+
 def save_checkpoint(path, state: dict) -> Path:
     """Write ``state`` to ``path`` atomically (temp file in the same directory, fsync, ``os.replace``).
 
     ``state`` must hold only tensors, dicts, lists, tuples, ints, floats, bools, strings and None, so that
     :func:`load_checkpoint` can read it with ``weights_only=True``; use :func:`rng_state` for RNG states.
+
+    A Ctrl-C during the write stays a ``KeyboardInterrupt`` (torch's writer reports it as "unexpected pos"), and a
+    full disk is an ``OSError`` naming the path; either way the temp file is gone and the old files are untouched.
     """
     path = Path(path)
-    _atomic_write(path, lambda f: torch.save(state, f))
+    try:
+        _atomic_write(path, lambda f: torch.save(state, f))
+    except Exception as error:
+        causes = _chained(error)
+        interrupt = next((e for e in causes if isinstance(e, KeyboardInterrupt)), None)
+        if interrupt is not None:
+            raise interrupt from None
+        full = next((e for e in causes if isinstance(e, OSError) and e.errno in FULL_DISK), None)
+        if full is not None:
+            free = shutil.disk_usage(path.parent).free / 2**20
+            raise OSError(full.errno, f"{path}: no space left on the device ({full.strerror}; {free:.0f} MiB free "
+                                      f"in {path.parent}): the checkpoint was not written") from None
+        raise
     return path
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint` with ``torch.load(weights_only=True)``."""
+def load_checkpoint(path, map_location="cpu", required=("model",)) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` with ``torch.load(weights_only=True)``.
+
+    An empty, truncated or foreign file, or one without the ``required`` entries, is a ``CheckpointError`` naming
+    the path and what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {path}: {problem}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(f"checkpoint {path}: holds objects that weights_only loading refuses, so it was not "
+                              f"written by save_checkpoint ({_first_line(error)})") from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise CheckpointError(f"checkpoint {path}: cannot be read, damaged or not a torch checkpoint "
+                              f"({_first_line(error)})") from None
+    require_entries(state, required, path)
+    return state
+
+
+def require_entries(state, required, path) -> None:
+    """A ``CheckpointError`` naming ``path`` and the entries it lacks, unless ``state`` is a dict holding every one of
+    ``required``."""
+    missing = [key for key in required if not isinstance(state, dict) or key not in state]
+    if missing:
+        held = ", ".join(map(repr, list(state)[:6])) if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"checkpoint {path}: lacks {', '.join(map(repr, missing))} (it holds {held}): not a "
+                              f"checkpoint of train.py / train_distill.py")
+
+
+def checkpoint_problem(path) -> str | None:
+    """What makes ``path`` unusable as a checkpoint, found without reading its tensors (its size and the zip
+    directory that ``torch.save`` ends a file with), or None."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        return "empty (0 bytes): its write was cut short"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return f"truncated or not a torch checkpoint ({size} bytes, without the zip directory torch.save ends with)"
+    if not any(name.rsplit("/", 1)[-1] == "data.pkl" for name in names):
+        return "a zip archive without data.pkl: not a torch checkpoint"
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 # --- RNG state ---------------------------------------------------------------------------------------------
@@ -195,6 +292,17 @@ def latest_checkpoint(run_dir) -> Path | None:
     """The ``model.ckpt-<step>`` with the largest step in ``run_dir``, or None."""
     ckpts = list_checkpoints(run_dir)
     return ckpts[-1][1] if ckpts else None
+
+
+def latest_usable_checkpoint(run_dir) -> Path | None:
+    """The latest ``model.ckpt-<step>`` in ``run_dir`` that :func:`checkpoint_problem` finds nothing wrong with;
+    each later one is skipped with a warning naming it and its problem. None when there is none."""
+    for _, path in reversed(list_checkpoints(run_dir)):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        logger.warning("checkpoint %s: %s; skipped, an earlier checkpoint is used", path, problem)
+    return None
 
 
 def resolve_checkpoint(path) -> Path:

@@ -28,9 +28,9 @@ skipped; a line with another number of fields is an error naming ``file:line``.
 * ``nltLa`` = ``name|num_samples|text|labels|lang``        (SLURP)
 
 ``num_samples`` is the audio length in samples at ``hparams.sr`` (a positive integer; batching uses it without
-opening the audio, and loading checks it within ``LENGTH_TOLERANCE`` samples). ``text`` is the transcript,
-cleaned by ``clean_transcript``. ``labels`` holds one class name per classifier head, comma separated, each
-looked up in that head's dict of categories.json; lines with a name missing from categories.json are dropped
+opening the audio, and ``check_audio`` and loading check it within ``LENGTH_TOLERANCE`` samples). ``text`` is the
+transcript, cleaned by ``clean_transcript``. ``labels`` holds one class name per classifier head, comma separated,
+each looked up in that head's dict of categories.json; lines with a name missing from categories.json are dropped
 with a logged count. ``lang`` is read and ignored. Names must be unique within a file.
 
 VoxCeleb1 speaker identification (``--use_hf_dataset``)
@@ -54,6 +54,7 @@ import queue
 import re
 import shutil
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
@@ -70,6 +71,13 @@ LENGTH_TOLERANCE = 16  # samples; audio may differ this much from meta's num_sam
 META_FIELDS = {"nlt": ("name", "num_samples", "text"), "nltLa": ("name", "num_samples", "text", "labels", "lang")}
 SI_SPLITS = ("train", "validation", "test")  # the split file's 1, 2, 3
 _SI_CACHE_VERSION = "2"  # bump when the cached DatasetDict's columns change
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")  # the only audio encodings that can hold NaN or inf samples
+CHECK_WORKERS = 8  # threads reading audio headers (libsndfile releases the GIL; the wait is the file system)
+
+
+class DataError(ValueError):
+    """The training data cannot go on (the data warm-up empties every batch, too many unreadable audio files): the
+    run stops; never retried as a failed step."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,9 +118,7 @@ def build_tokenizer(vocab_path) -> Wav2Vec2CTCTokenizer:
 
     ``len(tokenizer)`` equals the number of entries of vocab.json (no ``<s>``/``</s>`` are added), which is what
     ``hparams.asr_vocab_size`` must be."""
-    path = Path(vocab_path)
-    if path.is_dir():
-        path = path / "vocab.json"
+    path = vocab_file(vocab_path)
     vocab = _load_json(path, "vocab file not found (corpora/*.py writes vocab.json into the data dir)")
     if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
         raise ValueError(f"{path}: expected a JSON object {{token: id}}")
@@ -123,6 +129,37 @@ def build_tokenizer(vocab_path) -> Wav2Vec2CTCTokenizer:
         raise ValueError(f"{path}: token ids must be 0..{len(vocab) - 1} without gaps")
     return Wav2Vec2CTCTokenizer(str(path), unk_token=UNK, pad_token=PAD, word_delimiter_token=WORD_DELIMITER,
                                 bos_token=None, eos_token=None, do_lower_case=False)
+
+
+def vocab_file(vocab_path) -> Path:
+    """The vocab.json ``vocab_path`` names: the file itself, or the one in a directory."""
+    path = Path(vocab_path)
+    return path / "vocab.json" if path.is_dir() else path
+
+
+def check_same_vocab(vocab_path, recorded: Path, what: str, matters: bool) -> None:
+    """``vocab_path`` must map every token to the same id as ``recorded``, the vocab.json a run dir keeps (``what``
+    says whose it is). With ``matters`` (CTC outputs are trained or decoded) a difference is an error naming both
+    files, else a warning; a run dir without one (written before run dirs kept it) is not checked."""
+    if not recorded.is_file():
+        logger.info("%s keeps no vocab.json: %s is not checked against it", what, vocab_path)
+        return
+    path = vocab_file(vocab_path)
+    given, kept = _load_json(path, "vocab file not found"), _load_json(recorded, "vocab file not found")
+    if given == kept:
+        return
+    moved = [t for t in given if t in kept and given[t] != kept[t]]
+    differences = [f"{len(moved)} token(s) with another id, e.g. {moved[0]!r} {given[moved[0]]} here and "
+                   f"{kept[moved[0]]} there"] if moved else []
+    only = {"here": [t for t in given if t not in kept], "there": [t for t in kept if t not in given]}
+    for where, tokens in only.items():
+        if tokens:
+            differences.append(f"{len(tokens)} token(s) only {where}, e.g. {tokens[0]!r}")
+    message = f"{path} differs from {recorded}, the vocabulary of {what}: {'; '.join(differences)}"
+    if not matters:
+        logger.warning("%s (no CTC output is used: ctc_weight=0)", message)
+        return
+    raise ValueError(f"{message}; pass --vocab-path {recorded}, or the data prepared as for that run")
 
 
 def _vocab_chars(tokenizer) -> frozenset:
@@ -295,8 +332,9 @@ def read_meta(meta_path, data_dir, hparams, categories: Optional[list] = None) -
 def load_corpus(data_dir, meta, hparams, use_hf_dataset: bool = False) -> list[Utterance]:
     """The utterances of one split.
 
-    Without ``use_hf_dataset``, ``meta`` is a meta file path; one that does not exist is looked up under
-    ``data_dir`` (``meta.train.txt``). With it, ``data_dir`` is ``<dataset id>--<subset>--<manual dir>`` (only
+    Without ``use_hf_dataset``, ``meta`` is a meta file: a bare file name (``meta.test.txt``) is taken from
+    ``data_dir``, a path (``./meta.test.txt``, ``data/slurp_full/meta.train.syn.txt``) as given. With it,
+    ``data_dir`` is ``<dataset id>--<subset>--<manual dir>`` (only
     ``s3prl/superb--si--<VoxCeleb1 dir>``) and ``meta`` a split name: train, validation or test."""
     if use_hf_dataset:
         dataset_id, subset, manual_dir = parse_hf_data_dir(data_dir)
@@ -312,16 +350,26 @@ def load_corpus(data_dir, meta, hparams, use_hf_dataset: bool = False) -> list[U
                 zip(split["name"], split["num_samples"], split["label"], split["file"])]
         where = f"{data_dir} [{meta}]"
     else:
-        path = Path(meta)
-        if not path.exists():
-            if not (Path(data_dir) / meta).exists():
-                raise FileNotFoundError(f"meta file {meta} not found, neither as given nor under {data_dir}")
-            path = Path(data_dir) / meta
+        path = resolve_meta(data_dir, meta)
         utts = read_meta(path, data_dir, hparams)
         where = str(path)
     hours = sum(u.num_samples for u in utts) / hparams.sr / 3600
     logger.info("%s: %d utterances, %.2f hours", where, len(utts), hours)
     return utts
+
+
+def resolve_meta(data_dir, meta) -> Path:
+    """The meta file ``meta`` names: a bare file name lies in ``data_dir`` (a file of that name in the current
+    directory is not looked at), a path with a directory part is taken as given."""
+    text = str(meta)
+    as_given = "/" in text or os.sep in text or Path(text).is_absolute()
+    path = Path(text) if as_given else Path(data_dir) / text
+    if not path.is_file():
+        if as_given:
+            raise FileNotFoundError(f"meta file {path} not found")
+        raise FileNotFoundError(f"meta file {text} not found in --data-dir {data_dir} (a bare file name is taken from "
+                                f"there; write ./{text} for the one in the current directory)")
+    return path
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -416,22 +464,83 @@ def superb_si_dataset(manual_dir, sr: int = 16000, rebuild: bool = False):
 
 
 def load_audio(utt: Utterance, sr: int) -> np.ndarray:
-    """float32 mono samples of ``utt``; a missing, corrupt, stereo or wrongly sampled file, or a length off meta's
-    ``num_samples`` by more than ``LENGTH_TOLERANCE``, is an error naming the file."""
+    """float32 mono samples of ``utt``; a missing, corrupt, stereo or wrongly sampled file, a length off meta's
+    ``num_samples`` by more than ``LENGTH_TOLERANCE``, or a NaN or inf sample, is an error naming the file."""
     path = utt.audio_path
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{utt.name}: audio file {path} not found (nor with .wav / .flac)")
+        raise FileNotFoundError(_missing_audio(utt))
     try:
         audio, file_sr = soundfile.read(path, dtype="float32", always_2d=True)
     except Exception as err:
         raise ValueError(f"{path}: cannot decode audio of {utt.name} ({err})") from None
-    if file_sr != sr:
-        raise ValueError(f"{path}: sample rate {file_sr} Hz, expected {sr} (hparams.sr)")
-    if audio.shape[1] != 1:
-        raise ValueError(f"{path}: {audio.shape[1]} channels, expected mono")
-    if abs(len(audio) - utt.num_samples) > LENGTH_TOLERANCE:
-        raise ValueError(f"{path}: {len(audio)} samples, but the meta line of {utt.name} says {utt.num_samples}")
+    problem = _format_problem(utt, file_sr, audio.shape[1], len(audio), sr)
+    if problem is not None:
+        raise ValueError(problem)
+    nonfinite = np.count_nonzero(~np.isfinite(audio))
+    if nonfinite:
+        raise ValueError(f"{path}: {nonfinite} of {audio.size} samples of {utt.name} are NaN or inf")
     return audio[:, 0]
+
+
+def _missing_audio(utt: Utterance) -> str:
+    return f"{utt.name}: audio file {utt.audio_path} not found (nor with .wav / .flac)"
+
+
+def _format_problem(utt: Utterance, file_sr: int, channels: int, frames: int, sr: int) -> Optional[str]:
+    if file_sr != sr:
+        return f"{utt.audio_path}: sample rate {file_sr} Hz, expected {sr} (hparams.sr)"
+    if channels != 1:
+        return f"{utt.audio_path}: {channels} channels, expected mono"
+    if abs(frames - utt.num_samples) > LENGTH_TOLERANCE:
+        return f"{utt.audio_path}: {frames} samples, but the meta line of {utt.name} says {utt.num_samples}"
+    return None
+
+
+def audio_problem(utt: Utterance, sr: int) -> Optional[str]:
+    """What ``load_audio`` would fail on, read from the file's header (present, readable, ``sr`` Hz, mono, meta's
+    length) without decoding it; a float-encoded file, the only kind that can hold NaN or inf, is decoded too.
+    None when nothing is wrong. A body damaged behind a sound header shows only when the file is loaded."""
+    if not os.path.isfile(utt.audio_path):
+        return _missing_audio(utt)
+    try:
+        info = soundfile.info(utt.audio_path)
+    except Exception as err:
+        return f"{utt.audio_path}: cannot read the audio header of {utt.name} ({err})"
+    problem = _format_problem(utt, info.samplerate, info.channels, info.frames, sr)
+    if problem is None and info.subtype in FLOAT_SUBTYPES:
+        try:
+            load_audio(utt, sr)
+        except (OSError, ValueError) as err:
+            return str(err)
+    return problem
+
+
+def bad_audio_limit(num_utterances: int) -> int:
+    """How many unreadable training files a run tolerates (left out) before it stops: 1% of them, at least 10."""
+    return max(10, num_utterances // 100)
+
+
+def check_audio(utts: Sequence[Utterance], sr: int, where: str, drop: bool = False) -> list[Utterance]:
+    """``audio_problem`` of every utterance, in ``CHECK_WORKERS`` threads. Any problem is an error naming the first
+    files, unless ``drop`` (training data): then the utterances with one are left out with a warning, up to
+    ``bad_audio_limit``; more stop the run. Returns the utterances kept."""
+    tic = time.time()
+    chunks = [utts[i:i + 256] for i in range(0, len(utts), 256)]
+    with ThreadPoolExecutor(CHECK_WORKERS, thread_name_prefix="cald-audio-check") as pool:
+        found = [p for chunk in pool.map(lambda c: [audio_problem(u, sr) for u in c], chunks) for p in chunk]
+    bad = [(u, p) for u, p in zip(utts, found) if p is not None]
+    logger.info("%s: %d audio headers checked in %.1f s", where, len(utts), time.time() - tic)
+    if not bad:
+        return list(utts)
+    examples = "; ".join(p for _, p in bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+    summary = f"{where}: {len(bad)} of {len(utts)} audio files fail the check: {examples}"
+    if not drop:
+        raise ValueError(summary)
+    if len(bad) > bad_audio_limit(len(utts)):
+        raise DataError(f"{summary}; more than {bad_audio_limit(len(utts))}: is --data-dir complete (and mounted)?")
+    logger.warning("%s; these utterances are left out of training", summary)
+    left_out = {id(u) for u, _ in bad}
+    return [u for u in utts if id(u) not in left_out]
 
 
 def build_feature_extractor(hparams) -> Wav2Vec2FeatureExtractor:
@@ -618,7 +727,10 @@ class BatchFeeder:
     ``shard(batches, rank, world_size)`` (tail trimmed: equal counts on all ranks, so ``seed`` must be the same
     on every rank). While the trainer's step is below ``hparams.data_warmup_steps``, each batch loses the
     utterances longer than ``input_length_upper_bound`` samples (when > 0) and those whose transcript has at most
-    ``target_length_lower_bound`` characters (not for corpora without transcripts); an emptied batch is skipped.
+    ``target_length_lower_bound`` characters (not for corpora without transcripts); an emptied batch is skipped. A
+    warm-up that would keep no utterance at all is an error (``check_warmup``), and so is a whole epoch's worth of
+    emptied batches in a row (``DataError``). An utterance whose audio cannot be loaded (``load_audio``) is left out
+    of its batch, with a warning once per file; more than ``bad_audio_limit`` such files stop the run.
 
     Drive it with ``feeder.set_step(step)`` then ``next(feeder)`` (or ``feeder.next(step)``), steps never
     decreasing. The warm-up decision uses the step at which a batch is consumed: a batch the prefetcher built
@@ -651,7 +763,10 @@ class BatchFeeder:
         self._step = 0
         self._prefetcher: Optional[_Prefetcher] = None
         self._warmup_dropped = self._warmup_skipped = 0
-        self._warmup_reported = False
+        self._warmup_reported = self._warmup_checked = False
+        self._emptied_in_a_row = 0
+        self._unreadable: dict[str, str] = {}  # audio path -> why it cannot be loaded
+        self._unreadable_lock = threading.Lock()
 
     # -- position ----------------------------------------------------------------------------------------
     def epoch_batches(self, epoch: int) -> list[list[Utterance]]:
@@ -726,11 +841,60 @@ class BatchFeeder:
             batch = [u for u in batch if len(u.text) > hp.target_length_lower_bound]
         return batch
 
+    def _warmup_bounds(self) -> str:
+        hp = self.hparams
+        bounds = []
+        if hp.input_length_upper_bound > 0:
+            bounds.append(f"at most input_length_upper_bound={hp.input_length_upper_bound} samples "
+                          f"({hp.input_length_upper_bound / hp.sr:g} s at sr={hp.sr}; the shortest utterance has "
+                          f"{min(u.num_samples for u in self.utts)})")
+        if self.has_transcripts:
+            bounds.append(f"a transcript longer than target_length_lower_bound={hp.target_length_lower_bound} "
+                          f"characters (the longest has {max(len(u.text) for u in self.utts)})")
+        warmup = f"the data warm-up (steps below data_warmup_steps={hp.data_warmup_steps})"
+        return f"{warmup} keeps utterances of {' and '.join(bounds)}" if bounds else f"{warmup} keeps every utterance"
+
+    def check_warmup(self, step: int) -> None:
+        """At a step under the data warm-up: an error if its filter keeps no utterance, a warning if under 10%. Done
+        once, by the trainer at start-up or else at the first warm batch."""
+        if not self._warm(step) or self._warmup_checked:
+            return
+        self._warmup_checked = True
+        kept = len(self._filter(self.utts))
+        if kept == 0:
+            raise DataError(f"{self._warmup_bounds()}: none of the {len(self.utts)} training utterances passes")
+        message = f"{self._warmup_bounds()}: {kept} of {len(self.utts)} training utterances pass"
+        logger.log(logging.WARNING if kept < 0.1 * len(self.utts) else logging.INFO, message)
+
     def _prepare(self, batch: list[Utterance], warm: bool) -> Optional[dict]:
+        """The collated batch of the utterances that pass the warm-up filter (when ``warm``) and whose audio loads;
+        None when none is left."""
         kept = self._filter(batch) if warm else batch
-        if not kept:
+        audio, loaded = [], []
+        for utt in kept:
+            try:
+                audio.append(load_audio(utt, self.hparams.sr))
+                loaded.append(utt)
+            except (OSError, ValueError) as error:
+                self._left_out(utt, error)
+        if not loaded:
             return None
-        return collate(kept, self.tokenizer, self.feature_extractor, self.hparams)
+        return collate(loaded, self.tokenizer, self.feature_extractor, self.hparams, audio=audio)
+
+    def _left_out(self, utt: Utterance, error: Exception) -> None:
+        """Count an unreadable training file, warn once per file, stop past ``bad_audio_limit`` files."""
+        with self._unreadable_lock:
+            if utt.audio_path in self._unreadable:
+                return
+            self._unreadable[utt.audio_path] = str(error)
+            count = len(self._unreadable)
+        limit = bad_audio_limit(len(self.utts))
+        if count > limit:
+            first = next(iter(self._unreadable.values()))
+            raise DataError(f"{count} training audio files cannot be loaded, more than {limit} (1% of the corpus, "
+                            f"at least 10): the first: {first}; the last: {error}")
+        logger.warning("%s; utterance %s is left out of its batch whenever it comes (%d unreadable training file(s) so "
+                       "far)", error, utt.name, count)
 
     def _prepare_plan(self, plan: tuple) -> tuple:
         """(epoch, index, warm, utterances) -> the same with the batch dict (or None) appended."""
@@ -757,6 +921,7 @@ class BatchFeeder:
             self._prefetcher = _Prefetcher(self._plans(self._epoch, self._index), self._prepare_plan, self.prefetch,
                                            self.workers)
         warm = self._warm(self._step)
+        self.check_warmup(self._step)
         if not warm and self._step >= self.hparams.data_warmup_steps > 0 and not self._warmup_reported:
             self._warmup_reported = True
             logger.info("data warm-up over at step %d (it dropped %d utterances, skipped %d batches)",
@@ -774,11 +939,17 @@ class BatchFeeder:
                     self._stop_prefetch()
                     raise
             self._epoch, self._index = epoch, index + 1
-            if batch is None:
-                self._warmup_skipped += 1
-                self._warmup_dropped += len(utts)
+            if warm:
+                warmup_dropped = len(utts) - len(self._filter(utts))
+                self._warmup_dropped += warmup_dropped
+                self._warmup_skipped += warmup_dropped == len(utts)
+            if batch is None:  # emptied by the warm-up or by unreadable audio
+                self._emptied_in_a_row += 1
+                if self._emptied_in_a_row > len(self.utts):  # more than a whole epoch's batches
+                    raise DataError(f"{self._emptied_in_a_row} batches in a row came out empty (rank {self.rank}): "
+                                    f"{self._warmup_bounds() if warm else 'their audio cannot be loaded'}")
                 continue
-            self._warmup_dropped += len(utts) - len(batch["names"])
+            self._emptied_in_a_row = 0
             return batch
 
     def next(self, step: Optional[int] = None) -> dict:

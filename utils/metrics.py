@@ -6,6 +6,7 @@
 
     logger = MetricsLogger(run_dir, "cald", "std-tedlium", config=hparams.to_dict(), enabled=is_main_process)
     logger.log(step, {"train/loss": 1.23, "lr": 1e-4})                # → run_dir/metrics.jsonl and wandb
+    logger.keep_rows(lambda row: row["step"] <= 2000)                 # a resume from step 2000: the rest goes
     logger.close()
 
 wandb runs online only where an API key is configured (``WANDB_API_KEY`` or a netrc entry for the wandb host),
@@ -24,6 +25,8 @@ from urllib.parse import urlparse
 import jiwer
 import numpy as np
 import torch
+
+from utils.checkpoint import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +95,23 @@ def classification_metrics(preds, labels) -> dict[str, float]:
 
 
 # --- logging -----------------------------------------------------------------------------------------------
+
+
+def read_rows(path) -> list[dict]:
+    """The rows of a metrics.jsonl (none if it does not exist); a line that is not JSON, such as one torn by a
+    killed write, is left out."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def wandb_api_key_configured() -> bool:
@@ -187,6 +207,20 @@ class MetricsLogger:
         logger.warning("wandb is off for this run: metrics go to %s only", self.run_dir / METRICS_JSONL)
         return None
 
+    def keep_rows(self, keep) -> int:
+        """Rewrite metrics.jsonl atomically with only the rows ``keep(row)`` accepts (lines that are not JSON go
+        too); return how many lines went."""
+        if not self.enabled:
+            return 0
+        path = self.run_dir / METRICS_JSONL
+        self._file.close()
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        kept = [json.dumps(row) for row in read_rows(path) if keep(row)]
+        if len(kept) < len(lines):
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
+        self._file = open(path, "a", encoding="utf-8")
+        return len(lines) - len(kept)
+
     def log(self, step: int, values: dict) -> None:
         if not self.enabled:
             return
@@ -218,6 +252,6 @@ class MetricsLogger:
 
 
 __all__ = [
-    "ctc_greedy_decode", "asr_metrics", "classification_metrics", "MetricsLogger", "wandb_mode",
+    "ctc_greedy_decode", "asr_metrics", "classification_metrics", "MetricsLogger", "read_rows", "wandb_mode",
     "wandb_api_key_configured",
 ]

@@ -21,6 +21,8 @@ import dataclasses
 import gc
 import json
 import logging
+import signal
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -30,13 +32,15 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
 from tqdm import tqdm
 
-from hparams import create_hparams
+from hparams import ARCHITECTURE_KEYS, create_hparams
 from models import original
 from models.build import SpeechModel, build_asr_model, load_weights
 from models.heads import classifier_loss, ctc_loss_per_utterance, normaliser
 from utils import checkpoint as ckpt
-from utils.data import BatchFeeder, build_tokenizer, clean_transcript, eval_batches, load_corpus
-from utils.metrics import MetricsLogger, asr_metrics, classification_metrics, ctc_greedy_decode
+from utils.data import (BatchFeeder, DataError, build_tokenizer, check_audio, check_same_vocab, clean_transcript,
+                        eval_batches, load_corpus, vocab_file)
+from utils.metrics import (METRICS_JSONL, MetricsLogger, asr_metrics, classification_metrics, ctc_greedy_decode,
+                           read_rows)
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +48,10 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 MAX_FAILURES, FAILURE_WINDOW = 10, 20  # this many failed steps within this many steps stop the run
 # this many steps in a row with a non-finite gradient norm stop the run (a skipped step does not count as one)
 MAX_NONFINITE_IN_A_ROW = 50
+VOCAB_JSON = "vocab.json"  # the run dir's copy of the vocabulary it was trained with
+# errors in what the user gave, whose message names the culprit (file:line, flag, key, path): one line on the console
+ONE_LINE_ERRORS = (ValueError, KeyError, OSError, EOFError)
+RESUME_CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "step", "feeder", "rng")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -56,7 +64,8 @@ def add_data_flags(parser: argparse.ArgumentParser, eval_split: str) -> None:
     add("--data-dir", "--data_dir", dest="data_dir", required=True,
         help="prepared data dir (corpora/*.py), or s3prl/superb--si--<VoxCeleb1 dir> with --use_hf_dataset")
     add("--eval_meta", "--eval-meta", dest="eval_meta", default=None,
-        help=f"eval meta file, looked up under --data-dir when not found as given (default {eval_split})")
+        help=f"eval meta file: a bare file name is taken from --data-dir, a path (./meta.x.txt) as given "
+             f"(default {eval_split})")
     add("--vocab-path", "--vocab_path", dest="vocab_path", default=None,
         help="CTC vocab.json (default <data-dir>/vocab.json)")
     add("--use_hf_dataset", action="store_true", help="read VoxCeleb1 SI as the SUPERB HF dataset (see README)")
@@ -68,6 +77,13 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
     return value
 
 
@@ -89,15 +105,17 @@ def build_arg_parser(description: str, distill: bool = False) -> argparse.Argume
         help="run directory: hparams.json, model.ckpt-<step>, metrics.jsonl; an existing one is resumed")
     add_data_flags(parser, eval_split="meta.dev.txt; 'validation' with --use_hf_dataset")
     add("--train_meta", "--train-meta", dest="train_meta", default=None,
-        help="training meta file (default <data-dir>/meta.train.txt; 'train' with --use_hf_dataset)")
+        help="training meta file: a bare file name is taken from --data-dir, a path as given (default "
+             "meta.train.txt; 'train' with --use_hf_dataset)")
     add("--use_tf32", action="store_true", help="allow TF32 matmuls on Ampere+ GPUs (no-op on CPU)")
-    add("--accumulation_steps", type=int, default=1, help="micro-batches per optimiser step")
+    add("--accumulation_steps", type=positive_int, default=1, help="micro-batches per optimiser step")
     add("--data_workers", type=positive_int, default=2,
         help="threads building training batches (reading audio, normalising) per process; the batches are the "
              "same for any number (default 2)")
-    add("--max_steps", type=int, default=90000, help="optimiser steps to train to")
-    add("--checkpoint_interval", type=int, default=5000, help="save model.ckpt-<step> every this many steps")
-    add("--eval_interval", type=int, default=2000, help="evaluate on dev (and save) every this many steps")
+    add("--max_steps", type=non_negative_int, default=90000, help="optimiser steps to train to")
+    add("--checkpoint_interval", type=positive_int, default=5000,
+        help="save model.ckpt-<step> (and evaluate on dev) every this many steps")
+    add("--eval_interval", type=positive_int, default=2000, help="evaluate on dev (and save) every this many steps")
     add("--project_name", default="cald", help="wandb project; the run is named after --model-dir")
     add("--restore_from", default=None,
         help="start this new run from a checkpoint (file or run dir): model, optimiser, schedule and step, and "
@@ -111,15 +129,51 @@ def build_arg_parser(description: str, distill: bool = False) -> argparse.Argume
     return parser
 
 
+class ConsoleFormatter(logging.Formatter):
+    """LOG_FORMAT; a record logged with ``extra={"brief": True}`` shows its message without the traceback, which
+    train.log keeps."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, "brief", False) and record.exc_info:
+            record = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        return super().format(record)
+
+
 def setup_logging(run_dir: Path | None, is_main: bool) -> None:
-    handlers = [logging.StreamHandler()]
+    console = logging.StreamHandler()
+    console.setFormatter(ConsoleFormatter(LOG_FORMAT))
+    handlers = [console]
     if run_dir is not None and is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(run_dir / "train.log"))
-    logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, format=LOG_FORMAT, handlers=handlers,
-                        force=True)
+        log_file = logging.FileHandler(run_dir / "train.log")
+        log_file.setFormatter(logging.Formatter(LOG_FORMAT))
+        handlers.append(log_file)
+    logging.basicConfig(level=logging.INFO if is_main else logging.WARNING, handlers=handlers, force=True)
     for noisy in ("transformers.modeling_utils", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line (a KeyError's without the quotes ``str`` adds)."""
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    return " ".join(str(text).split()) or type(error).__name__
+
+
+def run_script(main) -> None:
+    """Run a script's ``main``; exit status 1 on an error. One of ``ONE_LINE_ERRORS`` (a bad file, flag, key or
+    checkpoint, which its message names) ends the output in one line, its traceback kept in train.log; any other
+    exception, a bug, is logged with its traceback. A Ctrl-C outside the training loop ends with status 130."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        logger.warning("interrupted")
+        raise SystemExit(130) from None
+    except ONE_LINE_ERRORS as error:
+        logger.error("%s", one_line(error), exc_info=True, extra={"brief": True})
+        raise SystemExit(1) from None
+    except Exception:
+        logger.exception("stopped by an unexpected error")
+        raise SystemExit(1) from None
 
 
 @dataclasses.dataclass
@@ -129,10 +183,20 @@ class RunStart:
     restore: Path | None  # --restore_from: a new run starting from another run's checkpoint
 
 
-def resolve_run(args) -> RunStart:
-    """Hparams with precedence defaults < saved hparams.json < --hparams, and where the run starts from."""
+def resolve_run(args, is_main: bool = True) -> RunStart:
+    """Hparams with precedence defaults < saved hparams.json < --hparams, and where the run starts from: the run
+    dir's latest readable checkpoint (a damaged later one is skipped with a warning), else --restore_from.
+
+    Nothing is written: a resume or restore that would change what the checkpoint was built with
+    (``ARCHITECTURE_KEYS``) is an error naming the key. ``is_main`` removes the temp files a killed write left."""
     run_dir = Path(args.model_dir)
-    resume = ckpt.latest_checkpoint(run_dir) if run_dir.is_dir() else None
+    if is_main:
+        for leftover in ckpt.remove_temp_files(run_dir):
+            logger.info("removed %s, left by a write that was cut short", leftover)
+    resume = ckpt.latest_usable_checkpoint(run_dir) if run_dir.is_dir() else None
+    if resume is None and ckpt.latest_checkpoint(run_dir) is not None:
+        raise ckpt.CheckpointError(f"{run_dir}: none of its checkpoints can be read (see above): move them away to "
+                                   f"start afresh, or use another --model-dir")
     restore = None
     if resume is None and args.restore_from:
         restore = ckpt.resolve_checkpoint(args.restore_from)
@@ -141,12 +205,21 @@ def resolve_run(args) -> RunStart:
         base_json = run_dir / "hparams.json"
     elif restore is not None and (restore.parent / "hparams.json").is_file():
         base_json = restore.parent / "hparams.json"
+    if resume is not None and not base_json.is_file():
+        raise FileNotFoundError(f"{base_json} not found: {resume} cannot be resumed without the hparams.json it was "
+                                f"trained with (restore its copy, or use another --model-dir)")
     values = original.read_hparams_json(base_json) if base_json is not None else None  # read (and logged) once
     hparams = create_hparams(args.hparams, json_path=base_json, saved=values)
     if base_json is not None:
         saved = create_hparams(json_path=base_json, saved=values)
         changed = hparams.diff(saved)
         origin = "resuming" if resume else "restoring"
+        rebuilt = [k for k in ARCHITECTURE_KEYS if k in changed]
+        if rebuilt:
+            key, (new, old) = rebuilt[0], changed[rebuilt[0]]
+            raise ValueError(f"--hparams {key}={new}: {base_json} says {key}={old}, and {origin} from "
+                             f"{resume or restore} cannot change what its weights were built with "
+                             f"({', '.join(ARCHITECTURE_KEYS)}); train such a model in a new --model-dir")
         logger.info("%s from %s with hparams of %s; changed: %s", origin, resume or restore, base_json,
                     ", ".join(f"{k} {old!r} -> {new!r}" for k, (new, old) in changed.items()) or "none")
     return RunStart(hparams, resume, restore)
@@ -176,14 +249,26 @@ def make_accelerator(args) -> Accelerator:
     return accelerator
 
 
-def write_hparams(run_dir: Path, hparams, accelerator) -> None:
-    """Save the resolved hparams (rank 0) and seed every RNG from them: new modules start the same way each run."""
+def seed_everything(hparams) -> None:
+    """Seed every RNG from the hparams: new modules start the same way each run."""
     set_seed(hparams.seed)
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        keep_original_hparams(run_dir / "hparams.json")
-        hparams.save_json(run_dir / "hparams.json")
-        logger.info("hparams:\n%s", hparams.to_json())
+
+
+def write_run_files(args, hparams, accelerator) -> None:
+    """Rank 0 writes the resolved ``hparams.json`` and a copy of the vocabulary (``vocab.json``, which infer.py and
+    resumes check theirs against) into the run dir, each atomically; an original-code ``hparams.json`` there is kept
+    as ``hparams.original.json`` first. Called once the configuration has passed every check (data, model, the
+    checkpoint it resumes from), so that a refused rerun leaves the run's files as they were."""
+    if not accelerator.is_main_process:
+        return
+    run_dir = Path(args.model_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    keep_original_hparams(run_dir / "hparams.json")
+    ckpt.atomic_write_text(run_dir / "hparams.json", hparams.to_json() + "\n")
+    vocab_path = data_paths(args)[2]
+    if vocab_path is not None:
+        ckpt.atomic_write_text(run_dir / VOCAB_JSON, vocab_file(vocab_path).read_text(encoding="utf-8"))
+    logger.info("hparams:\n%s", hparams.to_json())
 
 
 def keep_original_hparams(path: Path) -> None:
@@ -360,6 +445,10 @@ class Trainer:
                         **self.extra_weights}
         self.failures = deque(maxlen=MAX_FAILURES)
         self.has_transcripts = self.feeder.has_transcripts
+        self.last_checkpoint: Path | None = None  # of this run dir: what a rerun resumes from
+        self.saved_step = self.step  # the step whose state is safe (saved, or where the run started)
+        self.stop_signal: int | None = None  # SIGINT / SIGTERM received: stop at the next step boundary
+        self.evaluate_first = False  # a resumed checkpoint that missed its dev evaluation
 
     # -- state ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -374,6 +463,8 @@ class Trainer:
     def load(self, path: Path, weights_only: bool = False) -> None:
         state = ckpt.load_checkpoint(path)
         from_original = original.is_original_checkpoint(state)
+        if not (weights_only or from_original):  # a resume of this code's checkpoint takes every part of its state
+            ckpt.require_entries(state, RESUME_CHECKPOINT_KEYS, path)
         load_weights(self.asr_model, original.model_from_original(state["model"], path) if from_original
                      else state["model"], str(path))
         if weights_only:
@@ -396,6 +487,9 @@ class Trainer:
         else:
             logger.info("%s was trained on other data (or another seed): the data order starts afresh", path)
         logger.info("restored %s at step %d", path, self.step)
+        self.saved_step = self.step
+        if Path(path).parent.resolve() == self.run_dir.resolve():
+            self.last_checkpoint = Path(path)
 
     def _from_original(self, state: dict, path: Path) -> dict:
         """An original-code checkpoint as this code's (models/original.py), its optimiser state re-indexed by
@@ -407,13 +501,44 @@ class Trainer:
         return original.checkpoint_from_original(state, [n for n, _ in named], groups, is_weight_decayed, path)
 
     def save(self) -> Path:
+        """Write model.ckpt-<step>. A full disk (or any other failed write) stops the run in one line naming the
+        checkpoint a rerun resumes from; the earlier checkpoints are left as they were."""
         path = self.run_dir / f"{ckpt.CKPT_PREFIX}{self.step}"
         state = self.state_dict()  # on every rank: it gathers the feeder states
         if self.accelerator.is_main_process:
-            ckpt.save_checkpoint(path, state)
+            try:
+                ckpt.save_checkpoint(path, state)
+            except OSError as error:
+                detail = f"{error.strerror}: {error.filename}" if error.filename else error.strerror or str(error)
+                raise OSError(error.errno, f"{detail}; the earlier checkpoints are intact: {self.resume_hint()}") \
+                    from None
             logger.info("saved %s", path)
         self.accelerator.wait_for_everyone()
+        self.last_checkpoint, self.saved_step = path, self.step
         return path
+
+    def resume_hint(self) -> str:
+        if self.last_checkpoint is None:
+            return "no checkpoint saved yet, a rerun starts afresh"
+        return (f"rerun the same command to resume from {self.last_checkpoint} "
+                f"(step {ckpt.checkpoint_step(self.last_checkpoint)})")
+
+    def drop_metrics_after_start(self, resumed: bool) -> None:
+        """metrics.jsonl keeps what the checkpoint the run resumes from had seen: rows past its step go, and so do
+        the rows of its step that the resumed run logs again (a teacher switch); a run that does not resume its own
+        dir starts the file afresh. A resumed checkpoint at an evaluation step without its dev row (an evaluation
+        that failed after the save) is evaluated first."""
+        start = self.step if resumed else -1
+        rows = read_rows(self.run_dir / METRICS_JSONL)  # on every rank: the evaluation is collective
+        at_start = [r for r in rows if r.get("step") == start]
+        schedule = (self.args.eval_interval, self.args.checkpoint_interval)
+        self.evaluate_first = resumed and any(start % interval == 0 for interval in schedule) and not any(
+            key.startswith("dev/") for row in at_start for key in row)
+        dropped = self.metrics.keep_rows(lambda row: isinstance(row.get("step"), int) and (
+            row["step"] < start or row["step"] == start and "teacher_step" not in row))
+        if dropped:
+            logger.info("%s: dropped %d line(s) logged after step %d, where this run starts", METRICS_JSONL, dropped,
+                        start)
 
     # -- one optimiser step --------------------------------------------------------------------------------
     def _step_normalisers(self, batches) -> tuple[torch.Tensor, torch.Tensor]:
@@ -479,7 +604,7 @@ class Trainer:
 
     def _record_failure(self, error: Exception) -> None:
         logger.error("step %d failed (%s: %s); its micro-batches are skipped", self.step, type(error).__name__,
-                     error, exc_info=True)
+                     error, exc_info=not self.failures)  # the first failure's traceback; then one line each
         self.optimizer.zero_grad(set_to_none=True)
         self.failures.append(self.step)
         if len(self.failures) == MAX_FAILURES and self.failures[0] > self.step - FAILURE_WINDOW:
@@ -500,8 +625,19 @@ class Trainer:
         return metrics
 
     def eval_and_save(self) -> None:
-        metrics = self.evaluate()
-        path = self.save()
+        self.evaluate_checkpoint(self.save())  # saved first: a failing evaluation loses no training
+
+    def evaluate_checkpoint(self, path: Path) -> None:
+        """Evaluate the model (saved as ``path``) on dev; log it and keep the best copies. A failing evaluation
+        stops the run with a line naming its culprit and the checkpoint a rerun resumes from (and evaluates)."""
+        try:
+            metrics = self.evaluate()
+        except ONE_LINE_ERRORS as error:
+            raise ValueError(f"step {self.step}: the dev evaluation failed: {one_line(error)}; {path} is saved: fix "
+                             f"the dev data, then {self.resume_hint()} (its evaluation comes first)") from error
+        except Exception:
+            logger.error("step %d: the dev evaluation failed; %s is saved: %s", self.step, path, self.resume_hint())
+            raise
         if self.accelerator.is_main_process:
             improved = self.best.update({k: v for k, v in metrics.items() if k != "utterances"}, self.step, path)
             if improved:
@@ -509,36 +645,75 @@ class Trainer:
             self.metrics.log(self.step, {f"dev/{k}": v for k, v in metrics.items()})
 
     def fit(self) -> None:
-        """Train to --max_steps. Ctrl-C stops the run with a line naming the checkpoint a rerun resumes from (exit
-        status 130, the shell's for SIGINT); the step it interrupted is not saved, as it may be half done."""
+        """Train to --max_steps. SIGINT (Ctrl-C) or SIGTERM (a scheduler's) stops the run at the next step boundary:
+        it saves a checkpoint there, unless the state is already saved, then exits with a line naming the checkpoint
+        a rerun resumes from and status 128 + the signal (130, 143). A second signal, or one that arrives while
+        nothing is unsaved, stops it at once (the step under way is dropped: it may be half done)."""
         bar = tqdm(total=self.args.max_steps, initial=self.step, desc=self.run_dir.name,
                    disable=not self.accelerator.is_main_process, dynamic_ncols=True)
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {s: signal.signal(s, self._on_signal) for s in handled} \
+            if threading.current_thread() is threading.main_thread() else {}
         try:
+            if self.evaluate_first:
+                self.evaluate_checkpoint(self.last_checkpoint)
             self._train_to_max_steps(bar)
             bar.close()
             if not (self.run_dir / f"{ckpt.CKPT_PREFIX}{self.step}").exists():
                 self.eval_and_save()
         except KeyboardInterrupt:
             bar.close()
-            latest = ckpt.latest_checkpoint(self.run_dir)
-            logger.warning("interrupted during step %d: %s", self.step + 1,
-                           f"rerun the same command to resume from {latest} (step {ckpt.checkpoint_step(latest)})"
-                           if latest else "no checkpoint saved yet, a rerun starts afresh")
-            raise SystemExit(130) from None
+            signum = self.stop_signal or signal.SIGINT
+            if self.saved_step == self.step:
+                logger.warning("%s: stopped after step %d: %s", signal.Signals(signum).name, self.step,
+                               self.resume_hint())
+            else:
+                logger.warning("interrupted during step %d (not saved): %s", self.step + 1, self.resume_hint())
+            raise SystemExit(128 + signum) from None
         finally:  # the feeder's loader threads and the metrics file, however the run ends
+            for s, handler in previous.items():
+                signal.signal(s, handler)
             self.feeder.close()
             self.metrics.close()
         self.leave_process_group()
+
+    def _on_signal(self, signum, frame) -> None:
+        """SIGINT / SIGTERM: stop at the next step boundary; at once on a second one, or if nothing is unsaved."""
+        first, self.stop_signal = self.stop_signal is None, signum
+        if not first or self.saved_step == self.step:
+            raise KeyboardInterrupt
+        logger.warning("%s received: the run stops at the next step boundary with a checkpoint (send it again to "
+                       "stop at once, without one)", signal.Signals(signum).name)
+
+    def _stop_requested(self) -> bool:
+        """Whether a signal asked the run to stop; with several processes, whether it reached any (all stop at the
+        same step boundary, as saving is collective)."""
+        if self.accelerator.num_processes == 1:
+            return self.stop_signal is not None
+        flag = torch.tensor(self.stop_signal or 0, device=self.accelerator.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        self.stop_signal = self.stop_signal or int(flag.item()) or None
+        return self.stop_signal is not None
+
+    def _stop_for_signal(self) -> None:
+        """Save the state at this step boundary (unless it is saved), then stop as a second signal would."""
+        if self.saved_step != self.step:
+            self.save()
+        raise KeyboardInterrupt
 
     def _train_to_max_steps(self, bar) -> None:
         args = self.args
         self.model.train()
         nonfinite_in_a_row = 0
         while self.step < args.max_steps:
+            if self._stop_requested():
+                self._stop_for_signal()
             if self.on_step_start is not None:
                 self.on_step_start(self.step)
             try:
                 logged = self.train_step()
+            except DataError:  # the data cannot go on: not a failed step to retry
+                raise
             except (RuntimeError, ValueError) as error:
                 self._record_failure(error)
                 continue
@@ -577,8 +752,15 @@ def build_trainer(args, start: RunStart, accelerator, model, **trainer_kwargs) -
     hparams = start.hparams
     train_split, dev_split, vocab_path = data_paths(args)
     tokenizer = load_tokenizer(vocab_path, hparams)
+    checkpoint = start.resume or start.restore
+    if checkpoint is not None:
+        uses_ctc = hparams.ctc_weight > 0 or trainer_kwargs.get("extra_weights", {}).get("logits_distill_loss", 0) > 0
+        check_same_vocab(vocab_path, checkpoint.parent / VOCAB_JSON, f"the run in {checkpoint.parent}", uses_ctc)
     train_utts = load_corpus(args.data_dir, train_split, hparams, args.use_hf_dataset)
     dev_utts = load_corpus(args.data_dir, dev_split, hparams, args.use_hf_dataset)
+    # every audio header, before any training: a bad training file is left out, a bad dev file stops the run here
+    train_utts = check_audio(train_utts, hparams.sr, f"training data {train_split}", drop=True)
+    check_audio(dev_utts, hparams.sr, f"dev data {dev_split}")
     feeder = BatchFeeder(train_utts, hparams, tokenizer, rank=accelerator.process_index,
                          world_size=accelerator.num_processes, workers=args.data_workers)
     if hparams.ctc_weight == 0 and not trainer_kwargs.get("extra_weights", {}).get("logits_distill_loss"):
@@ -592,6 +774,8 @@ def build_trainer(args, start: RunStart, accelerator, model, **trainer_kwargs) -
         trainer.load(start.resume)
     elif start.restore is not None:
         trainer.load(start.restore, weights_only=args.reset_training)
+    feeder.check_warmup(trainer.step)  # a filter that keeps nothing stops the start, before any file is written
+    trainer.drop_metrics_after_start(resumed=start.resume is not None)
     return trainer
 
 
