@@ -12,6 +12,7 @@ import torch
 import transcribe
 from models.build import forward_model
 from scripts import export_hf_model
+from tests.conftest import TINY_MAMBA
 from tests.test_hf import mamba_run, write_vocab
 from utils.transcription import AudioError, load_transcriber, read_audio
 
@@ -125,3 +126,16 @@ def test_a_run_without_a_vocabulary_is_an_error_naming_the_flag(tiny_model_dir, 
         transcribe.main(["--model", str(checkpoint), str(tmp_path)])
     with pytest.raises(AudioError, match="missing.wav: cannot read audio"):
         read_audio(tmp_path / "missing.wav", SR)
+
+
+def test_the_long_recording_bench_runs_at_tiny_size_on_cpu(tmp_path):
+    from bench import transcribe_long
+
+    row = transcribe_long.main(["--preset", "tiny", "--seconds", "5", "--device", "cpu", "--mixed_precision", "no",
+                                "--hparams", TINY_MAMBA, "--workdir", str(tmp_path), "--out",
+                                str(tmp_path / "rows.jsonl")])
+    assert row == json.loads((tmp_path / "rows.jsonl").read_text())
+    assert row["audio_seconds"] == 5.0 and row["seconds"] > 0 and row["peak_memory_gb"] > 0
+    assert row["real_time_factor"] == pytest.approx(row["seconds"] / 5.0, rel=1e-3)
+    assert read_audio(tmp_path / "recording.flac", SR).seconds == 5.0
+    assert json.loads((tmp_path / "run" / "hparams.json").read_text())["asr_use_mamba"] is True
