@@ -25,7 +25,7 @@ import soxr
 import torch
 
 from hparams import create_hparams
-from models.build import chunked_feature_encoder, feature_encoder_geometry, forward_model
+from models.build import CNN_CHUNK_FRAMES, chunked_feature_encoder, feature_encoder_geometry, forward_model
 from models.hf import ClassifierLabels, load_model_dir
 from utils.data import build_feature_extractor, build_tokenizer
 from utils.trained_model import load_trained
@@ -33,7 +33,6 @@ from utils.trained_model import load_trained
 logger = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-CNN_CHUNK_FRAMES = 15000  # as infer.py: 5 minutes of audio per front-end piece
 TIMESTAMPS = ("word", "char", "none")
 AUTOCAST_DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
