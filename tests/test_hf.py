@@ -225,3 +225,32 @@ def test_speaker_names_come_from_iden_split(tiny_model_dir, tmp_path):
     config = json.loads((exported / "config.json").read_text())
     assert config["classifier_labels"] == [["id10001", "id10002", "id10003", "LABEL_3"]]
     assert create_hparams(json_path=checkpoint.parent / "hparams.json").ctc_weight > 0 and config["ctc_head_trained"]
+
+
+def test_push_to_hub_uploads_the_code_with_the_weights(tiny_model_dir, tmp_path, monkeypatch):
+    """Offline: the hub calls are replaced and what push_to_hub would upload is listed."""
+    import types
+
+    from transformers.utils import hub
+
+    from models.hf_code.modeling_wav2vec2_bimamba2 import Wav2Vec2BiMamba2ForCTC
+
+    uploaded = {}
+
+    def upload(self, working_dir, repo_id, **kwargs):
+        uploaded.update({p.name: p.read_bytes() for p in Path(working_dir).iterdir()}, repo=repo_id)
+
+    monkeypatch.setattr(hub, "hf_api", lambda: types.SimpleNamespace(
+        create_repo=lambda repo_id, **kwargs: types.SimpleNamespace(repo_id=repo_id)))
+    monkeypatch.setattr(hub, "create_and_tag_model_card", lambda *args, **kwargs: types.SimpleNamespace(
+        save=lambda path: Path(path).write_text("card")))
+    monkeypatch.setattr(Wav2Vec2BiMamba2ForCTC, "_upload_modified_files", upload)
+    trained = project_model(mamba_run(tmp_path / "run", tiny_model_dir))
+    to_hf_model(trained.model, trained.hparams).push_to_hub("someone/ted-bimamba2")
+    assert uploaded["repo"] == "someone/ted-bimamba2"
+    assert {"config.json", "model.safetensors", "configuration_wav2vec2_bimamba2.py",
+            "modeling_wav2vec2_bimamba2.py"} <= set(uploaded)
+    assert uploaded["modeling_wav2vec2_bimamba2.py"] == (
+        REPO / "models/hf_code/modeling_wav2vec2_bimamba2.py").read_bytes()
+    assert json.loads(uploaded["config.json"])["auto_map"]["AutoModelForCTC"] == (
+        "modeling_wav2vec2_bimamba2.Wav2Vec2BiMamba2ForCTC")
