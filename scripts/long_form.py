@@ -83,6 +83,8 @@ def main(argv=None) -> dict:
     # 1. model
     transcriber = load_transcriber(args.model, args.vocab or data_dir, device=args.device,
                                    mixed_precision=args.mixed_precision)
+    if transcriber.tokenizer is None:
+        sys.exit(f"error: {args.model} gives no transcripts (its CTC head was not trained: ctc_weight=0)")
     sampling_rate = transcriber.sampling_rate
     hparams = create_hparams(f"sr={sampling_rate}")  # TED-LIUM's meta format and transcript cleaning
 

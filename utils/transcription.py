@@ -6,7 +6,7 @@ scripts/long_form.py and bench/transcribe_long.py run.
     # {"file", "duration", "text", "words": [{"word", "start", "end"}], "real_time_factor"} (+ "labels", "intent")
     row = transcriber.transcribe(samples)                                   # mono float32 at transcriber.sampling_rate
 
-Audio: soundfile (libsndfile >= 1.1) reads WAV, FLAC, OGG/Vorbis/Opus and MP3; channels are averaged; soxr brings
+Audio: soundfile (libsndfile >= 1.1) reads WAV, FLAC, OGG (Vorbis) and MP3; channels are averaged; soxr brings
 the samples to the model's rate (its default "HQ" quality). A recording goes through in one pass: the CNN front end
 runs in pieces of CNN_CHUNK_FRAMES output frames (``models.build.chunked_feature_encoder``, as infer.py does) and
 the BiMamba2 encoder's cost is linear in the length. Greedy CTC decoding by the model's Wav2Vec2CTCTokenizer, with
