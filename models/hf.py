@@ -12,7 +12,7 @@ A BiMamba2 directory holds:
     configuration_wav2vec2_bimamba2.py    the code of models/hf_code/, copied by save_pretrained (both classes are
     modeling_wav2vec2_bimamba2.py         registered for their auto class), so push_to_hub uploads it too
     model.safetensors                     the checkpoint's weights, under this project's parameter names
-    preprocessor_config.json, tokenizer_config.json, vocab.json, ...     a Wav2Vec2Processor
+    processor_config.json, preprocessor_config.json, tokenizer_config.json, vocab.json    a Wav2Vec2Processor
 
 and then ``AutoModelForCTC.from_pretrained(dir, trust_remote_code=True)`` and ``pipeline("automatic-speech-
 recognition", model=dir, trust_remote_code=True)`` work with torch and transformers alone. An attention checkpoint
@@ -105,11 +105,13 @@ def make_processor(feature_extractor, tokenizer) -> Wav2Vec2Processor:
 
 def save_model_dir(out_dir, model, processor: Wav2Vec2Processor | None = None) -> Path:
     """Write the model (config.json, model.safetensors and, for a BiMamba2 model, its code files) and the processor
-    into ``out_dir``."""
+    into ``out_dir``: processor_config.json as transformers 5 writes a processor, and the feature extractor's own
+    preprocessor_config.json too, which tools reading the older layout look for."""
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir)
     if processor is not None:
         processor.save_pretrained(out_dir)
+        processor.feature_extractor.save_pretrained(out_dir)
     return out_dir
 
 

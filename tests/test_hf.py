@@ -136,7 +136,7 @@ def test_the_export_loads_without_this_repository_and_serves_the_pipeline(tiny_m
     exported = export_hf_model.export(checkpoint.parent, tmp_path / "exported")  # its vocab: <run dir>/vocab.json
     names = {p.name for p in exported.iterdir()}
     assert {"config.json", "model.safetensors", "configuration_wav2vec2_bimamba2.py", "modeling_wav2vec2_bimamba2.py",
-            "vocab.json", "tokenizer_config.json"} <= names
+            "vocab.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json"} <= names
     config = json.loads((exported / "config.json").read_text())
     assert config["model_type"] == "wav2vec2_bimamba2" and set(config["auto_map"]) == {"AutoConfig", "AutoModelForCTC"}
     assert config["converted_from"]["vocab"] == str(checkpoint.parent / "vocab.json")
