@@ -21,14 +21,13 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from models.build import SpeechModel, build_asr_model, chunked_feature_encoder, count_parameters, load_weights
+from models.build import (CNN_CHUNK_FRAMES, SpeechModel, build_asr_model, chunked_feature_encoder, count_parameters,
+                          load_weights)
 from utils import checkpoint as ckpt
 from utils import training
 from utils.data import check_audio, check_same_vocab, eval_batches, load_corpus
 
 logger = logging.getLogger("infer")
-
-CNN_CHUNK_FRAMES = 15000  # 5 minutes of audio per front-end piece: long recordings go through in one pass
 
 
 def parse_args():

@@ -50,8 +50,8 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from models.build import (attention_implementation, chunked_feature_encoder, enable_encoder_recompute,  # noqa: E402
-                          feature_encoder_geometry, use_channels_last_feature_encoder)
+from models.build import (CNN_CHUNK_FRAMES, attention_implementation, chunked_feature_encoder,  # noqa: E402
+                          enable_encoder_recompute, feature_encoder_geometry, use_channels_last_feature_encoder)
 from models.heads import ctc_loss_per_utterance  # noqa: E402
 from models.mamba_utils import (BiMamba2Wrapper, release_mixer_graphs, replace_attention,  # noqa: E402
                                 substitute_layer)
@@ -62,7 +62,6 @@ SR = 16000
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12}
 DEFAULT_SHAPES = ["train:16x10", "train:8x20", "train:4x60", "train:1x600",
                   "infer:16x10", "infer:8x20", "infer:4x60", "infer:1x600", "infer:1x1800", "infer:1x3600"]
-CNN_CHUNK_FRAMES = 15000
 # SDPA without transformers' attention-mask preparation, for unpadded batches only (the cuda_graph path's). While
 # a CUDA graph is captured, transformers (5.17 at least) takes itself to be tracing and builds the full
 # (batch, 1, frames, frames) mask of an all-valid batch: SDPA then loses its flash kernel (the captured teacher

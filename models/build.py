@@ -252,6 +252,11 @@ def feature_encoder_geometry(config) -> tuple[int, int]:
     return field, stride
 
 
+# Inference (infer.py, transcribe.py, bench): the front end runs in pieces of 5 minutes of audio at 16 kHz, so that a
+# long recording goes through in one pass
+CNN_CHUNK_FRAMES = 15000
+
+
 @contextlib.contextmanager
 def chunked_feature_encoder(model: Wav2Vec2ForCTC, max_frames: int):
     """Run the CNN front end over long inputs in pieces of ``max_frames`` output frames (inference).

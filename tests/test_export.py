@@ -1,5 +1,5 @@
 """scripts/export_hf_model.py: an attention checkpoint becomes a Hugging Face model dir that a new run loads as its
-``asr_model_name`` (mini-CALD's IC and SID start from the ASR teacher this way); a BiMamba2 checkpoint is refused."""
+``asr_model_name`` (mini-CALD's IC and SID start from the ASR teacher this way). BiMamba2 exports: tests/test_hf.py."""
 from pathlib import Path
 
 import pytest
@@ -9,7 +9,6 @@ from safetensors.torch import load_file
 from hparams import create_hparams
 from models.build import build_asr_model
 from scripts import export_hf_model
-from tests.conftest import TINY_MAMBA
 from utils.checkpoint import save_checkpoint
 
 
@@ -38,15 +37,6 @@ def test_export_then_load_as_the_pretrained_model(tiny_model_dir, tmp_path):
     for name, tensor in model.state_dict().items():
         if not name.startswith("lm_head"):
             torch.testing.assert_close(tensor, saved[name], rtol=0, atol=0, msg=name)
-
-
-def test_a_bimamba2_checkpoint_is_refused(tiny_model_dir, tmp_path):
-    checkpoint = run_dir_with_checkpoint(tmp_path / "run", f"asr_model_name={tiny_model_dir},asr_use_mamba=True,"
-                                                           f"{TINY_MAMBA}")
-    with pytest.raises(ValueError, match="asr_use_mamba=True"):
-        export_hf_model.export(checkpoint, tmp_path / "exported")
-    with pytest.raises(SystemExit, match="only attention checkpoints"):
-        export_hf_model.main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "exported")])
 
 
 def test_export_without_mask_embedding_loads_with_specaugment_on(tiny_model_dir, tmp_path, monkeypatch):
@@ -81,3 +71,15 @@ def test_non_finite_pretrained_weights_are_an_error_naming_them(tiny_model_dir, 
     with pytest.raises(ValueError, match=r"broken: non-finite values in 1 parameter\(s\).*"
                                          r"encoder\.layers\.1\.feed_forward\.output_dense\.weight"):
         build_asr_model(create_hparams(f"asr_model_name={tmp_path / 'broken'}"))
+
+
+def test_an_attention_export_with_its_vocabulary_carries_the_processor(tiny_model_dir, tmp_path):
+    from transformers import Wav2Vec2Processor
+
+    from tests.test_hf import TINY_VOCAB, write_vocab
+
+    checkpoint = run_dir_with_checkpoint(tmp_path / "run", f"asr_model_name={tiny_model_dir}")
+    out = export_hf_model.export(checkpoint, tmp_path / "exported", vocab=write_vocab(tmp_path / "data"))
+    processor = Wav2Vec2Processor.from_pretrained(out)
+    assert processor.tokenizer.get_vocab() == TINY_VOCAB and processor.feature_extractor.return_attention_mask
+    assert not (tmp_path / "exported" / "modeling_wav2vec2_bimamba2.py").exists()
