@@ -214,7 +214,7 @@ def restored(run_dir, corpus, hparams_string, **args):
     accelerator = training.make_accelerator(parsed)
     start = training.resolve_run(parsed)
     model = training.build_model_for_run(start.hparams, start)
-    return start, training.build_trainer(parsed, start, accelerator, model), accelerator
+    return parsed, start, training.build_trainer(parsed, start, accelerator, model), accelerator
 
 
 def test_restore_from_and_resume_an_original_checkpoint(corpus, tiny_model_dir, tmp_path):
@@ -229,7 +229,8 @@ def test_restore_from_and_resume_an_original_checkpoint(corpus, tiny_model_dir, 
     original_index = {n: i for i, n in enumerate([n for n in names if training.is_weight_decayed(n)]
                                                  + [n for n in names if not training.is_weight_decayed(n)])}
     for run_dir, args in ((tmp_path / "new", {"restore_from": str(path)}), (tmp_path / "original", {})):
-        start, trainer, accelerator = restored(run_dir, corpus, f"{TINY_MAMBA},alpha_layer_distill_loss=0", **args)
+        parsed, start, trainer, accelerator = restored(run_dir, corpus, f"{TINY_MAMBA},alpha_layer_distill_loss=0",
+                                                       **args)
         trainer.feeder.close()
         assert trainer.step == 3 and trainer.scheduler.last_epoch == 3
         assert trainer.scheduler.get_last_lr() == saved["sched"]["_last_lr"]
@@ -241,6 +242,6 @@ def test_restore_from_and_resume_an_original_checkpoint(corpus, tiny_model_dir, 
                                            rtol=0, atol=0, msg=name)
             else:
                 assert not moments and "feature_extractor" in name
-        training.write_hparams(run_dir, start.hparams, accelerator)
+        training.write_run_files(parsed, start.hparams, accelerator)
     assert original.is_original_hparams(json.loads((tmp_path / "original/hparams.original.json").read_text()))
     assert not original.is_original_hparams(json.loads((tmp_path / "original/hparams.json").read_text()))

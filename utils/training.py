@@ -214,7 +214,8 @@ def resolve_run(args, is_main: bool = True) -> RunStart:
         saved = create_hparams(json_path=base_json, saved=values)
         changed = hparams.diff(saved)
         origin = "resuming" if resume else "restoring"
-        rebuilt = [k for k in ARCHITECTURE_KEYS if k in changed]
+        # a key the saved file does not record (an original-code hparams.json has no Mamba2 shape) cannot conflict
+        rebuilt = [k for k in ARCHITECTURE_KEYS if k in changed and k in values]
         if rebuilt:
             key, (new, old) = rebuilt[0], changed[rebuilt[0]]
             raise ValueError(f"--hparams {key}={new}: {base_json} says {key}={old}, and {origin} from "
