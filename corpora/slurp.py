@@ -44,6 +44,7 @@ if __package__ in (None, ""):
 
 import numpy as np
 import soundfile as sf
+import soxr
 from tqdm import tqdm
 from unidecode import unidecode
 
@@ -106,7 +107,7 @@ def place_audio(source: Path, dest: Path, mode: str) -> tuple[int, str]:
             dest.unlink()
         os.symlink(target, dest)
         return info.frames, "linked"
-    expected = -(-info.frames * SR // info.samplerate)
+    expected = int(info.frames * SR / info.samplerate + 0.5)  # soxr.resample's output length
     if dest.exists() and not dest.is_symlink():
         try:
             if sf.info(str(dest)).frames == expected:
@@ -116,8 +117,7 @@ def place_audio(source: Path, dest: Path, mode: str) -> tuple[int, str]:
     audio, rate = sf.read(str(source), dtype="float64", always_2d=True)
     audio = audio.mean(axis=1)  # (frames,) mono
     if rate != SR:
-        from corpora.synth import resample
-        audio = resample(audio, rate, SR)
+        audio = soxr.resample(audio, rate, SR)
     if dest.is_symlink() or dest.exists():
         dest.unlink()
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")

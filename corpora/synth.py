@@ -15,8 +15,8 @@ Python API (explicit counts, for tests)::
     synth_voxceleb1(out_dir, speakers=4, videos_per_speaker=(2, 2), utterances_per_video=(2, 3), seed=0)
 
 The engine is libespeak-ng driven in-process through ctypes (from the ``espeakng-loader`` wheel, else a system
-libespeak-ng), falling back to an ``espeak-ng`` binary on PATH. espeak-ng speaks at 22050 Hz; a windowed-sinc
-polyphase resampler (numpy) brings it to 16 kHz. Output is a function of the seed alone: every random choice comes
+libespeak-ng), falling back to an ``espeak-ng`` binary on PATH. espeak-ng speaks at 22050 Hz; soxr (libsoxr's
+high-quality resampler) brings it to 16 kHz. Output is a function of the seed alone: every random choice comes
 from ``numpy`` generators seeded from it, and each corpus (TED-LIUM: each group of TALKS_PER_ENGINE talks, spoken
 in parallel with ``workers``) gets a fresh private copy of the library, because espeak-ng keeps synthesis state
 (e.g. its pitch flutter phase) in static variables across utterances, even across re-initialising.
@@ -37,8 +37,6 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from functools import lru_cache
-from math import gcd
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -46,6 +44,7 @@ if __package__ in (None, ""):
 
 import numpy as np
 import soundfile as sf
+import soxr
 from tqdm import tqdm
 
 from corpora import SR, CorpusError, setup_logging
@@ -179,77 +178,7 @@ def _load_private_copy(lib_path: str) -> ctypes.CDLL:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# 2. band-limited resampling (windowed-sinc polyphase, numpy only)
-
-
-@lru_cache(maxsize=8)
-def _polyphase_blocks(up: int, down: int, half: int, rolloff: float, beta: float, block: int = 32):
-    """Sinc weights grouped for matrix products; returns (frame_len, [(r0, row0, weights (rows, phases))]).
-
-    Output sample m = q * up + r (phase r) is frames[q] @ W[:, r] with frames[q] = x_padded[q * down:][:frame_len];
-    W has 2 * half non-zeros per column, so it is cut into blocks of ``block`` phases, each a dense sub-matrix.
-    """
-    cutoff = min(1.0, up / down) * rolloff  # of the input Nyquist
-    phases = np.arange(up)
-    base = (phases * down) // up  # (up,) last input sample at or before each output instant
-    frac = (phases * down) % up / up  # (up,) how far past it the instant lies
-    taps = np.arange(-half + 1, half + 1)  # (2*half,) input samples around the instant
-    t = taps[None, :] - frac[:, None]  # (up, 2*half) distance in input samples
-    window = np.i0(beta * np.sqrt(np.clip(1 - (t / half) ** 2, 0, None))) / np.i0(beta)  # Kaiser
-    weights = cutoff * np.sinc(cutoff * t) * window  # (up, 2*half)
-    weights /= weights.sum(axis=1, keepdims=True)  # unit DC gain in every phase
-    blocks = []
-    for r0 in range(0, up, block):
-        r1 = min(up, r0 + block)
-        row0, row1 = base[r0], base[r1 - 1] + 2 * half
-        sub = np.zeros((row1 - row0, r1 - r0))  # (rows, phases)
-        for r in range(r0, r1):
-            sub[base[r] - row0:base[r] - row0 + 2 * half, r - r0] = weights[r]
-        blocks.append((r0, row0, sub))
-    return base[-1] + 2 * half, blocks
-
-
-def resample(x: np.ndarray, sr_in: int, sr_out: int, half: int = 32, rolloff: float = 0.9,
-             beta: float = 8.6) -> np.ndarray:
-    """Band-limited resampling of a 1-D signal: Kaiser-windowed sinc, ``half`` zero crossings a side.
-
-    Output length is ceil(len(x) * sr_out / sr_in); the cut-off sits at ``rolloff`` times the lower Nyquist.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    if sr_in == sr_out:
-        return x.copy()
-    g = gcd(sr_in, sr_out)
-    up, down = sr_out // g, sr_in // g
-    frame_len, blocks = _polyphase_blocks(up, down, half, rolloff, beta)
-    n_out = -(-len(x) * up // down)
-    n_frames = -(-n_out // up)
-    padded = np.zeros(half - 1 + n_frames * down + frame_len)
-    padded[half - 1:half - 1 + len(x)] = x
-    frames = np.lib.stride_tricks.sliding_window_view(padded, frame_len)[::down][:n_frames]  # (n_frames, frame_len)
-    y = np.empty((n_frames, up))  # (n_frames, up): output q * up + r
-    for r0, row0, sub in blocks:
-        y[:, r0:r0 + sub.shape[1]] = frames[:, row0:row0 + sub.shape[0]] @ sub
-    return y.reshape(-1)[:n_out]
-
-
-def resample_ref(x: np.ndarray, sr_in: int, sr_out: int, half: int = 32, rolloff: float = 0.9,
-                 beta: float = 8.6) -> np.ndarray:
-    """The specification of ``resample``: one windowed-sinc sum per output sample, slow and obvious."""
-    cutoff = min(1.0, sr_out / sr_in) * rolloff
-    n_out = -(-len(x) * sr_out // sr_in)
-    y = np.zeros(n_out)
-    for m in range(n_out):
-        t = m * sr_in / sr_out  # output instant in input samples
-        n = np.arange(int(np.floor(t)) - half + 1, int(np.floor(t)) + half + 1)
-        d = n - t
-        w = cutoff * np.sinc(cutoff * d) * np.i0(beta * np.sqrt(np.clip(1 - (d / half) ** 2, 0, None))) / np.i0(beta)
-        inside = (n >= 0) & (n < len(x))
-        y[m] = np.sum(x[n[inside]] * w[inside]) / w.sum()
-    return y
-
-
-# --------------------------------------------------------------------------------------------------------------
-# 3. audio: levels, noise, rooms, channels
+# 2. audio: levels, noise, rooms, channels
 
 
 def _rms(x: np.ndarray) -> float:
@@ -301,7 +230,7 @@ class Speaker:
 
     def __call__(self, text: str, voice: Voice, rng: np.random.Generator) -> np.ndarray:
         raw = self.engine(text, voice, int(rng.integers(1, 2 ** 31 - 1)))
-        audio = resample(raw.astype(np.float64) / 32768, self.engine.sample_rate, SR)
+        audio = soxr.resample(raw.astype(np.float64) / 32768, self.engine.sample_rate, SR)
         if not len(audio):
             raise CorpusError(f"espeak-ng produced no audio for {text!r} with voice {voice.name}")
         return audio
@@ -330,7 +259,7 @@ def music_or_noise(rng: np.random.Generator, seconds: float) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# 4. voices
+# 3. voices
 
 LANGS = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc")
 VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5")
@@ -357,7 +286,7 @@ def distinct_voices(rng, n: int) -> list[Voice]:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# 5. text
+# 4. text
 
 DEMO_WORDS = (
     "the people time world water children money idea story problem question house city school music light "
@@ -566,7 +495,7 @@ def slurp_record(rng, slurp_id: int, intent: tuple[str, str]) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# 6. corpora
+# 5. corpora
 
 
 def _fresh_dir(path: Path, force: bool) -> None:

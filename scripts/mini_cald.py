@@ -350,7 +350,7 @@ class Recipe:
         """The classifier's classes: 1 + the highest SUPERB class index among the speakers (id10001 -> 0)."""
         if task != "sid":
             return 0
-        from corpora.voxceleb1 import read_iden_split, speaker_labels
+        from utils.data import read_iden_split, speaker_labels
 
         return 1 + max(speaker_labels(path for _, path in read_iden_split(self.layout.raw("sid"))).values())
 

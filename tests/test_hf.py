@@ -17,7 +17,7 @@ from hparams import create_hparams
 from models.build import forward_model
 from models.hf import ClassifierLabels, to_hf_model
 from models.hf_code.modeling_wav2vec2_bimamba2 import ssd_chunked
-from models.mamba2 import ssd_ref
+from models.kernels.ssd import ssd_ref
 from scripts import export_hf_model
 from tests.conftest import TINY_MAMBA
 from tests.test_export import run_dir_with_checkpoint
@@ -215,15 +215,17 @@ def test_export_errors_name_what_is_missing(tiny_model_dir, tmp_path):
                               "--vocab", str(tmp_path / "missing.json")])
 
 
-def test_speaker_names_come_from_iden_split(tiny_model_dir, tmp_path):
+def test_speaker_names_are_the_superb_classes_of_a_voxceleb1_dir(tiny_model_dir, tmp_path):
+    """A speaker model's class i is speaker id1000(1 + i) (SUPERB SI's class index), whichever speakers its split
+    list holds: here id10002 is absent and id10003 is still class 2."""
     checkpoint = mamba_run(tmp_path / "run", tiny_model_dir, "use_classifier=True,classifier_num_targets=4")
     voxceleb = tmp_path / "VoxCeleb1"
     voxceleb.mkdir()
-    (voxceleb / "iden_split.txt").write_text("1 id10002/v/00001.wav\n3 id10001/v/00001.wav\n2 id10003/w/00002.wav\n")
+    (voxceleb / "iden_split.txt").write_text("1 id10003/v/00001.wav\n3 id10001/v/00001.wav\n2 id10003/w/00002.wav\n")
     exported = export_hf_model.export(checkpoint, tmp_path / "exported",
                                       labels=f"s3prl/superb--si--{voxceleb}")
     config = json.loads((exported / "config.json").read_text())
-    assert config["classifier_labels"] == [["id10001", "id10002", "id10003", "LABEL_3"]]
+    assert config["classifier_labels"] == [["id10001", "id10002", "id10003", "id10004"]]
     assert create_hparams(json_path=checkpoint.parent / "hparams.json").ctc_weight > 0 and config["ctc_head_trained"]
 
 

@@ -389,10 +389,81 @@ def _num_speakers(dataset) -> int:
     return 1 + max(max(dataset[s]["label"], default=-1) for s in dataset)
 
 
+SPLIT_FILE = "iden_split.txt"  # the official identification split
+SUPERB_SPLIT_FILE = "veri_test_class.txt"  # what the HF superb script (and so the original code) reads
+SPLIT_URL = "https://mm.kaist.ac.kr/datasets/voxceleb/meta/iden_split.txt"
+FIRST_SPEAKER, NUM_CLASSES = 10001, 1251  # SUPERB SI's classes: id10001 ... id11251
+_relpath_re = re.compile(r"(id\d+)/[^/\s]+/[^/\s]+\.wav")
+
+
+def split_file(root) -> Path:
+    """``<root>/veri_test_class.txt`` (SUPERB's split, the paper's) when it is there, else ``<root>/iden_split.txt``."""
+    superb = Path(root) / SUPERB_SPLIT_FILE
+    return superb if superb.is_file() else Path(root) / SPLIT_FILE
+
+
+def read_iden_split(root) -> list[tuple[int, str]]:
+    """[(split, "id10001/1zcIwhmdeo4/00001.wav")] from ``split_file(root)``; split 1 = train, 2 = val, 3 = test."""
+    return [(split, relpath) for _, split, relpath in read_split_lines(root)]
+
+
+def read_split_lines(root) -> list[tuple[str, int, str]]:
+    """[("file:line", split, relpath)] of ``split_file(root)``: a missing or malformed list, a speaker id outside
+    SUPERB SI's classes or a file listed twice is an error naming the line."""
+    path = split_file(root)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found (nor {Path(root) / SUPERB_SPLIT_FILE}). It is the official VoxCeleb1 identification "
+            f"split list: one line '<split> <speaker>/<video>/<utterance>.wav' per file, split 1 = train, "
+            f"2 = validation, 3 = test. It is published at {SPLIT_URL}; s3prl's SUPERB speaker-identification "
+            f"recipe ships the same split as {SUPERB_SPLIT_FILE}, which the HF superb dataset reads and which is "
+            f"preferred when present. Put either in {Path(root)}.")
+    entries, seen = [], {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        fields = line.split()
+        if len(fields) != 2 or fields[0] not in ("1", "2", "3"):
+            raise ValueError(f"{where}: expected '<1|2|3> <speaker>/<video>/<utterance>.wav', got {line!r}")
+        relpath = fields[1]
+        if not _relpath_re.fullmatch(relpath):
+            raise ValueError(f"{where}: expected a path like id10001/1zcIwhmdeo4/00001.wav, got {relpath!r}")
+        if not 0 <= speaker_class(speaker_of(relpath)) < NUM_CLASSES:
+            raise ValueError(f"{where}: speaker {speaker_of(relpath)} is not one of SUPERB SI's "
+                              f"id{FIRST_SPEAKER} ... id{FIRST_SPEAKER + NUM_CLASSES - 1}")
+        if relpath in seen:
+            raise ValueError(f"{where}: {relpath} already listed at line {seen[relpath]}")
+        seen[relpath] = number
+        entries.append((where, int(fields[0]), relpath))
+    if not entries:
+        raise ValueError(f"{path}: empty")
+    return entries
+
+
+def speaker_of(relpath: str) -> str:
+    return relpath.split("/", 1)[0]
+
+
+def speaker_class(speaker: str) -> int:
+    """SUPERB SI's class index of a speaker id: id10001 -> 0 ... id11251 -> 1250."""
+    return int(speaker[2:]) - FIRST_SPEAKER
+
+
+def speaker_labels(relpaths) -> dict[str, int]:
+    """{speaker id: its class index} (``speaker_class``) for the speakers of ``relpaths``."""
+    return {speaker: speaker_class(speaker) for speaker in sorted({speaker_of(p) for p in relpaths})}
+
+
+def speaker_names(num_classes: int = NUM_CLASSES) -> list[str]:
+    """The speaker id of each class index: ["id10001", ..., "id11251"] (the first ``num_classes``)."""
+    return [f"id{FIRST_SPEAKER + index}" for index in range(num_classes)]
+
+
 def superb_si_dataset(manual_dir, sr: int = 16000, rebuild: bool = False):
     """The SUPERB SI ``DatasetDict`` (train / validation / test; columns ``name``, ``file``, ``label``,
     ``num_samples``, ``speaker_id``) built from ``<manual_dir>/wav`` and its split file: ``veri_test_class.txt``
-    (SUPERB's, read by the HF superb script), else ``iden_split.txt`` (corpora/voxceleb1.py, ``split_file``).
+    (SUPERB's, read by the HF superb script), else ``iden_split.txt`` (``split_file``).
 
     Cached under ``<manual_dir>/superb_si-<fingerprint>``, the fingerprint covering the split file's name and
     content and the manual dir's absolute path: an edited split file or a moved corpus rebuilds (older caches are
@@ -400,8 +471,6 @@ def superb_si_dataset(manual_dir, sr: int = 16000, rebuild: bool = False):
     import datasets  # slow import, only SI needs it
 
     manual_dir = Path(manual_dir).resolve()
-    from corpora.voxceleb1 import read_iden_split, speaker_labels, split_file
-
     split_path = split_file(manual_dir)
     if not split_path.is_file():
         read_iden_split(manual_dir)  # raises, explaining what the file is and where to get it

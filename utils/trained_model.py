@@ -6,24 +6,24 @@
 
 Where each comes from (what scripts/export_hf_model.py and transcribe.py read):
 
-- the model: the ``hparams.json`` beside the checkpoint, then the checkpoint's weights (as infer.py does);
+- the model: the ``hparams.json`` beside the checkpoint, then the checkpoint's weights (as infer.py does; an
+  original-code run dir or checkpoint converted, models/original.py);
 - the vocabulary (``vocab``): a vocab.json or a data dir holding one (the ``--vocab-path`` / ``<data-dir>/vocab.json``
   the run trained with); by default ``<run dir>/vocab.json`` when the run recorded it there, else none;
 - classifier class names (``labels``): a SLURP data dir or its categories.json (scenarios, actions), or a VoxCeleb1
-  dir holding iden_split.txt (speaker ids; ``s3prl/superb--si--<dir>`` as train.py's --data-dir is read the same);
-  by default, for a SLURP model (data_format=nltLa), the categories.json beside the vocabulary.
+  dir holding its split list (speaker ids by SUPERB class index; ``s3prl/superb--si--<dir>`` as train.py's
+  --data-dir is read the same); by default, for a SLURP model (data_format=nltLa), the categories.json beside the
+  vocabulary.
 """
 import dataclasses
 import logging
 from pathlib import Path
 
-from corpora.voxceleb1 import SPLIT_FILE, read_iden_split, speaker_labels
-from hparams import create_hparams
 from models.build import build_asr_model, load_weights
 from models.hf import ClassifierLabels
 from utils import checkpoint as ckpt
-from utils.data import build_feature_extractor, load_categories, parse_hf_data_dir
-from utils.training import load_tokenizer
+from utils.data import build_feature_extractor, load_categories, parse_hf_data_dir, speaker_names, split_file
+from utils.training import hparams_of_run, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -64,18 +64,19 @@ def find_vocab(run_dir: Path, vocab=None) -> Path | None:
     return recorded if recorded.is_file() else None
 
 
-def read_classifier_labels(labels, num_heads: int) -> ClassifierLabels:
-    """Class names from ``labels``: a VoxCeleb1 dir holding iden_split.txt (or ``s3prl/superb--si--<dir>``), a data
-    dir holding categories.json, or that file."""
+def read_classifier_labels(labels, targets: list[int]) -> ClassifierLabels:
+    """Class names of heads of ``targets`` classes from ``labels``: a VoxCeleb1 dir holding its split list (or
+    ``s3prl/superb--si--<dir>``: speaker ids by SUPERB class index), a data dir holding categories.json, or that
+    file."""
     path = Path(labels)
     if not path.exists() and "--" in str(labels):
         path = Path(parse_hf_data_dir(labels)[2])
-    if (path / SPLIT_FILE).is_file():
-        speakers = speaker_labels(relpath for _, relpath in read_iden_split(path))
-        return ClassifierLabels(["speaker"], [sorted(speakers, key=speakers.get)], str(path / SPLIT_FILE))
+    if split_file(path).is_file():  # class index i is speaker id1000(1 + i), whichever speakers the list holds
+        return ClassifierLabels(["speaker"], [speaker_names(targets[0])], str(split_file(path)))
     data_dir = path.parent if path.is_file() and path.name == CATEGORIES else path
     if not (data_dir / CATEGORIES).is_file():
-        raise FileNotFoundError(f"--labels {labels}: neither {data_dir / CATEGORIES} nor {path / SPLIT_FILE} found")
+        raise FileNotFoundError(f"--labels {labels}: neither {data_dir / CATEGORIES} nor a VoxCeleb1 split list "
+                                f"({split_file(path)}) found")
     heads = load_categories(data_dir)
     names = list(SLURP_HEADS) if len(heads) == len(SLURP_HEADS) else [f"head{i}" for i in range(len(heads))]
     by_index = []
@@ -84,8 +85,8 @@ def read_classifier_labels(labels, num_heads: int) -> ClassifierLabels:
         if [head[name] for name in ordered] != list(range(len(head))):
             raise ValueError(f"{data_dir / CATEGORIES}: head {i}: class indices must be 0..{len(head) - 1}")
         by_index.append(ordered)
-    if num_heads != len(heads):
-        raise ValueError(f"{data_dir / CATEGORIES}: {len(heads)} heads, the model has {num_heads}")
+    if len(targets) != len(heads):
+        raise ValueError(f"{data_dir / CATEGORIES}: {len(heads)} heads, the model has {len(targets)}")
     return ClassifierLabels(names, by_index, str(data_dir / CATEGORIES))
 
 
@@ -96,9 +97,9 @@ def load_trained(path, vocab=None, labels=None, hparams_string: str = "") -> Tra
     saved = checkpoint.parent / "hparams.json"
     if not saved.is_file():
         raise FileNotFoundError(f"{saved} not found: the model is rebuilt from the run's hparams.json")
-    hparams = create_hparams(hparams_string, json_path=saved)
+    hparams = hparams_of_run(saved, hparams_string)
     model = build_asr_model(hparams, pretrained=False)
-    load_weights(model, ckpt.load_checkpoint(checkpoint)["model"], str(checkpoint))
+    load_weights(model, ckpt.load_model_weights(checkpoint), str(checkpoint))
     vocab_path = find_vocab(checkpoint.parent, vocab)
     tokenizer = load_tokenizer(vocab_path, hparams) if vocab_path else None
     classifier = None
@@ -107,7 +108,7 @@ def load_trained(path, vocab=None, labels=None, hparams_string: str = "") -> Tra
         if labels is None and slurp and vocab_path is not None and (vocab_path.parent / CATEGORIES).is_file():
             labels = vocab_path.parent
         if labels is not None:
-            classifier = read_classifier_labels(labels, len(hparams.classifier_targets))
+            classifier = read_classifier_labels(labels, hparams.classifier_targets)
     logger.info("%s (step %d): vocabulary %s, class names %s", checkpoint, ckpt.checkpoint_step(checkpoint),
                 vocab_path or "none found", classifier.source if classifier else "none")
     return TrainedModel(checkpoint, ckpt.checkpoint_step(checkpoint), hparams, model.eval(),
