@@ -40,7 +40,7 @@ PACKAGES=(
     opentelemetry-api opentelemetry-sdk opentelemetry-proto opentelemetry-semantic-conventions
     opentelemetry-exporter-otlp-proto-http opentelemetry-exporter-otlp-proto-common
     opentelemetry-exporter-http-transport==0.66b2 opentelemetry-exporter-otlp-common==0.66b2 cwevals==0.0.1b1
-    unidecode inflect more-itertools typeguard
+    unidecode inflect more-itertools typeguard soxr
     # not in the original list, added because something above requires them:
     jaraco.functools  # inflect
     zipp lazy-importer  # importlib-metadata (newest)

@@ -5,7 +5,9 @@
 # It installs carry/*.whl (filled by scripts/fetch_gpu_wheels.sh where PyPI is reachable) and mamba-ssm's
 # Triton kernels (scripts/install_gpu.sh --from carry) into $GPU_SITE (default /tmp/site), then puts that
 # folder first on PYTHONPATH and its bin/ on PATH. The first call on a fresh machine takes ~30 s; later calls
-# find a stamp of carry/'s contents in $GPU_SITE and only set the paths.
+# find a stamp of carry/'s contents in $GPU_SITE and only set the paths. Triton's cache goes to carry/triton_cache
+# (TRITON_CACHE_DIR, with the autotuner's choices: TRITON_CACHE_AUTOTUNING=1) unless set: carried to a fresh
+# machine, it spares mamba_ssm's kernels their first compile and autotuning there.
 #
 # On any failure it prints "gpu_env.sh: FAILED: ..." and returns non-zero, so `&&` stops the command.
 # Environment: PYTHON (default python3), GPU_SITE (default /tmp/site), GPU_CARRY (default <repo>/carry).
@@ -25,6 +27,7 @@ _gpu_env_main() {
     command -v "$py" >/dev/null || { echo "gpu_env.sh: FAILED: no '$py' on PATH" >&2; return 1; }
     mkdir -p "$site" || { echo "gpu_env.sh: FAILED: cannot create $site" >&2; return 1; }
 
+    export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$carry/triton_cache} TRITON_CACHE_AUTOTUNING=${TRITON_CACHE_AUTOTUNING:-1}
     case ":${PYTHONPATH:-}:" in *":$site:"*) ;; *) export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}" ;; esac
     case ":$PATH:" in *":$site/bin:"*) ;; *) export PATH="$site/bin:$PATH" ;; esac
 
@@ -67,8 +70,8 @@ for dist in md.distributions(path=[sys.argv[1]]):
         if not req.specifier.contains(have, prereleases=True):
             print(f"gpu_env.sh: WARNING: {dist.metadata['Name']} needs {req}, this machine has {have}")
 failed = []
-for module in ("wandb", "datasets", "jiwer", "soundfile", "espeakng_loader", "unidecode", "inflect", "einops",
-               "mamba_ssm"):
+for module in ("wandb", "datasets", "jiwer", "soundfile", "soxr", "espeakng_loader", "unidecode", "inflect",
+               "einops", "mamba_ssm"):
     try:
         importlib.import_module(module)
     except Exception as e:  # noqa: BLE001
