@@ -198,6 +198,15 @@ def graph_safe_attention(model) -> None:
         model.set_attn_implementation(UNMASKED_SDPA)
 
 
+def eager_mixers(model) -> None:
+    """Launch every BiMamba2 mixer's kernels eagerly, without CUDA graphs of their own: inside a whole-model capture
+    they run so anyway, and the capture's warm-up must compile and autotune the very kernels the capture launches
+    (a kernel compiled during a capture invalidates it)."""
+    for module in model.modules():
+        if isinstance(module, BiMamba2Wrapper):
+            module.kernels = module.kernels.without_graphs()
+
+
 def graphed_train_step(model, optimizer, batch: Batch):
     """A training step whose forward and backward replay CUDA graphs captured for this very (unpadded) input."""
     autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)  # noqa: E731
@@ -263,6 +272,7 @@ def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: f
     wrapper = next((m for m in model.modules() if isinstance(m, BiMamba2Wrapper)), None)  # None: no BiMamba2
     if execution == "cuda_graph":
         graph_safe_attention(model)
+        eager_mixers(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
     rows = []
     for shape in shapes:

@@ -62,7 +62,7 @@ def make_recording(path: Path, seconds: float) -> None:
     sf.write(path, samples, SR)
 
 
-def peak_memory_gb(device: torch.device) -> float:
+def peak_memory_gib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2 ** 30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # kilobytes on Linux
@@ -78,6 +78,8 @@ def main(argv=None) -> dict:
     add("--hparams", default="", help="overrides of the converted model's hparams, e.g. mamba_chunk_size=128")
     add("--workdir", default=None, help="where the run dir and the recording go (default: a temporary dir)")
     add("--out", default=None, help="JSON lines file to append the row to")
+    add("--code", default=None, help="the commit measured (default: git's HEAD, '+' for uncommitted changes); give it "
+                                     "where the tree is a copy without its own .git")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(args.workdir or scratch)
@@ -110,12 +112,12 @@ def main(argv=None) -> dict:
     row = {"bench": "transcribe_long", "preset": args.preset, "parameters": parameters, "hparams": args.hparams,
            "audio_seconds": result["duration"], "seconds": round(seconds, 3),
            "real_time_factor": round(seconds / result["duration"], 6),
-           "peak_memory_gb": round(peak_memory_gb(device), 3),
+           "peak_gib": round(peak_memory_gib(device), 3),
            "peak_memory": "cuda max_memory_allocated" if on_cuda else "process max RSS",
            "load_seconds": round(load_seconds, 2), "words": len(result["words"]),
            "mixed_precision": args.mixed_precision, "device": str(device),
            "device_name": torch.cuda.get_device_name(device) if on_cuda else platform.machine(),
-           "torch": torch.__version__, "code": code_version()}
+           "torch": torch.__version__, "code": args.code or code_version()}
     print(json.dumps(row))
     if args.out:
         with open(args.out, "a") as f:

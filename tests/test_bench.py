@@ -81,6 +81,16 @@ def test_every_bench_model_is_built_as_its_name_says():
         assert not model.wav2vec2.feature_extractor._requires_grad, name  # frozen, as in training
 
 
+def test_eager_mixers_leave_no_graphs_inside_a_whole_model_capture():
+    """cuda_graph execution: every mixer launches its kernels as the capture records them, in warm-up too."""
+    from models.mamba_utils import BiMamba2Wrapper
+
+    model = speed.build("student", "cpu", preset="tiny", headdim=16, d_state=16, chunk_size=16)
+    speed.eager_mixers(model)
+    kernels = [m.kernels for m in model.modules() if isinstance(m, BiMamba2Wrapper)]
+    assert kernels and all(k.mixer_graph_frames == k.scan_graph_frames == 0 for k in kernels)
+
+
 def test_shapes_and_frames_as_the_bench_reads_them():
     assert speed.parse_shape("train:16x10") == ("train", 16, 10.0)
     assert speed.parse_shape("infer:1x1800") == ("infer", 1, 1800.0)

@@ -256,9 +256,10 @@ def test_cuda_graph_replays_equal_eager(tiny_hparams, mamba):
     """bench/speed.py's cuda_graph execution: a captured forward of an unpadded batch, as the bench runs it,
     replays the eager logits for new inputs, and the graphed training step gives the eager step's gradients.
     (A padded batch cannot be captured: Hugging Face builds the frame mask with an index_put of a host scalar.)
-    The teacher's SDPA runs without a mask, as the bench's (graph_safe_attention). Every dropout is off, the
-    attention's too (the config's 0.1): the two steps would draw different masks, and two draws alone put the
-    tiny teacher's gradients up to 6% apart (seen on CPU)."""
+    The teacher's SDPA runs without a mask and the student's mixers without graphs of their own, as the bench's
+    (graph_safe_attention, eager_mixers). Every dropout is off, the attention's too (the config's 0.1): the two
+    steps would draw different masks, and two draws alone put the tiny teacher's gradients up to 6% apart (seen on
+    CPU)."""
     torch.manual_seed(0)
     hparams = tiny_hparams(f"asr_use_mamba={mamba},mamba_backend=triton,mask_time_prob=0.0,hidden_dropout=0.0,"
                            "activation_dropout=0.0,feat_proj_dropout=0.0")
@@ -267,6 +268,7 @@ def test_cuda_graph_replays_equal_eager(tiny_hparams, mamba):
         if isinstance(module, Wav2Vec2Attention):
             module.dropout = 0.0
     speed.graph_safe_attention(model)
+    speed.eager_mixers(model)
     x = torch.randn(2, 16000, device=CUDA)
 
     model.eval()
