@@ -18,7 +18,9 @@ logger = logging.getLogger(__name__)
 
 
 def results_root(path) -> Path | zipfile.Path:
-    """``path`` as a directory, or the root of the zip it names."""
+    """``path`` as a directory, or the root of the zip it names (a root already opened is returned as it is)."""
+    if isinstance(path, zipfile.Path):
+        return path
     path = Path(path)
     if not path.is_file():
         return path
