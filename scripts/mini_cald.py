@@ -270,7 +270,9 @@ def toy_hparams(task: str, strategy: str, profile: Profile, layout: Layout, num_
     """What a run sets on top of its seed command's --hparams (see the module docstring)."""
     hparams = {"asr_model_name": str(layout.pretrained(task)), **parse_hparams(profile.batch),
                "data_warmup_steps": "0", "asr_use_flash_attn": "False", **profile.schedule_hparams(task, strategy)}
-    if task == "asr":  # trained from random weights in few steps: no dropout, no SpecAugment
+    # asr, trained from random weights in few steps, goes without dropout and SpecAugment; ic and sid keep the
+    # seed's (hparams.py defaults): without them their teachers fit the training set
+    if task == "asr":
         hparams.update(hidden_dropout="0.0", activation_dropout="0.0", feat_proj_dropout="0.0", mask_time_prob="0.0")
     if strategy != "std":
         hparams.update(parse_hparams(profile.mamba))
