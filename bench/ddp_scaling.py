@@ -18,7 +18,8 @@ throughput(N) / (N x throughput(1)). Runs go one at a time, each alone on the ma
 
 Results: a table on stdout and one JSON object per run in bench/results/ddp_scaling_<gpu>.jsonl, with the
 machine and library versions that ``<root>/env.json`` recorded when the runs started. ``--report`` recomputes
-them from the runs' metrics.jsonl alone, e.g. after copying a cut-short set of runs back from the GPU machine.
+them from the runs' metrics.jsonl alone, e.g. after copying a cut-short set of runs back from the GPU machine;
+its ``--root`` may be a zip of the root (bench/results/ddp_scaling_run.zip holds the committed rows' runs).
 """
 import argparse
 import json
@@ -32,30 +33,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from utils.seed_commands import SEED_COMMANDS, hparams_string  # noqa: E402
+from utils.results import results_root  # noqa: E402
+from utils.seed_commands import hparams_string, seed_argv, set_flag  # noqa: E402
 
 STRATEGIES = ("std", "target")
 
 
-def seed_argv(strategy: str) -> tuple[str, list[str]]:
-    """The seed README's TED-LIUM command of ``strategy``: (script, arguments)."""
-    (script, arguments), = [(s, a) for task, strat, s, a in SEED_COMMANDS if (task, strat) == ("asr", strategy)]
-    return script, shlex.split(arguments)
-
-
-def set_flag(argv: list[str], flag: str, value: str) -> list[str]:
-    """``argv`` with ``flag``'s value replaced (``--flag=v`` or ``--flag v``); the flag must be there."""
-    for i, word in enumerate(argv):
-        if word == flag:
-            return [*argv[:i + 1], value, *argv[i + 2:]]
-        if word.startswith(flag + "="):
-            return [*argv[:i], f"{flag}={value}", *argv[i + 1:]]
-    raise ValueError(f"{flag} is not in the seed command {' '.join(argv)}")
-
-
 def run_argv(strategy: str, gpus: int, steps: int, root: Path, teacher_steps: int | None = None) -> list[str]:
     """The full command line of one run: launcher, script and the seed's arguments with the four changes."""
-    script, argv = seed_argv(strategy)
+    script, argv = seed_argv("asr", strategy)
     argv = set_flag(argv, "--model-dir", str(run_dir(root, strategy, gpus)))
     argv = set_flag(argv, "--data-dir", str(root / "data"))
     argv = set_flag(argv, "--max_steps", str(steps))
@@ -167,7 +153,7 @@ def main(argv=None):
     parser.add_argument("--skip", type=int, default=None, help="first steps left out of the throughput "
                         "(default: a quarter of --steps)")
     parser.add_argument("--talks", type=int, default=150, help="synthetic training talks (10 segments each)")
-    parser.add_argument("--root", default="output/ddp_scaling")
+    parser.add_argument("--root", default="output/ddp_scaling", help="runs dir (with --report: or a zip of one)")
     parser.add_argument("--report", action="store_true",
                         help="train nothing: the table and JSONL from the runs already under --root")
     parser.add_argument("--out", default=None, help="results JSONL (default bench/results/ddp_scaling_<gpu>.jsonl)")
@@ -175,7 +161,7 @@ def main(argv=None):
     if 1 not in args.gpus:
         parser.error("--gpus must include 1: efficiency is measured against one GPU")
     skip = args.steps // 4 if args.skip is None else args.skip
-    root = Path(args.root).resolve()
+    root = results_root(args.root) if args.report else Path(args.root).resolve()
 
     if not args.report:
         import torch

@@ -1,10 +1,12 @@
-"""mini-CALD: the paper's strategy comparison on one GPU, on synthetic ASR, intent and speaker-id corpora.
+"""mini-CALD: the paper's strategy comparison at toy scale, on synthetic ASR, intent and speaker-id corpora; the CPU
+demo is its demo profile.
 
 Usage:
     python scripts/mini_cald.py --jobs 4                     # every stage of every task, under output/mini_cald
     python scripts/mini_cald.py --tasks asr --budget 480     # start no stage after 480 s; rerun to go on
+    python scripts/mini_cald.py --profile demo --root output/demo   # the CPU demo (scripts/demo.sh runs it)
     python scripts/mini_cald.py --profile smoke --root /tmp/mc   # tiny sizes, a few steps: the recipe on CPU
-    python scripts/mini_cald.py --jobs 4 --budget 480 --pack results.tgz   # a remote GPU: bring back the results
+    python scripts/mini_cald.py --jobs 4 --budget 480 --pack results.zip   # a remote GPU: bring back the results
     python scripts/mini_cald.py --jobs 8 --no-test_alone     # sooner; inference throughput measured with neighbours
     python scripts/mini_cald.py --jobs 8 --keep_going        # a failed stage stops only what builds on it
     python scripts/mini_cald_report.py --root output/mini_cald --out results   # table, JSON and plots
@@ -15,29 +17,54 @@ For each task (asr: TED-LIUM 3 layout, ic: SLURP, sid: VoxCeleb1) the stages are
     prep       the real prep script reads it (corpora/tedlium.py, slurp.py; voxceleb1.py checks the tree)
     pretrained asr only: a random Wav2Vec2 dir, the asr runs' asr_model_name (models/presets.py)
     export     asr only, for ic and sid: the asr teacher as a Hugging Face model dir, their asr_model_name
-    std        train.py, attention (the teacher)                      -- as the seed's Std command; a teacher
+    std        train.py, attention (the teacher)                      -- the seed's Std command; a teacher
                whose best dev metric misses the profile's teacher_bound fails the stage (it has not learnt)
-    unguided   train.py, asr_use_mamba=True                           -- Unguided
-    target     train_distill.py from the teacher's best checkpoint    -- Target guided
-    hybrid     Target's checkpoint at the paper's switch point, resumed with alpha_layer_distill_loss=0
-               (--restore_from); it starts as soon as Target has written that checkpoint
-    waypoint   train_distill.py --use_teacher_snapshots over std's run dir
-    target_attn_init  Target guided with asr_mamba_init=attention
-    test_*     infer.py on the test split, each run at its best dev checkpoint, alone on its GPU (--no-test_alone:
+    unguided   train.py, asr_use_mamba=True                           -- the seed's Unguided command
+    target     train_distill.py from the teacher                      -- the seed's Target guided command
+    hybrid     Target's command with alpha_layer_distill_loss=0, a new run dir restored from Target's checkpoint
+               at the switch step (--restore_from: the same optimiser, schedule, data order and RNG, so it goes on
+               exactly as Target would have); it starts as soon as Target has written that checkpoint
+    waypoint   train_distill.py --use_teacher_snapshots over std's run dir  -- the seed's Waypoint command
+    target_attn_init  Target's command with asr_mamba_init=attention
+    test_*     infer.py on the test split (as the seed's evaluation command), alone on its GPU (--no-test_alone:
                alongside the other stages)
 
-Each is resumable: a finished one is skipped (a run at its max_steps, an evaluation of the right checkpoint), an
-interrupted run resumes from its latest checkpoint. A failed stage stops the others; with --keep_going the stages
-that do not build on it run on, and the failures are named at the end. Every run trains for the same number of
-steps; Hybrid shares Target's first steps. With --jobs N, up to N independent stages run at once, spread over the
-visible GPUs (a run of this size leaves most of a GPU idle), so training throughput is measured with neighbours;
-the stages that others wait for start first. Wall seconds per stage go to ``<root>/timings.json`` and, with the
-invocation that ran them, to ``stages.jsonl``; the machine, libraries and settings of each invocation to
-``info.json``; logs to ``logs/``.
+Every run is the seed README's command (utils/seed_commands.py) with only what the toy scale needs changed
+(tests/test_mini_cald.py holds each run to this):
+- flags: --model-dir, --data-dir, --train_meta, --vocab-path and infer.py's --model-path, --output-path (this
+  recipe's dirs), --teacher_path, --max_steps, --eval_interval and --checkpoint_interval, --mixed_precision (bf16
+  with CUDA, else no) and --accumulation_steps 1 (the profile's batch is the whole batch);
+- hparams: asr_model_name (the profile's preset, or the exported asr teacher), the Mamba2 shape for its hidden
+  size, the batch limits, the learning rate schedule (max_lr, warmup_steps, decay_steps, final_lr) and
+  freeze_feature_encoder (a random front end must learn), data_warmup_steps=0 and for asr no dropout or
+  SpecAugment (too few steps to need them), asr_use_flash_attn=False (SDPA, as the seed's evaluation),
+  classifier_num_targets (the synthetic speakers) and Waypoint's teacher_snapshot_cycle (the teacher's checkpoint
+  interval); Hybrid and target_attn_init add their one hparam (STRATEGY_HPARAMS).
+
+Profiles (PROFILES; the sizes, steps and schedules of each are its fields):
+
+    gpu    every task and strategy on one GPU, every stage under 10 minutes. Every run of a task trains for the
+           same steps; Hybrid branches off Target at the paper's switch point (40k, 30k, 50k of 90k steps for asr,
+           ic, sid), rounded to an evaluation step, and ends at the same step as Target. The teacher and every
+           test take a run's best dev checkpoint.
+    smoke  the gpu profile's recipe at tiny sizes and a few steps: a CPU check of every stage (tests).
+    demo   the CPU demo (scripts/demo.sh): asr only, Std, Unguided, Target guided and Hybrid, each with its own
+           steps. Hybrid continues Target after Target's last step: it restores Target's final checkpoint and goes
+           on with alpha_layer_distill_loss=0 up to its own steps, Target and Hybrid sharing one schedule that
+           decays over Hybrid's steps. The teacher and every test take a run's last checkpoint. The report is the
+           demo's table and plots (scripts/mini_cald_report.py).
+
+Each stage is resumable: a finished one is skipped (a run at its max_steps, an evaluation of the right checkpoint),
+an interrupted run resumes from its latest checkpoint. A failed stage stops the others; with --keep_going the
+stages that do not build on it run on, and the failures are named at the end. With --jobs N, up to N independent
+stages run at once, spread over the visible GPUs (a run of this size leaves most of a GPU idle), so training
+throughput is measured with neighbours; the stages that others wait for start first. Wall seconds per stage go to
+``<root>/timings.json`` and, with the invocation that ran them, to ``stages.jsonl``; the machine, libraries,
+settings and wall time of each invocation to ``info.json``; logs to ``logs/``.
 
 No self-supervised checkpoint exists offline, so "pretrained" means: for asr a randomly initialised Wav2Vec2
-(``models/presets.py demo``: Std, Unguided and Waypoint train from scratch, front end included), for ic and sid
-the asr teacher exported as a Hugging Face model dir (scripts/export_hf_model.py): an encoder that already knows
+(``models/presets.py``: Std, Unguided and Waypoint train from scratch, front end included), for ic and sid the
+asr teacher exported as a Hugging Face model dir (scripts/export_hf_model.py): an encoder that already knows
 (synthetic) speech, the role wav2vec2-large-lv60 plays in the paper. ic and sid therefore run asr up to its
 teacher first.
 """
@@ -49,7 +76,6 @@ import os
 import platform
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,41 +83,98 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from utils.results import pack  # noqa: E402
+from utils.seed_commands import hparams_string, parse_hparams, seed_argv, set_flag  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("asr", "ic", "sid")
 STRATEGIES = ("std", "unguided", "target", "hybrid", "waypoint", "target_attn_init")
 SELECT_METRIC = {"asr": "wer", "ic": "intent_acc", "sid": "clf_acc"}  # dev metric that picks the checkpoint
-# Hybrid switches from Target to alpha_layer_distill_loss=0 at the paper's point: 40k, 30k, 50k of 90k steps
+# the paper's Hybrid switch from Target to alpha_layer_distill_loss=0: at 40k, 30k, 50k of 90k steps
 HYBRID_SWITCH = {"asr": 40 / 90, "ic": 30 / 90, "sid": 50 / 90}
-# the seed commands' distillation weights (layer, logits) per task
-ALPHAS = {"asr": (15, 1), "ic": (15, 0), "sid": (30, 0)}
+# the seed command each strategy runs, and the hparams it adds (the seed has no Hybrid or attention-init command)
+SEED_STRATEGY = {"std": "std", "unguided": "unguided", "target": "target", "hybrid": "target",
+                 "waypoint": "waypoint", "target_attn_init": "target"}
+STRATEGY_HPARAMS = {"hybrid": {"alpha_layer_distill_loss": "0"}, "target_attn_init": {"asr_mamba_init": "attention"}}
 
 logger = logging.getLogger("mini_cald")
 
 
 @dataclasses.dataclass(frozen=True)
-class Profile:
-    """Sizes of one recipe profile: corpora (corpora/synth.py kwargs), steps and batches."""
+class Schedule:
+    """A learning rate schedule (hparams.py): linear warm-up to max_lr, exponential decay to final_lr."""
 
-    corpus: dict  # task -> synth kwargs
-    steps: dict  # task -> optimiser steps of every run
-    eval_interval: dict  # task -> dev evaluation (and checkpoint) interval; also the waypoint cycle
-    batch: str  # hparams
-    mamba: str  # Mamba2 shape for the demo preset's hidden size 192
-    preset: str = "demo"
+    max_lr: float
+    warmup_steps: int
+    decay_steps: int | None = None  # None: 1.5 x the run's steps (Target's: Hybrid's, the schedule they share)
+    final_lr: float = 1e-4
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """Sizes, steps and schedules of one recipe profile (the module docstring says what each profile is)."""
+
+    corpus: dict  # task -> corpora/synth.py kwargs; its keys are the profile's tasks
+    steps: dict  # task -> optimiser steps of every run, or {strategy: steps}
+    eval_interval: dict  # task -> dev evaluation and checkpoint interval, or {strategy: interval}
+    batch: str  # hparams: batch size and limits
+    mamba: str  # hparams: the Mamba2 shape for the preset's hidden size
+    # runs from the random "pretrained" model (asr Std, Unguided, Waypoint; the front end learns too), and runs
+    # from a trained encoder (the distilled asr students, everything of ic and sid; the front end frozen)
+    scratch: Schedule
+    distill: Schedule
+    preset: str = "demo"  # models/presets.py: the random "pretrained" asr model
+    strategies: tuple = STRATEGIES
+    pick: str = "best"  # the checkpoint that teaches (Std's) and is tested: "best" (dev metric) or "last"
+    # task -> Target's step where Hybrid starts; default: the paper's point (HYBRID_SWITCH) rounded to an evaluation
+    hybrid_switch: dict = dataclasses.field(default_factory=dict)
     # task -> the worst best-dev SELECT_METRIC a Std run may end with (a WER ceiling, an accuracy floor): a teacher
     # that has not learnt fails its stage, instead of every strategy distilling from it or being compared with it
     teacher_bound: dict = dataclasses.field(default_factory=dict)
+    report: str = "comparison"  # scripts/mini_cald_report.py's output: "comparison" (mini_cald.*) or "demo"
 
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(task for task in TASKS if task in self.corpus)
+
+    def run_steps(self, task: str, strategy: str) -> int:
+        steps = self.steps[task]
+        return steps if isinstance(steps, int) else steps[strategy]
+
+    def interval(self, task: str, strategy: str) -> int:
+        interval = self.eval_interval[task]
+        return interval if isinstance(interval, int) else interval[strategy]
+
+    def switch(self, task: str) -> int:
+        """Target's step where Hybrid starts."""
+        if task in self.hybrid_switch:
+            return self.hybrid_switch[task]
+        interval = self.interval(task, "target")
+        return round(HYBRID_SWITCH[task] * self.run_steps(task, "target") / interval) * interval
+
+    def schedule_hparams(self, task: str, strategy: str) -> dict[str, str]:
+        """The learning rate schedule and front end of a run (from the random model or from a trained encoder)."""
+        from_random = task == "asr" and strategy in ("std", "unguided", "waypoint")
+        schedule = self.scratch if from_random else self.distill
+        decay = schedule.decay_steps or 3 * self.run_steps(task, "hybrid" if strategy == "target" else strategy) // 2
+        return {"max_lr": str(schedule.max_lr), "warmup_steps": str(schedule.warmup_steps),
+                "decay_steps": str(decay), "final_lr": str(schedule.final_lr),
+                "freeze_feature_encoder": str(not from_random)}
+
+
+# asr corpus of the demo preset's runs: about 50 words (text "closed") or an open vocabulary ("common"), spoken by
+# the voices of synth's demo profile with a little noise
+ASR_VOICES = dict(ignore_prob=0.05, snr_db=(30, 45), voices=dict(langs=("en", "en-us"),
+                                                                 variants=("m1", "m3", "m7", "f2", "f4")))
 
 PROFILES = {
     # One H100: every stage under 10 minutes. The demo preset (4 layers, hidden 192) at a GPU batch. ASR text
     # "common" (open vocabulary): with "closed" (50 words) the teacher needs no attention and every strategy
-    # ends within a few words of it (results/mini_cald.md, first run).
+    # ends within a few words of it. The runs from the random model warm up over 400 steps: over 100, a
+    # teacher can diverge near the peak rate.
     "gpu": Profile(
         corpus={
-            "asr": dict(talks=(600, 20, 20), segments_per_talk=(10, 10), text="common", ignore_prob=0.05,
-                        snr_db=(30, 45), voices=dict(langs=("en", "en-us"), variants=("m1", "m3", "m7", "f2", "f4"))),
+            "asr": dict(talks=(600, 20, 20), segments_per_talk=(10, 10), text="common", **ASR_VOICES),
             "ic": dict(utterances=(3000, 300, 300), synthetic=2000),
             "sid": dict(speakers=100, videos_per_speaker=(3, 4), utterances_per_video=(4, 6)),
         },
@@ -99,9 +182,10 @@ PROFILES = {
         eval_interval={"asr": 200, "ic": 100, "sid": 100},
         batch="batch_size=32,batch_frame_limit=3.5e6,batch_quad_frame_limit=1e13",
         mamba="mamba_headdim=64,mamba_d_state=64,mamba_chunk_size=64",
-        # asr: healthy teachers ended at dev WER 0.08-0.13, a diverged one at 1.0 (every word deleted); ic and sid
-        # (no healthy gpu run yet): about 6x and 5x chance (60 intents, 100 speakers). On CPU, 300 steps on these
-        # corpora from the CPU demo's weaker teacher reached 0.19 and 0.29, still rising
+        scratch=Schedule(max_lr=5e-3, warmup_steps=400),
+        distill=Schedule(max_lr=2e-3, warmup_steps=50),
+        # asr: healthy teachers end at dev WER 0.08-0.13, a diverged one at 1.0 (every word deleted); ic and sid:
+        # about 6x and 5x chance (60 intents, 100 speakers)
         teacher_bound={"asr": 0.5, "ic": 0.1, "sid": 0.05},
     ),
     # CPU check of the whole recipe (tests/test_mini_cald.py): tiny corpora, a few steps, the tiny preset.
@@ -115,7 +199,27 @@ PROFILES = {
         eval_interval={"asr": 2, "ic": 2, "sid": 2},
         batch="batch_size=4,batch_frame_limit=1e7,batch_quad_frame_limit=1e13",
         mamba="mamba_headdim=16,mamba_d_state=16,mamba_chunk_size=16",
+        scratch=Schedule(max_lr=5e-3, warmup_steps=400),
+        distill=Schedule(max_lr=2e-3, warmup_steps=50),
         preset="tiny",
+    ),
+    # The CPU demo: within 20 minutes on 2 cores. 3000 training utterances of ~2 s from 300 voices (one a talk),
+    # 100 test utterances of 10 unseen voices. Mamba2 chunks of 64 frames: a 256 chunk pads each ~100-frame
+    # utterance to 256 frames and makes the BiMamba2 layers ~2.5x slower on CPU. Unguided gets fewer steps than
+    # the teacher (its steps are slower on CPU); Target 150, then Hybrid to 250 under one schedule (warm-up 50,
+    # decay over the 200 steps after it), as the paper's 40k of 90k steps.
+    "demo": Profile(
+        corpus={"asr": dict(talks=(300, 10, 10), segments_per_talk=(10, 10), text="closed", **ASR_VOICES)},
+        steps={"asr": {"std": 550, "unguided": 250, "target": 150, "hybrid": 250}},
+        eval_interval={"asr": {"std": 100, "unguided": 50, "target": 50, "hybrid": 50}},
+        batch="batch_size=12,batch_frame_limit=1.2e6,batch_quad_frame_limit=1e12",
+        mamba="mamba_headdim=64,mamba_d_state=64,mamba_chunk_size=64",
+        scratch=Schedule(max_lr=5e-3, warmup_steps=100),
+        distill=Schedule(max_lr=2e-3, warmup_steps=50, decay_steps=200),
+        strategies=("std", "unguided", "target", "hybrid"),
+        pick="last",
+        hybrid_switch={"asr": 150},
+        report="demo",
     ),
 }
 
@@ -147,68 +251,53 @@ class Layout:
         return self.root / "logs" / f"{task}_{stage}.log"
 
 
-def data_args(task: str, layout: Layout, training: bool = True) -> list[str]:
-    """The data flags of the seed commands (training or infer.py's), pointed at this recipe's corpora."""
+def data_flags(task: str, layout: Layout, training: bool = True) -> dict[str, str]:
+    """The seed commands' data flags (training or infer.py's), pointed at this recipe's corpora."""
     if task == "asr":
-        return [f"--data-dir={layout.data_dir('asr')}"]
+        return {"--data-dir": str(layout.data_dir("asr"))}
     slurp = layout.data_dir("ic")
-    if task == "ic":
-        train_meta = ["--train_meta", str(slurp / "meta.train.syn.txt")] if training else []
-        return ["--data-dir", str(slurp), *train_meta, "--vocab-path", str(slurp / "vocab.json")]
-    return ["--data-dir", f"s3prl/superb--si--{layout.raw('sid')}", "--vocab-path", str(slurp / "vocab.json"),
-            "--use_hf_dataset"]
+    if task == "ic":  # infer.py reads the data dir's vocab.json, the same file
+        training_flags = {"--train_meta": str(slurp / "meta.train.syn.txt"), "--vocab-path": str(slurp / "vocab.json")}
+        return {"--data-dir": str(slurp), **(training_flags if training else {})}
+    return {"--data-dir": f"s3prl/superb--si--{layout.raw('sid')}", "--vocab-path": str(slurp / "vocab.json")}
 
 
 # --------------------------------------------------------------------------------------------------------------
-# 2. hparams of each run
+# 2. the command of each run: the seed's, at toy scale
 
 
-def task_hparams(task: str, num_speakers: int) -> str:
-    """The seed commands' task settings."""
+def toy_hparams(task: str, strategy: str, profile: Profile, layout: Layout, num_speakers: int) -> dict[str, str]:
+    """What a run sets on top of its seed command's --hparams (see the module docstring)."""
+    hparams = {"asr_model_name": str(layout.pretrained(task)), **parse_hparams(profile.batch),
+               "data_warmup_steps": "0", "asr_use_flash_attn": "False", **profile.schedule_hparams(task, strategy)}
+    # asr, trained from random weights in few steps, goes without dropout and SpecAugment; ic and sid keep the
+    # seed's (hparams.py defaults): without them their teachers fit the training set
     if task == "asr":
-        return "loss_normalize_type=sample"
-    classifier = "use_classifier=True,asr_vocab_size=300,ctc_weight=0,loss_normalize_type=sample"
-    if task == "ic":
-        return f"{classifier},data_format=nltLa"
-    return f"{classifier},classifier_num_targets={num_speakers}"
-
-
-def run_hparams(task: str, strategy: str, profile: Profile, layout: Layout, num_speakers: int) -> str:
-    """--hparams of one run.
-
-    Runs from a random "pretrained" model (asr Std, Unguided and Waypoint) train the front end too, at a high
-    rate after a 400-step warm-up. With 100 steps, one of three gpu-profile teachers (H200, bf16) diverged near
-    the peak rate (step ~260) and ended at dev WER 1.0, the others at 12.0% and 12.9%; with 400, a run on the
-    same corpus as the diverged one reached 8.0%. Runs from a trained encoder (the distilled asr students,
-    everything of ic and sid) keep the front end frozen at a lower rate. No data warm-up. ic and sid keep the
-    seed's dropout and SpecAugment (hparams.py defaults): without them the first run's ic teacher fitted its
-    training set (loss 0.005) at 78% dev intent accuracy. asr, trained from random weights in few steps, goes
-    without them.
-    """
-    steps = profile.steps[task]
-    from_random = task == "asr" and strategy in ("std", "unguided", "waypoint")
-    schedule = ("max_lr=5e-3,warmup_steps=400,freeze_feature_encoder=False" if from_random else
-                "max_lr=2e-3,warmup_steps=50,freeze_feature_encoder=True")
-    parts = [
-        f"asr_model_name={layout.pretrained(task)}", profile.batch, task_hparams(task, num_speakers), schedule,
-        f"decay_steps={steps * 3 // 2},final_lr=1e-4,data_warmup_steps=0,asr_use_flash_attn=False",
-    ]
-    if task == "asr":
-        parts.append("hidden_dropout=0.0,activation_dropout=0.0,feat_proj_dropout=0.0,mask_time_prob=0.0")
+        hparams.update(hidden_dropout="0.0", activation_dropout="0.0", feat_proj_dropout="0.0", mask_time_prob="0.0")
     if strategy != "std":
-        parts += ["asr_use_mamba=True", profile.mamba]
-    if strategy not in ("std", "unguided"):
-        layer, logits = ALPHAS[task]
-        if strategy == "hybrid":
-            layer = 0
-        parts += [f"alpha_layer_distill_loss={layer},alpha_logits_distill_loss={logits}",
-                  "asr_mamba_residual_inside=False", f"teacher_snapshot_cycle={profile.eval_interval[task]}"]
-    if strategy == "target_attn_init":
-        parts.append("asr_mamba_init=attention")
-    return ",".join(parts)
+        hparams.update(parse_hparams(profile.mamba))
+    if task == "sid":
+        hparams["classifier_num_targets"] = str(num_speakers)
+    if strategy == "waypoint":  # the teacher's checkpoints it follows
+        hparams["teacher_snapshot_cycle"] = str(profile.interval(task, "std"))
+    return {**hparams, **STRATEGY_HPARAMS.get(strategy, {})}
 
 
-# --------------------------------------------------------------------------------------------------------------
+# flags a seed command may lack: infer.py's precision, the training commands' intervals, Hybrid's start
+ADDED_FLAGS = ("--mixed_precision", "--eval_interval", "--checkpoint_interval", "--restore_from")
+
+
+def seed_run_argv(task: str, seed_strategy: str, flags: dict[str, str], hparams: dict | None = None) -> list[str]:
+    """[script, *arguments]: the seed command of (task, seed_strategy) with ``flags`` and ``hparams`` set."""
+    script, argv = seed_argv(task, seed_strategy)
+    if hparams:
+        merged = {**parse_hparams(hparams_string(" ".join(argv))), **hparams}  # the seed's keys keep their order
+        flags = {**flags, "--hparams": ",".join(f"{key}={value}" for key, value in merged.items())}
+    for flag, value in flags.items():
+        argv = set_flag(argv, flag, str(value), add=flag in ADDED_FLAGS)
+    return [script, *argv]
+
+
 # 3. running stages
 
 
@@ -291,6 +380,7 @@ class Recipe:
                 if keep[task] is None or stage.name in keep[task]]
 
     def task_stages(self, task: str) -> list[Stage]:
+        strategies = self.profile.strategies
         stages = [
             Stage(task, "corpus", (), lambda: self.synthesise_command(task)),
             Stage(task, "prep", (f"{task}/corpus", "ic/prep") if task == "sid" else (f"{task}/corpus",),
@@ -299,9 +389,9 @@ class Recipe:
         if task == "asr":
             stages.append(Stage(task, "pretrained", (), self.random_model_command))
         start = (f"{task}/prep", "asr/pretrained" if task == "asr" else "asr/export")
-        for strategy in STRATEGIES:
+        for strategy in strategies:
             needs = {"std": start, "unguided": start}.get(strategy, (f"{task}/std",))
-            # Hybrid starts as soon as Target has written its checkpoint at the switch point
+            # Hybrid starts as soon as Target has written its checkpoint at the switch step
             waits_for = (lambda: self.hybrid_start(task)) if strategy == "hybrid" else None
             check = (lambda: self.check_teacher(task)) if strategy == "std" else None
             stages.append(Stage(task, strategy, needs, lambda s=strategy: self.train_command(task, s),
@@ -309,7 +399,7 @@ class Recipe:
         if task == "asr":
             stages.append(Stage(task, "export", ("asr/std",), self.export_command))
         stages += [Stage(task, f"test_{s}", (f"{task}/{s}",), lambda s=s: self.test_command(task, s),
-                         exclusive=self.test_alone) for s in STRATEGIES]
+                         exclusive=self.test_alone) for s in strategies]
         return stages
 
     def synthesise_command(self, task: str) -> list[str] | None:
@@ -343,7 +433,7 @@ class Recipe:
         out = self.layout.pretrained("ic")  # shared by ic and sid
         if (out / "config.json").is_file():
             return None
-        return ["scripts/export_hf_model.py", "--checkpoint", str(self.best_checkpoint("asr", "std")),
+        return ["scripts/export_hf_model.py", "--checkpoint", str(self.picked_checkpoint("asr", "std")),
                 "--out", str(out)]
 
     def num_speakers(self, task: str) -> int:
@@ -362,9 +452,12 @@ class Recipe:
             raise StageFailed(f"no best {SELECT_METRIC[task]} in {path}: the run has not been evaluated on dev")
         return best[0], best[1]
 
-    def best_checkpoint(self, task: str, strategy: str) -> Path:
-        """The run's checkpoint with the best dev SELECT_METRIC."""
-        return self.layout.run(task, strategy) / f"model.ckpt-{self.best(task, strategy)[1]}"
+    def picked_checkpoint(self, task: str, strategy: str) -> Path:
+        """The run's checkpoint that teaches (Std's) and is tested: its best dev SELECT_METRIC one, or with the
+        profile's pick "last" its last one."""
+        last = self.profile.pick == "last"
+        step = self.profile.run_steps(task, strategy) if last else self.best(task, strategy)[1]
+        return self.layout.run(task, strategy) / f"model.ckpt-{step}"
 
     def check_teacher(self, task: str) -> None:
         """Std's best dev SELECT_METRIC within the profile's teacher_bound, or StageFailed naming both."""
@@ -383,41 +476,40 @@ class Recipe:
                 f"{bound} (teacher_bound of the {self.profile_name} profile); every other strategy of {task} builds "
                 f"on it. Its log: {self.layout.root / 'logs' / f'{task}_std.log'}; delete {path.parent} to retrain")
 
-    def train_command(self, task: str, strategy: str) -> list[str] | None:
-        steps, interval = self.profile.steps[task], self.profile.eval_interval[task]
-        run_dir = self.layout.run(task, strategy)
-        if (run_dir / f"model.ckpt-{steps}").is_file():
-            return None
-        hparams = run_hparams(task, strategy, self.profile, self.layout, self.num_speakers(task))
-        script = "train.py" if strategy in ("std", "unguided") else "train_distill.py"
-        argv = [script, f"--model-dir={run_dir}", *data_args(task, self.layout), "--mixed_precision",
-                self.mixed_precision, f"--hparams={hparams}", "--max_steps", str(steps),
-                "--eval_interval", str(interval), "--checkpoint_interval", str(interval),
-                "--project_name", f"mini_cald_{task}"]
+    def train_argv(self, task: str, strategy: str) -> list[str]:
+        """[script, *arguments] of a training run: its seed command at this profile's scale."""
+        steps, interval = self.profile.run_steps(task, strategy), self.profile.interval(task, strategy)
+        flags = {"--model-dir": self.layout.run(task, strategy), **data_flags(task, self.layout),
+                 "--mixed_precision": self.mixed_precision, "--accumulation_steps": 1, "--max_steps": steps,
+                 "--eval_interval": interval, "--checkpoint_interval": interval}
         if strategy in ("target", "target_attn_init", "hybrid"):
-            argv += ["--teacher_path", str(self.best_checkpoint(task, "std"))]
+            flags["--teacher_path"] = self.picked_checkpoint(task, "std")
         if strategy == "waypoint":
-            argv += ["--teacher_path", str(self.layout.run(task, "std")), "--use_teacher_snapshots"]
-        if strategy == "hybrid":  # a new dir from Target's checkpoint at the switch: it continues exactly as Target
-            argv += ["--restore_from", str(self.hybrid_start(task))]  # would have, with alpha_layer_distill_loss 0
-        return argv
+            flags["--teacher_path"] = self.layout.run(task, "std")
+        if strategy == "hybrid":  # a new dir from Target's checkpoint at the switch: it goes on exactly as Target
+            flags["--restore_from"] = self.hybrid_start(task)  # would have, with alpha_layer_distill_loss 0
+        hparams = toy_hparams(task, strategy, self.profile, self.layout, self.num_speakers(task))
+        return seed_run_argv(task, SEED_STRATEGY[strategy], flags, hparams)
+
+    def train_command(self, task: str, strategy: str) -> list[str] | None:
+        steps = self.profile.run_steps(task, strategy)
+        if (self.layout.run(task, strategy) / f"model.ckpt-{steps}").is_file():
+            return None
+        return self.train_argv(task, strategy)
 
     def hybrid_start(self, task: str) -> Path:
-        """Target's checkpoint at the paper's switch point (rounded to an evaluation step), where Hybrid starts."""
-        steps, interval = self.profile.steps[task], self.profile.eval_interval[task]
-        switch = round(HYBRID_SWITCH[task] * steps / interval) * interval
-        return self.layout.run(task, "target") / f"model.ckpt-{switch}"
+        """Target's checkpoint at the switch step, where Hybrid starts."""
+        return self.layout.run(task, "target") / f"model.ckpt-{self.profile.switch(task)}"
 
     def test_command(self, task: str, strategy: str) -> list[str] | None:
-        checkpoint = self.best_checkpoint(task, strategy)
+        checkpoint = self.picked_checkpoint(task, strategy)
         out = self.layout.eval(task, strategy)
         metrics = out / "metrics.json"
         if metrics.is_file() and json.loads(metrics.read_text()).get("checkpoint") == str(checkpoint):
             return None
-        return ["infer.py", "--model-path", str(checkpoint), "--output-path", str(out),
-                *data_args(task, self.layout, training=False),
-                "--eval_meta", "test" if task == "sid" else "meta.test.txt", "--mixed_precision",
-                self.mixed_precision, "--hparams", "asr_use_flash_attn=False"]
+        flags = {"--model-path": checkpoint, "--output-path": out, **data_flags(task, self.layout, training=False),
+                 "--mixed_precision": self.mixed_precision}
+        return seed_run_argv(task, "eval", flags)
 
     # -- running them --------------------------------------------------------------------------------------
     def run(self, tasks, jobs: int = 1, budget: float | None = None, keep_going: bool = False) -> bool:
@@ -544,21 +636,11 @@ class Recipe:
             f.write(json.dumps(line) + "\n")
 
 
+
+
 # the small files of a root, what mini_cald_report.py reads and the logs: no audio, no checkpoints
 PACKED = ("info.json", "timings.json", "stages.jsonl", "logs/*.log", "runs/*/*/metrics.jsonl", "runs/*/*/hparams.json",
           "runs/*/*/best_metrics.json", "eval/*/*/metrics.json", "eval/*/*/preds.jsonl")
-
-
-def pack(root: Path, archive) -> int:
-    """Write the recipe's results under ``root`` to a .tar.gz (unpack it anywhere and run the report on it)."""
-    count = 0
-    with tarfile.open(archive, "w:gz") as tar:
-        for pattern in PACKED:
-            for path in sorted(root.glob(pattern)):
-                tar.add(path, arcname=str(path.relative_to(root)))
-                count += 1
-    logger.info("packed %d files of %s into %s", count, root, archive)
-    return count
 
 
 def visible_gpus() -> tuple[str, ...]:
@@ -569,6 +651,8 @@ def visible_gpus() -> tuple[str, ...]:
         return ()
     listed = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
     return tuple(listed or map(str, range(torch.cuda.device_count())))[:torch.cuda.device_count()]
+
+
 
 
 def write_info(layout: Layout, profile_name: str, jobs: int, gpus: tuple[str, ...], test_alone: bool) -> int:
@@ -597,10 +681,18 @@ def write_info(layout: Layout, profile_name: str, jobs: int, gpus: tuple[str, ..
     return len(info["invocations"]) - 1
 
 
+def record_wall_time(layout: Layout, invocation: int, seconds: float) -> None:
+    """The invocation's wall seconds, however it ended, in its info.json entry."""
+    path = layout.root / "info.json"
+    info = json.loads(path.read_text())
+    info["invocations"][invocation]["seconds"] = round(seconds, 1)
+    path.write_text(json.dumps(info, indent=1) + "\n")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default="output/mini_cald", help="everything is written under this directory")
-    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=None, help="default: the profile's tasks")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="gpu")
     parser.add_argument("--jobs", type=int, default=1, help="stages run at once (default 1)")
     parser.add_argument("--test_alone", action=argparse.BooleanOptionalAction, default=True,
@@ -614,13 +706,19 @@ def main(argv=None):
                         help="seconds after which no new stage starts (running ones finish); rerun to go on")
     parser.add_argument("--mixed_precision", default=None, choices=("no", "bf16", "fp16"),
                         help="default: bf16 with CUDA, else no")
-    parser.add_argument("--pack", metavar="FILE.tgz", default=None,
-                        help="at the end (also after a failure or the budget) pack the result files into FILE.tgz")
+    parser.add_argument("--pack", metavar="FILE.zip", default=None,
+                        help="at the end (also after a failure or the budget) pack the result files into FILE.zip, "
+                             "which mini_cald_report.py reads as it reads --root")
     parser.add_argument("--python", default=sys.executable, help="interpreter for the scripts")
     parser.add_argument("--synthesise", choices=TASKS, help=argparse.SUPPRESS)  # the corpus stage of a task
     args = parser.parse_args(argv)
+    profile = PROFILES[args.profile]
+    tasks = args.tasks or list(profile.tasks)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    if not set(tasks) <= set(profile.tasks):
+        parser.error(f"--tasks {' '.join(tasks)}: the {args.profile} profile has corpora for "
+                     f"{', '.join(profile.tasks)} only")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         datefmt="%H:%M:%S")
     layout = Layout(Path(args.root).resolve())
@@ -634,12 +732,13 @@ def main(argv=None):
     recipe = Recipe(layout, args.profile, args.python, mixed_precision, invocation, gpus, args.test_alone)
     tic = time.time()
     try:
-        finished = recipe.run(args.tasks, jobs=args.jobs, budget=args.budget, keep_going=args.keep_going)
+        finished = recipe.run(tasks, jobs=args.jobs, budget=args.budget, keep_going=args.keep_going)
     except StageFailed as error:
         sys.exit(f"error: {error}")
     finally:
+        record_wall_time(layout, invocation, time.time() - tic)
         if args.pack:
-            pack(layout.root, args.pack)
+            pack(layout.root, args.pack, PACKED)
     if not finished:
         sys.exit(3)
     logger.info("all stages done in %.0f s: python scripts/mini_cald_report.py --root %s", time.time() - tic,

@@ -2,12 +2,15 @@
 hparams, and the whole recipe end to end on CPU (smoke profile) followed by its report."""
 import json
 import sys
-import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
 
+from corpora import synth
+from hparams import create_hparams
 from scripts import mini_cald, mini_cald_report
+from utils.seed_commands import hparams_string, parse_hparams, seed_argv
 
 
 def recipe(root: Path) -> "mini_cald.Recipe":
@@ -38,12 +41,76 @@ def test_stage_graph_brings_in_what_a_task_builds_on(tmp_path):
     assert not any(s.exclusive for s in shared_tests.stages(["sid"]))
 
 
+def ready_recipe(root: Path, profile: str) -> "mini_cald.Recipe":
+    """A recipe whose runs have a best dev checkpoint (step 6) and whose sid corpus has 7 speakers."""
+    made = mini_cald.Recipe(mini_cald.Layout(root), profile, sys.executable, "bf16")
+    made.num_speakers = lambda task: 7 if task == "sid" else 0
+    for task in mini_cald.TASKS:
+        for strategy in mini_cald.STRATEGIES:
+            best = root / "runs" / task / strategy / "best_metrics.json"
+            best.parent.mkdir(parents=True)
+            best.write_text(json.dumps({mini_cald.SELECT_METRIC[task]: [0.5, 6]}))
+    return made
+
+
+def split_flags(argv: list[str]) -> dict[str, str | None]:
+    """{flag: value} of a command line (--flag=value, --flag value, or a bare --flag: None)."""
+    flags = {}
+    for i, word in enumerate(argv):
+        if word.startswith("--"):
+            flag, _, value = word.partition("=")
+            following = argv[i + 1] if i + 1 < len(argv) and not argv[i + 1].startswith("--") else None
+            flags[flag] = value if "=" in word else following
+    return flags
+
+
+# what the toy scale may change in a seed command (scripts/mini_cald.py's docstring says why)
+TOY_FLAGS = {"--model-dir", "--data-dir", "--train_meta", "--vocab-path", "--mixed_precision", "--accumulation_steps",
+             "--max_steps", "--eval_interval", "--checkpoint_interval", "--teacher_path", "--hparams"}
+TOY_HPARAMS = {"asr_model_name", "batch_size", "batch_frame_limit", "batch_quad_frame_limit", "data_warmup_steps",
+               "asr_use_flash_attn", "max_lr", "warmup_steps", "decay_steps", "final_lr", "freeze_feature_encoder",
+               "hidden_dropout", "activation_dropout", "feat_proj_dropout", "mask_time_prob", "mamba_headdim",
+               "mamba_d_state", "mamba_chunk_size", "classifier_num_targets", "teacher_snapshot_cycle"}
+EVAL_FLAGS = {"--model-path", "--output-path", "--data-dir", "--vocab-path", "--mixed_precision"}
+
+
+# ids "<name>_profile": a bare "gpu" id would make the case a GPU-tier test (conftest.py)
+@pytest.mark.parametrize("profile", sorted(mini_cald.PROFILES), ids=lambda name: f"{name}_profile")
+def test_every_run_is_its_seed_command_with_only_the_toy_scale_changes(tmp_path, profile):
+    """Each training and test command of every profile is the seed README's (utils/seed_commands.py) with only the
+    flags and hparams the toy scale needs changed; Hybrid and target_attn_init are Target's plus their hparam."""
+    made = ready_recipe(tmp_path, profile)
+    for task in made.profile.tasks:
+        for strategy in made.profile.strategies:
+            script, argv = made.train_argv(task, strategy)[0], made.train_argv(task, strategy)[1:]
+            seed_script, seed = seed_argv(task, mini_cald.SEED_STRATEGY[strategy])
+            assert script == seed_script
+            ours, theirs = split_flags(argv), split_flags(seed)
+            assert set(theirs) <= set(ours), (task, strategy)
+            assert {f: v for f, v in ours.items() if f not in TOY_FLAGS | {"--restore_from"}} == \
+                {f: v for f, v in theirs.items() if f not in TOY_FLAGS}, (task, strategy)
+            assert ("--restore_from" in ours) == (strategy == "hybrid")
+            assert all(str(tmp_path) in ours[f] for f in ("--model-dir", "--data-dir"))  # nothing outside the root
+            ours_h, theirs_h = (parse_hparams(hparams_string(" ".join(a))) for a in (argv, seed))
+            expected = {**{k: v for k, v in theirs_h.items() if k not in TOY_HPARAMS},
+                        **mini_cald.STRATEGY_HPARAMS.get(strategy, {})}
+            assert {k: v for k, v in ours_h.items() if k not in TOY_HPARAMS} == expected, (task, strategy)
+            create_hparams(hparams_string(" ".join(argv)))  # every key known, every value of its type
+
+            test = made.test_command(task, strategy)
+            seed_script, seed = seed_argv(task, "eval")
+            ours, theirs = split_flags(test[1:]), split_flags(seed)
+            assert test[0] == seed_script and set(theirs) <= set(ours) <= set(theirs) | EVAL_FLAGS
+            assert {f: v for f, v in ours.items() if f not in EVAL_FLAGS} == \
+                {f: v for f, v in theirs.items() if f not in EVAL_FLAGS}
+            assert ours["--model-path"] == str(made.picked_checkpoint(task, strategy))
+
+
 def test_run_hparams_per_strategy(tmp_path):
-    profile, layout = mini_cald.PROFILES["gpu"], mini_cald.Layout(tmp_path)
+    made = ready_recipe(tmp_path, "gpu")
 
     def hparams(task, strategy):
-        pairs = [p.split("=", 1) for p in mini_cald.run_hparams(task, strategy, profile, layout, 7).split(",")]
-        return dict(pairs)
+        return parse_hparams(hparams_string(" ".join(made.train_argv(task, strategy))))
 
     std, target = hparams("asr", "std"), hparams("asr", "target")
     assert std["freeze_feature_encoder"] == "False" and "asr_use_mamba" not in std  # from a random model
@@ -51,14 +118,58 @@ def test_run_hparams_per_strategy(tmp_path):
     assert (target["alpha_layer_distill_loss"], target["alpha_logits_distill_loss"]) == ("15", "1")
     assert target["asr_mamba_residual_inside"] == "False" and "asr_mamba_init" not in target
     assert hparams("asr", "hybrid")["alpha_layer_distill_loss"] == "0"
+    assert hparams("asr", "hybrid")["decay_steps"] == target["decay_steps"] == "2700"  # one schedule
     assert hparams("asr", "target_attn_init")["asr_mamba_init"] == "attention"
     assert hparams("asr", "waypoint")["freeze_feature_encoder"] == "False"  # it starts from the random model
+    assert hparams("asr", "waypoint")["teacher_snapshot_cycle"] == "200"  # the teacher's checkpoint interval
     assert "alpha_layer_distill_loss" not in hparams("asr", "unguided")
     sid = hparams("sid", "target")
     assert (sid["classifier_num_targets"], sid["ctc_weight"], sid["alpha_layer_distill_loss"]) == ("7", "0", "30")
     assert sid["asr_model_name"] == str(tmp_path / "models" / "w2v2_asr")
     assert hparams("ic", "std")["data_format"] == "nltLa"
     assert hparams("asr", "target")["hidden_dropout"] == "0.0" and "hidden_dropout" not in hparams("ic", "std")
+    teacher = made.train_argv("sid", "target")
+    assert teacher[teacher.index("--teacher_path") + 1] == str(tmp_path / "runs/sid/std/model.ckpt-6")  # best dev
+    hybrid = made.train_argv("sid", "hybrid")
+    assert hybrid[hybrid.index("--restore_from") + 1] == str(tmp_path / "runs/sid/target/model.ckpt-500")
+
+
+def test_demo_profile_runs_the_demo_as_it_was(tmp_path):
+    """The demo's figures stay comparable with README's table: its corpus, hparams, steps and intervals are those
+    scripts/demo.sh ran before it became this profile (written out here), Target learns from the teacher's last
+    checkpoint, Hybrid continues Target's last one, and every test takes a run's last checkpoint."""
+    made = ready_recipe(tmp_path, "demo")
+    assert [s.key for s in made.stages(["asr"])] == [
+        "asr/corpus", "asr/prep", "asr/pretrained", "asr/std", "asr/unguided", "asr/target", "asr/hybrid",
+        "asr/test_std", "asr/test_unguided", "asr/test_target", "asr/test_hybrid"]
+    assert made.profile.corpus == {"asr": {**synth.PROFILES["tedlium"]["demo"], "talks": (300, 10, 10),
+                                           "segments_per_talk": (10, 10)}}
+    common = (f"asr_model_name={tmp_path / 'models' / 'w2v2_random'},batch_size=12,batch_frame_limit=1.2e6,"
+              "batch_quad_frame_limit=1e12,data_warmup_steps=0,final_lr=1e-4,hidden_dropout=0.0,"
+              "activation_dropout=0.0,feat_proj_dropout=0.0,mask_time_prob=0.0")
+    scratch = "max_lr=5e-3,warmup_steps=100,freeze_feature_encoder=False"
+    mamba = "asr_use_mamba=True,mamba_headdim=64,mamba_d_state=64,mamba_chunk_size=64"
+    distill = ("max_lr=2e-3,warmup_steps=50,decay_steps=200,freeze_feature_encoder=True,alpha_logits_distill_loss=1,"
+               "asr_mamba_residual_inside=False")
+    before = {"std": (f"{common},{scratch},decay_steps=825", 550, 100),
+              "unguided": (f"{common},{scratch},decay_steps=375,{mamba}", 250, 50),
+              "target": (f"{common},{distill},{mamba},alpha_layer_distill_loss=15", 150, 50),
+              "hybrid": (f"{common},{distill},{mamba},alpha_layer_distill_loss=0", 250, 50)}
+    for strategy, (hparams, steps, interval) in before.items():
+        argv = made.train_argv("asr", strategy)
+        assert vars(create_hparams(hparams_string(" ".join(argv)))) == vars(create_hparams(hparams)), strategy
+        flags = split_flags(argv)
+        assert (flags["--max_steps"], flags["--eval_interval"], flags["--checkpoint_interval"]) == \
+            (str(steps), str(interval), str(interval))
+        assert flags["--mixed_precision"] == "bf16" and flags["--accumulation_steps"] == "1"
+        assert made.test_command("asr", strategy)[2] == str(made.layout.run("asr", strategy) / f"model.ckpt-{steps}")
+    for strategy in ("target", "hybrid"):
+        assert split_flags(made.train_argv("asr", strategy))["--teacher_path"] == \
+            str(tmp_path / "runs/asr/std/model.ckpt-550")
+    assert split_flags(made.train_argv("asr", "hybrid"))["--restore_from"] == \
+        str(tmp_path / "runs/asr/target/model.ckpt-150")
+    with pytest.raises(SystemExit):  # the demo has an asr corpus only
+        mini_cald.main(["--profile", "demo", "--root", str(tmp_path / "demo"), "--tasks", "ic"])
 
 
 class FakeRecipe(mini_cald.Recipe):
@@ -200,19 +311,20 @@ def test_smoke_recipe_end_to_end_then_report(tmp_path):
     hybrid = json.loads((root / "runs/asr/hybrid/hparams.json").read_text())
     assert hybrid["alpha_layer_distill_loss"] == 0 and hybrid["asr_use_mamba"] is True
 
-    archive = tmp_path / "results.tgz"
+    archive = tmp_path / "results.zip"
     mini_cald.main(["--profile", "smoke", "--root", str(root), "--jobs", "2", "--pack", str(archive)])  # no-op
     again = json.loads((root / "timings.json").read_text())
-    with tarfile.open(archive) as tar:
-        names = set(tar.getnames())
+    with zipfile.ZipFile(archive) as zipped:
+        names = set(zipped.namelist())
     assert {"info.json", "timings.json", "stages.jsonl", "runs/asr/std/metrics.jsonl",
             "eval/sid/hybrid/metrics.json"} <= names
     assert not any("ckpt" in n or n.endswith((".wav", ".flac", ".sph")) for n in names)
     assert {k: v for k, v in again.items() if k != "sid/prep"} == {k: v for k, v in timings.items() if k != "sid/prep"}
     invocations = json.loads((root / "info.json").read_text())["invocations"]
     assert len(invocations) == 2 and invocations[0]["settings"]["preset"] == "tiny"
+    assert all(inv["seconds"] > 0 for inv in invocations)
 
-    mini_cald_report.main(["--root", str(root), "--out", str(tmp_path / "results")])
+    mini_cald_report.main(["--root", str(archive), "--out", str(tmp_path / "results")])  # the zip reads as the root
     rows = json.loads((tmp_path / "results" / "mini_cald.json").read_text())
     assert {(r["task"], r["strategy"]) for r in rows} == {(t, s) for t in mini_cald.TASKS for s in mini_cald.STRATEGIES}
     for row in rows:

@@ -1,5 +1,7 @@
-"""scripts/mini_cald_report.py on a hand-written recipe root: median throughput after the warm-up steps, the test
-metric per task, comparison with Std, Hybrid's late start, a missing evaluation warned and left out, outputs."""
+"""scripts/mini_cald_report.py on hand-written recipe roots: median throughput after the warm-up steps, the test
+metric per task, comparison with Std, Hybrid's late start, a missing evaluation warned and left out, outputs; the
+demo profile's table (Hybrid's time with the Target phase it continues), notes and plots; the committed results
+regenerated from their zip."""
 import json
 from pathlib import Path
 
@@ -192,10 +194,88 @@ def test_differences_to_std_carry_a_paired_bootstrap_interval(tmp_path):
 
 
 def test_the_committed_results_regenerate_from_the_committed_run(tmp_path):
-    """results/mini_cald.{md,json} are what the report makes of results/mini_cald_run/ (and the discussion)."""
+    """results/mini_cald.{md,json} are what the report makes of results/mini_cald_run.zip (and the discussion)."""
     results = Path(__file__).resolve().parents[1] / "results"
     out = tmp_path / "results"
-    report.main(["--root", str(results / "mini_cald_run"), "--out", str(out), "--discussion",
+    report.main(["--root", str(results / "mini_cald_run.zip"), "--out", str(out), "--discussion",
                  str(results / "mini_cald_discussion.md")])
     for name in ("mini_cald.md", "mini_cald.json"):
         assert (out / name).read_text() == (results / name).read_text(), name
+    assert all((out / name).read_bytes()[:8] == PNG_MAGIC for name in ("mini_cald_curves.png", "mini_cald_bars.png"))
+    with pytest.raises(SystemExit, match="is an archive: name the directory to write to"):
+        report.write_report(results / "mini_cald_run.zip")
+
+
+# -----------------------------------------------------------------------------------------------------------
+# the demo profile
+
+
+def demo_rows(steps, loss: float, **extra) -> list[dict]:
+    return [{"step": s, "loss": loss / s, "ctc_loss": loss / s, "audio_s_per_s": 10.0, **extra} for s in steps]
+
+
+def dev_rows(steps, cer: float) -> list[dict]:
+    return [{"step": s, "dev/wer": 2 * cer, "dev/cer": cer} for s in steps]
+
+
+@pytest.fixture
+def demo_root(tmp_path):
+    """A demo root: Std to step 4, Unguided to 2, Target to 2, Hybrid restored from Target's step 2 to step 4."""
+    root = tmp_path / "demo"
+    write_json(root / "info.json", {"profile": "demo", "invocations": [
+        {"started": "2030-01-01 10:00:00 UTC", "host": "box", "device": "cpu", "seconds": 90.0}]})
+    write_json(root / "timings.json", {"asr/std": 60.0, "asr/target": 45.0, "asr/hybrid": 15.0, "asr/test_std": 2.0})
+    write_run(root, "asr", "std", demo_rows(range(1, 5), 5.0) + dev_rows((2, 4), 0.5), {"wer": [1.0, 4]})
+    write_run(root, "asr", "unguided", demo_rows((1, 2), 6.0) + dev_rows((2,), 0.95))
+    write_run(root, "asr", "target", demo_rows((1, 2), 8.0, layer_distill_loss=0.5) + dev_rows((2,), 0.7))
+    write_run(root, "asr", "hybrid", demo_rows((3, 4), 3.0) + dev_rows((4,), 0.6))
+    for strategy, step, wer, cer, rtf, params in (("std", 4, 0.30, 0.10, 0.01, 2_080_000),
+                                                  ("unguided", 2, 0.80, 0.40, 0.02, 2_590_000),
+                                                  ("target", 2, 0.50, 0.20, 0.02, 2_590_000),
+                                                  ("hybrid", 4, 0.35, 0.12, 0.025, 2_590_000)):
+        write_eval(root, "asr", strategy, step, rtf, wer=wer, cer=cer, device_name="cpu", parameters=params)
+    return root
+
+
+def test_demo_rows_give_hybrid_the_time_of_the_target_phase_it_continues(demo_root):
+    rows, info = report.collect(demo_root)
+    assert info["profile"] == "demo" and [r["strategy"] for r in rows] == ["std", "unguided", "target", "hybrid"]
+    by = {r["strategy"]: r for r in rows}  # only the demo's strategies and task: nothing else warned about
+    assert (by["hybrid"]["start_step"], by["target"]["steps"], by["hybrid"]["checkpoint_step"]) == (2, 2, 4)
+    assert report.demo_train_seconds(by["hybrid"], rows) == 60.0  # 45 s of Target, 15 of its own
+    assert report.demo_train_seconds(by["std"], rows) == 60.0
+    assert report.demo_train_seconds(by["unguided"], rows) is None  # no timing recorded: n/a, not 0
+    branched = [{**r, "start_step": 1} if r["strategy"] == "hybrid" else r for r in rows]  # from Target's step 1
+    assert report.demo_train_seconds(branched[3], branched) == 15.0
+    runs = {s: report.read_run(demo_root, "asr", s) for s in ("target", "hybrid")}
+    assert report.hybrid_start(runs) == 2 and list(runs["hybrid"][0]) == [3, 4]
+
+
+def test_demo_report_outputs(demo_root, capsys):
+    report.main(["--root", str(demo_root)])  # written beside the runs
+    printed = capsys.readouterr()
+    md = (demo_root / "results.md").read_text()
+    for text in (md, printed.out):
+        assert "| model | step | test WER | test CER | params | RTF | audio s / s | train time |" in text
+        assert "| Std (attention teacher) | 4 | 30.0% | 10.0% | 2.08M | 0.0100 | 100x | 1.0 min |" in text
+        assert "| Hybrid (BiMamba2) | 4 | 35.0% | 12.0% | 2.59M | 0.0250 | 40x | 1.0 min |" in text
+    assert "| Unguided (BiMamba2) | 2 | 80.0% | 40.0% | 2.59M | 0.0200 | 50x | n/a |" in md
+    assert "Hybrid CER / teacher CER = 1.20" in md
+    assert "profile demo of scripts/mini_cald.py; the recipe took 1.5 min (1 invocation(s))" in md
+    assert "test split: 7 utterances, 0.6 min of audio; device cpu" in md
+    assert "ic/" not in printed.err and "waypoint" not in printed.err  # the profile's task and strategies only
+    saved = json.loads((demo_root / "results.json").read_text())
+    assert saved["profile"] == "demo" and [m["strategy"] for m in saved["models"]] == [
+        "std", "unguided", "target", "hybrid"]
+    for name in ("training_loss.png", "dev_cer.png", "test_wer_cer.png"):
+        png = (demo_root / name).read_bytes()
+        assert png[:8] == PNG_MAGIC and len(png) > 5000
+    assert not (demo_root / "mini_cald.md").exists()
+
+
+def test_demo_missing_model_is_left_out(demo_root, capsys):
+    (demo_root / "eval/asr/unguided/metrics.json").unlink()
+    rows = report.write_report(demo_root)
+    assert [r["strategy"] for r in rows] == ["std", "target", "hybrid"]
+    assert "asr/unguided (Unguided) left out" in capsys.readouterr().err
+    assert "Unguided" not in (demo_root / "results.md").read_text()

@@ -1,9 +1,12 @@
 """The shell commands of the user's specification (seed README), verbatim: read by the end-to-end tests, the README
-check, bench/ddp_scaling.py and the mini-CALD recipe.
+check, bench/ddp_scaling.py and the mini-CALD recipe (scripts/mini_cald.py), which run them with a few flags and
+hparams changed (set_flag, parse_hparams).
 
 Each entry: (task, strategy, script, arguments). ``{BEST_CKPT}``/``{EXP_NAME}``/``{CHECKPOINT_PATH}`` are the
 placeholders the seed asks users to fill in.
 """
+import shlex
+
 SEED_COMMANDS = [
     ("asr", "std", "train.py", "--model-dir=output/tedlium/direct --data-dir=data/tedlium --mixed_precision bf16 --hparams=asr_use_flash_attn=True,batch_frame_limit=2.5e6,batch_quad_frame_limit=4e11,batch_size=24,data_warmup_steps=10000,loss_normalize_type=sample --accumulation_steps 3 --checkpoint_interval 2000 --project_name tedlium  --max_steps 90000"),
     ("ic", "std", "train.py", "--model-dir output/slurp/direct --data-dir data/slurp_full --train_meta data/slurp_full/meta.train.syn.txt --vocab-path data/slurp_full/vocab.json --mixed_precision bf16 --hparams=asr_use_flash_attn=True,batch_frame_limit=4e6,batch_quad_frame_limit=6e11,batch_size=72,loss_normalize_type=sample,data_format=nltLa,use_classifier=True,asr_vocab_size=300,ctc_weight=0,warmup_steps=5000 --accumulation_steps 1 --checkpoint_interval 5000 --eval_interval 5000 --use_tf32 --project_name slurp_uptrain  --max_steps 90000"),
@@ -21,6 +24,33 @@ SEED_COMMANDS = [
     ("ic", "eval", "infer.py", "--model-path output/slurp/{EXP_NAME}/{CHECKPOINT_PATH} --output-path output/slurp/test --data-dir=data/slurp_full --eval_meta meta.test.txt --hparams asr_use_flash_attn=False"),
     ("sid", "eval", "infer.py", "--model-path output/superb_si/{EXP_NAME}/{CHECKPOINT_PATH} --output-path output/superb_si/test --data-dir s3prl/superb--si--data/VoxCeleb1 --use_hf_dataset --eval_meta test --hparams asr_use_flash_attn=False --vocab-path data/slurp_full/vocab.json"),
 ]
+
+
+def seed_argv(task: str, strategy: str) -> tuple[str, list[str]]:
+    """The seed's command of (task, strategy): (script, its arguments split as the shell splits them)."""
+    found = [(script, arguments) for t, s, script, arguments in SEED_COMMANDS if (t, s) == (task, strategy)]
+    if len(found) != 1:
+        raise KeyError(f"no seed command for task {task!r}, strategy {strategy!r}")
+    script, arguments = found[0]
+    return script, shlex.split(arguments)
+
+
+def set_flag(argv: list[str], flag: str, value: str, add: bool = False) -> list[str]:
+    """``argv`` with ``flag``'s value replaced (``--flag=v`` or ``--flag v``, the form kept); a flag that is not
+    there is an error, or with ``add`` appended as ``flag value``."""
+    for i, word in enumerate(argv):
+        if word == flag:
+            return [*argv[:i + 1], value, *argv[i + 2:]]
+        if word.startswith(flag + "="):
+            return [*argv[:i], f"{flag}={value}", *argv[i + 1:]]
+    if add:
+        return [*argv, flag, value]
+    raise ValueError(f"{flag} is not in the seed command {' '.join(argv)}")
+
+
+def parse_hparams(text: str) -> dict[str, str]:
+    """'a=1,b=x' -> {'a': '1', 'b': 'x'}: a seed command's --hparams as written (each value a single item)."""
+    return dict(piece.split("=", 1) for piece in text.split(",") if piece)
 
 
 def hparams_string(arguments: str) -> str:
