@@ -28,6 +28,9 @@ For each task (asr: TED-LIUM 3 layout, ic: SLURP, sid: VoxCeleb1) the stages are
     target_attn_init  Target's command with asr_mamba_init=attention
     test_*     infer.py on the test split (as the seed's evaluation command), alone on its GPU (--no-test_alone:
                alongside the other stages)
+    export_hybrid, long_form   asr, profiles with long_form_minutes (demo): Hybrid exported as a Hugging Face model
+               dir (scripts/export_hf_model.py), then scripts/long_form.py: minutes of the test voices joined into
+               one recording, transcribed in one pass, against the same utterances one at a time
 
 Every run is the seed README's command (utils/seed_commands.py) with only what the toy scale needs changed
 (tests/test_mini_cald.py holds each run to this):
@@ -132,6 +135,9 @@ class Profile:
     # that has not learnt fails its stage, instead of every strategy distilling from it or being compared with it
     teacher_bound: dict = dataclasses.field(default_factory=dict)
     report: str = "comparison"  # scripts/mini_cald_report.py's output: "comparison" (mini_cald.*) or "demo"
+    # asr: minutes of the held-out test voices joined into one recording, transcribed in one pass by the exported
+    # Hybrid model (scripts/long_form.py) against one utterance at a time; 0: no such stages
+    long_form_minutes: float = 0.0
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -220,6 +226,7 @@ PROFILES = {
         pick="last",
         hybrid_switch={"asr": 150},
         report="demo",
+        long_form_minutes=3.0,  # the whole test split: 100 utterances of ~2 s
     ),
 }
 
@@ -246,6 +253,9 @@ class Layout:
 
     def eval(self, task, strategy):
         return self.root / "eval" / task / strategy
+
+    def exported(self, task, strategy):  # a run's checkpoint as a Hugging Face model dir
+        return self.root / "models" / f"{task}_{strategy}_hf"
 
     def log(self, task, stage):
         return self.root / "logs" / f"{task}_{stage}.log"
@@ -400,6 +410,10 @@ class Recipe:
             stages.append(Stage(task, "export", ("asr/std",), self.export_command))
         stages += [Stage(task, f"test_{s}", (f"{task}/{s}",), lambda s=s: self.test_command(task, s),
                          exclusive=self.test_alone) for s in strategies]
+        if task == "asr" and self.profile.long_form_minutes and "hybrid" in strategies:
+            stages += [Stage(task, "export_hybrid", (f"{task}/hybrid",), lambda: self.export_hybrid_command(task)),
+                       Stage(task, "long_form", (f"{task}/export_hybrid",), lambda: self.long_form_command(task),
+                             exclusive=self.test_alone)]
         return stages
 
     def synthesise_command(self, task: str) -> list[str] | None:
@@ -435,6 +449,26 @@ class Recipe:
             return None
         return ["scripts/export_hf_model.py", "--checkpoint", str(self.picked_checkpoint("asr", "std")),
                 "--out", str(out)]
+
+    def export_hybrid_command(self, task: str) -> list[str] | None:
+        """Hybrid's tested checkpoint as a Hugging Face model dir, with the data's vocabulary."""
+        checkpoint, out = self.picked_checkpoint(task, "hybrid"), self.layout.exported(task, "hybrid")
+        config = out / "config.json"
+        if config.is_file() and json.loads(config.read_text()).get("converted_from", {}).get("checkpoint") == str(
+                checkpoint):
+            return None
+        return ["scripts/export_hf_model.py", "--checkpoint", str(checkpoint), "--out", str(out), "--vocab",
+                str(self.layout.data_dir(task) / "vocab.json")]
+
+    def long_form_command(self, task: str) -> list[str] | None:
+        """scripts/long_form.py: the exported Hybrid model on the test voices as one recording and one by one."""
+        model, out = self.layout.exported(task, "hybrid"), self.layout.eval(task, "long_form")
+        result = out / "long_form.json"
+        if result.is_file() and json.loads(result.read_text()).get("model") == str(model):
+            return None
+        return ["scripts/long_form.py", "--model", str(model), "--data-dir", str(self.layout.data_dir(task)),
+                "--minutes", str(self.profile.long_form_minutes), "--out", str(out), "--mixed_precision",
+                self.mixed_precision]
 
     def num_speakers(self, task: str) -> int:
         """The classifier's classes: 1 + the highest SUPERB class index among the speakers (id10001 -> 0)."""

@@ -469,6 +469,15 @@ def demo_notes(rows: list[dict], info: dict | None) -> list[str]:
     return notes
 
 
+def long_form_note(result: dict) -> str:
+    """scripts/long_form.py's result as one line of the demo's notes."""
+    return (f"long form: the exported Hybrid model (a Hugging Face model dir) transcribed {result['utterances']} held-out "
+            f"utterances joined into one recording of {result['minutes']:.1f} min in one pass: WER "
+            f"{100 * result['long_wer']:.1f}% (CER {100 * result['long_cer']:.1f}%), against "
+            f"{100 * result['segment_wer']:.1f}% ({100 * result['segment_cer']:.1f}%) one utterance at a time; "
+            f"RTF {result['long_real_time_factor']:.4f} (scripts/long_form.py, eval/asr/long_form/long_form.json)")
+
+
 def demo_markdown(rows: list[dict], notes: list[str]) -> str:
     return "\n".join(["# CALD speech: demo results", "", demo_table(rows), "", *[f"- {n}" for n in notes]]) + "\n"
 
@@ -620,6 +629,11 @@ def write_demo(root, rows: list[dict], info: dict | None, out: Path) -> None:
     if not rows:
         raise SystemExit(f"error: no eval/asr/<strategy>/metrics.json under {root}: nothing to report")
     notes = demo_notes(rows, info)
+    profile = PROFILES.get((info or {}).get("profile"))
+    if profile is not None and profile.long_form_minutes:
+        long_form = read_json(root / "eval" / "asr" / "long_form" / "long_form.json", "the long-form line left out")
+        if long_form is not None:
+            notes.append(long_form_note(long_form))
     (out / "results.md").write_text(demo_markdown(rows, notes))
     (out / "results.json").write_text(json.dumps({**(info or {}), "models": rows}, indent=1) + "\n")
     plot_demo_curves(root, profile_scope(info)[1], out / "training_loss.png", out / "dev_cer.png")

@@ -139,9 +139,11 @@ def test_demo_profile_runs_the_demo_as_it_was(tmp_path):
     scripts/demo.sh ran before it became this profile (written out here), Target learns from the teacher's last
     checkpoint, Hybrid continues Target's last one, and every test takes a run's last checkpoint."""
     made = ready_recipe(tmp_path, "demo")
-    assert [s.key for s in made.stages(["asr"])] == [
+    stages = made.stages(["asr"])
+    assert [s.key for s in stages] == [
         "asr/corpus", "asr/prep", "asr/pretrained", "asr/std", "asr/unguided", "asr/target", "asr/hybrid",
-        "asr/test_std", "asr/test_unguided", "asr/test_target", "asr/test_hybrid"]
+        "asr/test_std", "asr/test_unguided", "asr/test_target", "asr/test_hybrid", "asr/export_hybrid",
+        "asr/long_form"]
     assert made.profile.corpus == {"asr": {**synth.PROFILES["tedlium"]["demo"], "talks": (300, 10, 10),
                                            "segments_per_talk": (10, 10)}}
     common = (f"asr_model_name={tmp_path / 'models' / 'w2v2_random'},batch_size=12,batch_frame_limit=1.2e6,"
@@ -168,6 +170,19 @@ def test_demo_profile_runs_the_demo_as_it_was(tmp_path):
             str(tmp_path / "runs/asr/std/model.ckpt-550")
     assert split_flags(made.train_argv("asr", "hybrid"))["--restore_from"] == \
         str(tmp_path / "runs/asr/target/model.ckpt-150")
+    # the long form: Hybrid's tested checkpoint exported with the data's vocabulary, then the test voices as one
+    # recording of the profile's minutes through that export
+    needs = {s.name: s.needs for s in stages}
+    assert needs["export_hybrid"] == ("asr/hybrid",) and needs["long_form"] == ("asr/export_hybrid",)
+    exported = tmp_path / "models" / "asr_hybrid_hf"
+    assert split_flags(made.export_hybrid_command("asr")) == {
+        "--checkpoint": str(tmp_path / "runs/asr/hybrid/model.ckpt-250"), "--out": str(exported),
+        "--vocab": str(tmp_path / "data/tedlium/vocab.json")}
+    long_form = made.long_form_command("asr")
+    assert long_form[0] == "scripts/long_form.py" and split_flags(long_form) == {
+        "--model": str(exported), "--data-dir": str(tmp_path / "data/tedlium"), "--minutes": "3.0",
+        "--out": str(tmp_path / "eval/asr/long_form"), "--mixed_precision": "bf16"}
+    assert not any(s.name == "long_form" for s in ready_recipe(tmp_path / "gpu", "gpu").stages(["asr"]))
     with pytest.raises(SystemExit):  # the demo has an asr corpus only
         mini_cald.main(["--profile", "demo", "--root", str(tmp_path / "demo"), "--tasks", "ic"])
 
