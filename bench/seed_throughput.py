@@ -57,6 +57,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from bench.ddp_scaling import seed_argv, set_flag  # noqa: E402
+from utils.profiling import COMPILE_LINE  # noqa: E402
 from utils.seed_commands import hparams_string  # noqa: E402
 
 COMMANDS = ("std", "unguided", "target", "hybrid", "waypoint")  # in the order they run: teachers first
@@ -68,7 +69,7 @@ TEDLIUM3_DEV_HOURS = 1.6  # TED-LIUM 3 legacy dev: 8 talks, 507 segments
 # the seed's TED-LIUM recipe: Std 90k steps; Target guided 40k, then Hybrid resumes it to 90k
 RECIPE = (("std", 90000), ("target", 40000), ("hybrid", 50000))
 CONVERSION = ("target", "hybrid")
-AUTOTUNE_LINE = "Triton autotuning for function"
+AUTOTUNE_LINE = "Triton autotuning for function"  # what TRITON_PRINT_AUTOTUNING=1 prints
 # utils/profiling.py's marks as each step starts and when the loop ends; a progress bar may share their line
 STEP_MARK = re.compile(r"\[cald step (\d+|end)\]")
 RECORD_FILES = ("plan.json", "env.json", "corpus.json", "microbench.json", "logs/*.log", "runs/*/metrics.jsonl",
@@ -266,15 +267,17 @@ def launch(argv: list[str], log: Path, env: dict, timeout: float | None) -> bool
     """Run one command, its output appended to ``log``; False when it ran past ``timeout`` (stopped there)."""
     print(f"$ {shlex.join(argv)}\n  (log: {log})", flush=True)
     log.parent.mkdir(parents=True, exist_ok=True)
+    tic = time.monotonic()
     with open(log, "a") as f:
         try:
             result = subprocess.run(argv, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
         except subprocess.TimeoutExpired:
-            print(f"  stopped: past the time limit ({log})", flush=True)
+            print(f"  stopped after {time.monotonic() - tic:.0f} s: past the time limit", flush=True)
             return False
     if result.returncode != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
         raise SystemExit(f"error: {argv[1]} failed (exit {result.returncode}); end of {log}:\n{tail}")
+    print(f"  done in {time.monotonic() - tic:.0f} s", flush=True)
     return True
 
 
@@ -415,16 +418,16 @@ def throughput(rows: list[dict]) -> dict:
             "peak_gib": max((r["peak_gib"] for r in rows if "peak_gib" in r), default=None)}
 
 
-def autotunes_after(log: Path, step: int) -> int | None:
-    """Triton's autotuning reports in ``log`` printed in the training steps whose counter is ``step`` or more (each
-    starts with its ``[cald step N]`` mark; ``[cald step end]`` ends the loop); None when the log has no such step."""
+def printed_after(log: Path, step: int, text: str) -> int | None:
+    """How often ``text`` was printed in the training steps whose counter is ``step`` or more (each starts with its
+    ``[cald step N]`` mark; ``[cald step end]`` ends the loop); None when the log has no such step."""
     if not log.is_file():
         return None
     pieces = STEP_MARK.split(log.read_text(errors="replace"))  # [before, N, what step N printed, N', ...]
     steps = [-1 if n == "end" else int(n) for n in pieces[1::2]]
     if not any(n >= step for n in steps):
         return None
-    return sum(printed.count(AUTOTUNE_LINE) for n, printed in zip(steps, pieces[2::2]) if n >= step)
+    return sum(printed.count(text) for n, printed in zip(steps, pieces[2::2]) if n >= step)
 
 
 def switch_share(switch_s: float, step_s: float, cycle: int) -> float:
@@ -473,7 +476,9 @@ def command_row(root: Path, plan: Plan, preset: str, plans: dict, corpus: dict, 
         cycle = json.loads((run_dir(root, "waypoint") / "hparams.json").read_text())["teacher_snapshot_cycle"]
         row.update(teacher_switch_s=switches[-1] if switches else None, teacher_snapshot_cycle=cycle,
                    switch_share=switch_share(switches[-1], row["step_ms_mean"] / 1000, cycle) if switches else None)
-    row["autotunes_after_warmup"] = autotunes_after(root / "logs" / f"{plan.command}.log", plan.first_measured)
+    log = root / "logs" / f"{plan.command}.log"
+    row["autotunes_after_warmup"] = printed_after(log, plan.first_measured, AUTOTUNE_LINE)
+    row["compiles_after_warmup"] = printed_after(log, plan.first_measured, COMPILE_LINE)
     row["corpus"] = corpus
     return row
 
@@ -574,14 +579,16 @@ def fmt(value, spec: str) -> str:
 def print_tables(rows: list[dict], estimate: dict, corpus: dict) -> None:
     print(f"\n{rows[0]['gpu']} ({rows[0]['code']}); {corpus_line(corpus)}")
     print(f"\n{'command':<9}{'steps':>6}{'audio-s/s':>10}{'vs Std':>8}{'ms med':>8}{'ms p90':>8}{'GPU busy':>9}"
-          f"{'peak GiB':>9}{'micro':>8}{'loop/micro':>11}{'batch':>12}{'eval s':>8}{'ckpt s':>8}{'autotunes':>10}")
+          f"{'peak GiB':>9}{'micro':>8}{'loop/micro':>11}{'batch':>12}{'eval s':>8}{'ckpt s':>8}{'tunes':>6}"
+          f"{'compiles':>9}")
     for r in rows:
         shape = f"{r['micro_batch']['batch']}x{r['micro_batch']['seconds']:.1f}s"
         print(f"{r['command']:<9}{r['measured_steps']:>6}{r['audio_s_per_s']:>10.0f}{fmt(r['vs_std'], '7.2f')}x"
               f"{r['step_ms_median']:>8.0f}{r['step_ms_p90']:>8.0f}{fmt(r['gpu_busy'], '9.0%')}"
               f"{fmt(r['peak_gib'], '9.1f')}{fmt(r['microbench_audio_s_per_s'], '8.0f')}"
               f"{fmt(r['loop_vs_microbench'], '10.2f')}x{shape:>12}{fmt(r['eval_s'], '8.1f')}"
-              f"{fmt(r['checkpoint_s'], '8.1f')}{fmt(r['autotunes_after_warmup'], '10d')}")
+              f"{fmt(r['checkpoint_s'], '8.1f')}{fmt(r['autotunes_after_warmup'], '6d')}"
+              f"{fmt(r['compiles_after_warmup'], '9d')}")
     names = list(dict.fromkeys(name for r in rows for name in (r["breakdown"] or {})))
     if names:
         print("\nper profiled step, ms: CPU (own time) / GPU (kernels launched there)")
@@ -608,8 +615,9 @@ def print_tables(rows: list[dict], estimate: dict, corpus: dict) -> None:
               f"{'-' if met is None else 'met' if met else 'not met'}")
     busy = [r["gpu_busy"] for r in rows if r["gpu_busy"] is not None]
     print(f"  GPU busy in every command: min {fmt(min(busy) if busy else None, '.0%')} (≥ 90%)")
-    tunes = [r["autotunes_after_warmup"] for r in rows if r["autotunes_after_warmup"] is not None]
-    print(f"  autotuning after warm-up: {sum(tunes) if tunes else '-'} (0)")
+    for what, key in (("autotuning", "autotunes_after_warmup"), ("kernel compiles", "compiles_after_warmup")):
+        counts = [r[key] for r in rows if r[key] is not None]
+        print(f"  {what} after warm-up: {sum(counts) if counts else '-'} (0)")
     parts = estimate["parts"]
     print("\nthe seed's TED-LIUM recipe on this GPU (measured mean step times; evaluations and checkpoints every "
           "eval/checkpoint interval):")
@@ -677,7 +685,7 @@ def main(argv=None):
             c: dataclasses.asdict(p) for c, p in plans.items()}}, indent=1) + "\n")
         # 1. corpus and model
         corpus = prepare(root, args.preset, tuple(args.talks), args.segments, args.workers)
-        print(corpus_line(corpus), flush=True)
+        print(f"{corpus_line(corpus)} (ready after {time.monotonic() - tic:.0f} s)", flush=True)
         # 2. the runs, one at a time, teachers first
         for command in commands:
             if deadline is not None and time.monotonic() > deadline:

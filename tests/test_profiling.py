@@ -73,6 +73,9 @@ def test_a_malformed_cald_profile_is_named(monkeypatch, value):
 
 
 def test_the_profiler_covers_the_steps_it_names_and_marks_every_step(tmp_path, monkeypatch, capsys):
+    from triton import knobs
+
+    monkeypatch.setattr(knobs.runtime, "jit_cache_hook", None)
     monkeypatch.delenv(profiling.ENV, raising=False)
     assert profiling.StepProfiler.from_env() is None
     monkeypatch.setenv(profiling.ENV, f"{tmp_path / 'prof'}:3:2")
@@ -89,3 +92,20 @@ def test_the_profiler_covers_the_steps_it_names_and_marks_every_step(tmp_path, m
     assert summary["ranges"]["forward"]["cpu_ms"] > 0 and summary["gpu_busy"] is None
     marks = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[cald step")]
     assert marks == [f"[cald step {s}]" for s in range(2, 7)] + ["[cald step end]"]
+
+
+def test_the_profiler_reports_each_triton_compile_without_replacing_another_hook(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from triton import knobs
+
+    monkeypatch.setattr(knobs.runtime, "jit_cache_hook", None)
+    profiling.report_triton_compiles()
+    hook = knobs.runtime.jit_cache_hook
+    assert hook(key=(), repr="", fn=SimpleNamespace(module="models.kernels.conv_triton", name="_conv_fwd"), compile={},
+                is_manual_warmup=False, already_compiled=False) is None  # None: Triton goes on to compile
+    assert capsys.readouterr().out == f"{profiling.COMPILE_LINE} models.kernels.conv_triton._conv_fwd\n"
+    theirs = object()
+    monkeypatch.setattr(knobs.runtime, "jit_cache_hook", theirs)
+    profiling.report_triton_compiles()
+    assert knobs.runtime.jit_cache_hook is theirs

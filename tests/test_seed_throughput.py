@@ -137,9 +137,10 @@ def test_autotuning_is_counted_from_the_first_measured_step(tmp_path):
     log = tmp_path / "std.log"
     log.write_text("start\n" + tune + "std:  1%|[cald step 10]\n" + tune + "bar 11/44\r[cald step 11]\n"
                    "[cald step 12]\n" + tune + tune + "[cald step 13]\n[cald step end]\n" + tune)
-    assert st.autotunes_after(log, 12) == 2  # the final evaluation's, after the loop, is not a step's
-    assert st.autotunes_after(log, 10) == 3 and st.autotunes_after(log, 14) is None
-    assert st.autotunes_after(tmp_path / "missing.log", 0) is None
+    assert st.printed_after(log, 12, st.AUTOTUNE_LINE) == 2  # the final evaluation's, after the loop, is not a step's
+    assert st.printed_after(log, 10, st.AUTOTUNE_LINE) == 3 and st.printed_after(log, 14, st.AUTOTUNE_LINE) is None
+    assert st.printed_after(log, 12, st.COMPILE_LINE) == 0
+    assert st.printed_after(tmp_path / "missing.log", 0, st.AUTOTUNE_LINE) is None
 
 
 def test_the_bench_runs_std_and_target_end_to_end_and_reports_from_its_record(tmp_path, monkeypatch, capsys):
@@ -168,7 +169,8 @@ def test_the_bench_runs_std_and_target_end_to_end_and_reports_from_its_record(tm
         assert row["microbench_audio_s_per_s"] > 0 and row["loop_vs_microbench"] > 0
         assert row["eval_s"] > 0 and row["checkpoint_s"] > 0 and row["eval_s_tedlium_dev"] > row["eval_s"]
         assert row["breakdown"]["forward"]["cpu_ms"] > 0 and row["breakdown"]["backward"]["cpu_ms"] > 0
-        assert row["gpu_busy"] is None and row["autotunes_after_warmup"] == 0  # a CPU: neither GPU nor Triton
+        assert row["gpu_busy"] is None  # a CPU: neither GPU nor Triton
+        assert row["autotunes_after_warmup"] == row["compiles_after_warmup"] == 0
         assert row["gpu"].startswith("cpu ") and (row["code"], row["start_step"]) == ("abc1234", 10001)
         assert row["corpus"]["distribution"] == short.describe()
     assert "teacher" in target["breakdown"] and "teacher" not in std["breakdown"]

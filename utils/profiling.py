@@ -21,8 +21,10 @@ A range's CPU time holds the time the host waits in it for the GPU (a synchronis
 With CALD_PROFILE set, ``StepProfiler`` runs torch.profiler over the steps ``first`` .. ``first + steps - 1`` (the
 trainer's step counter as the step starts), writes its Chrome trace to ``<dir>/trace.json`` and a summary of it to
 ``<dir>/profile.json`` (``summarise_trace``), and prints ``[cald step N]`` on stdout as every step starts (``[cald step
-end]`` when the loop ends), so that a log of the run places what libraries print there (Triton's autotuning) at its
-step. A rank other than 0 of a multi-GPU run writes ``trace.rank<r>.json`` and ``profile.rank<r>.json``.
+end]`` when the loop ends), so that a log of the run places what is printed there at its step: Triton's autotuning
+(with TRITON_PRINT_AUTOTUNING=1) and, from this profiler's hook, ``Triton compiling <kernel>`` for every kernel
+specialisation the process compiles or loads from Triton's disk cache (a new shape or alignment, a new autotuning
+config). A rank other than 0 of a multi-GPU run writes ``trace.rank<r>.json`` and ``profile.rank<r>.json``.
 
 The summary, per profiled step: each range's own CPU time (less the ranges inside it) and the GPU time of the kernels
 launched inside it (the innermost range holding the launch), the wall time, the GPU busy fraction (the union of every
@@ -42,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 ENV = "CALD_PROFILE"
 PREFIX = "cald/"
+COMPILE_LINE = "Triton compiling"
 SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy")
 SCALAR_READ = "aten::_local_scalar_dense"
 GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
@@ -58,6 +61,7 @@ class StepProfiler:
         self.suffix = "" if rank == "0" else f".rank{rank}"
         self._profile = None
         self._started = False
+        report_triton_compiles()
 
     @classmethod
     def from_env(cls) -> "StepProfiler | None":
@@ -105,6 +109,21 @@ class StepProfiler:
         logger.info("profiled %d step(s) from step %d: %s", summary["steps"], self.first, trace)
 
 
+def report_triton_compiles() -> None:
+    """Print ``Triton compiling <kernel>`` whenever Triton compiles a kernel specialisation in this process (its
+    jit_cache_hook, which runs before each; left alone when Triton is absent or another hook is set)."""
+    try:
+        from triton import knobs
+    except ImportError:
+        return
+    if getattr(knobs.runtime, "jit_cache_hook", False) is None:
+        knobs.runtime.jit_cache_hook = _print_compile
+
+
+def _print_compile(*, fn, **_) -> None:
+    print(f"{COMPILE_LINE} {fn.module}.{fn.name}", flush=True)
+
+
 def union_length(intervals) -> float:
     """Total length covered by (start, end) intervals (overlaps counted once)."""
     total, reach = 0.0, None
@@ -147,8 +166,8 @@ def summarise_trace(events: list[dict]) -> dict:
     gpu_time["(outside the ranges)"] = 0.0
     marks = sorted([(start, 0, i) for i, (start, _, _) in enumerate(ranges)]
                    + [(end, 2, i) for i, (_, end, _) in enumerate(ranges)]
-                   + [(launches[e["args"].get("correlation")], 1, j) for j, e in enumerate(gpu)
-                      if e["args"].get("correlation") in launches])
+                   + [(launches[e.get("args", {}).get("correlation")], 1, j) for j, e in enumerate(gpu)
+                      if e.get("args", {}).get("correlation") in launches])
     open_ranges, attributed = [], set()
     for _, kind, index in marks:
         if kind == 0:
