@@ -17,9 +17,11 @@ teacher_eval_mode=True, and not at all when both alphas are 0. --teacher_path al
 checkpoints and run dirs (models/original.py).
 """
 import logging
+import time
 from pathlib import Path
 
 import torch
+from torch.profiler import record_function
 
 from models.build import SpeechModel, build_asr_model, forward_model, load_weights
 from models.heads import layer_distill_loss, logits_distill_loss
@@ -53,7 +55,7 @@ class Teacher:
 
     @torch.no_grad()
     def outputs(self, batch):
-        with self.autocast():
+        with self.autocast(), record_function("cald/teacher"):
             return forward_model(self.model, batch["input_values"], batch["attention_mask"],
                                  record_hidden_states=self.hparams.alpha_layer_distill_loss > 0)
 
@@ -120,11 +122,14 @@ def main():
     def follow_teacher(step: int) -> None:
         path = ckpt.teacher_snapshot(args.teacher_path, step, hparams.teacher_snapshot_cycle)
         if teacher.path != path:
-            teacher.load(path)
-            metrics = teacher.evaluate(trainer.dev_batches(), trainer.tokenizer, accelerator)
+            tic = time.perf_counter()
+            with record_function("cald/teacher_switch"):
+                teacher.load(path)
+                metrics = teacher.evaluate(trainer.dev_batches(), trainer.tokenizer, accelerator)
             logger.info("step %d: teacher snapshot %s, dev %s", step, path.name, metrics)
             trainer.metrics.log(step, {"teacher_step": ckpt.checkpoint_step(path),
-                                       **{f"teacher/dev/{k}": v for k, v in metrics.items()}})
+                                       **{f"teacher/dev/{k}": v for k, v in metrics.items()},
+                                       "teacher_switch_s": time.perf_counter() - tic})
 
     if args.use_teacher_snapshots and teacher is not None:
         trainer.on_step_start = follow_teacher

@@ -18,8 +18,9 @@ run in 5-minute pieces (as infer.py does). Batches are unpadded unless ``--paddi
 every model gets the attention mask a padded training batch brings (SDPA then without its flash kernel; the
 students their padding-aware reversal). Each measurement is the median of timed repeats after warm-up (CUDA
 events), peak memory from torch.cuda.max_memory_allocated. MFU counts the FLOPs torch's FlopCounterMode sees:
-matmuls, convolutions and attention; it does not see inside the Mamba2 Triton scan, so the student's MFU is a
-lower bound.
+matmuls, convolutions and attention, on an eager pass of the same step (``count_flops``: every mixer kernel launched
+eagerly, as a CUDA-graph replay dispatches no operator to count; rows say so with ``flops_eager``); it does not
+see inside the Mamba2 Triton scan, so the student's MFU is a lower bound.
 
 Execution (``--execution``, field ``execution``): ``eager`` runs the modules as users run them; ``cuda_graph``
 replays the same work as CUDA graphs (no launch overhead): inference captured whole, training with the model's
@@ -34,6 +35,7 @@ batch's size, timed once per shape (models/ctc_triton.py's kernels, as models.he
 through time one frame after the other, so on long utterances this part of every model's step is large.
 """
 import argparse
+import contextlib
 import dataclasses
 import json
 import platform
@@ -237,10 +239,28 @@ def graphed(run):
     return graph.replay
 
 
-def count_flops(run) -> float:
+@contextlib.contextmanager
+def kernels_launched_eagerly(model):
+    """``model``'s BiMamba2 mixers with every kernel launched eagerly (no CUDA-graph replay) inside the block."""
+    from models.kernels.backend import MixerKernels
+
+    modules = [m for m in model.modules() if isinstance(getattr(m, "kernels", None), MixerKernels)]
+    kept = [m.kernels for m in modules]
+    for module in modules:
+        module.kernels = module.kernels.without_graphs()
+    try:
+        yield
+    finally:
+        for module, kernels in zip(modules, kept):
+            module.kernels = kernels
+
+
+def count_flops(run, model) -> float:
+    """The FLOPs FlopCounterMode sees in one ``run()`` of ``model``, on an eager pass: a CUDA-graph replay
+    dispatches no operator, so the mixers' graphs are off while it counts."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    with kernels_launched_eagerly(model), FlopCounterMode(display=False) as counter:
         run()
     return counter.get_total_flops()
 
@@ -292,7 +312,7 @@ def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: f
             else:
                 run = graphed(eager_run)
             ms, peak_gib = measure(run)
-            flops = count_flops(eager_run)  # the same work; FlopCounterMode cannot see into a graph replay
+            flops = count_flops(eager_run, model)  # the same work, eagerly: FlopCounterMode sees no graph replay
         except torch.OutOfMemoryError:
             print(f"{model_name} {execution} {shape}: out of GPU memory (a row of None)", file=sys.stderr, flush=True)
             ms = peak_gib = flops = None
@@ -301,6 +321,7 @@ def measure_model(model_name: str, shapes: list[str], device, env: dict, peak: f
         row = {"model": model_name, "mode": mode, "batch": batch, "seconds": seconds, "ms": ms,
                "audio_s_per_s": batch * seconds / (ms / 1000) if ms else None, "peak_gib": peak_gib,
                "tflops": flops / 1e12 if flops else None, "mfu": flops / (ms / 1000) / peak if ms and peak else None,
+               "flops_eager": True,
                "execution": execution, "teacher_mode": "eager" if execution == "eager" else "same",
                "chunk_size": None if wrapper is None else wrapper.fw_mamba.chunk_size,
                "scan_graph_frames": None if wrapper is None else wrapper.kernels.scan_graph_frames,

@@ -13,6 +13,12 @@ graph limits; rows from before a field existed count) and its teacher ran in the
 the same commit, date, execution and shape whose time the row's ``vs_teacher_same`` was taken against. Shapes no
 such row measured are left out. Markdown on stdout: a line naming the GPU and library versions, then the table,
 with one column saying which commit and day each row came from.
+
+The column "of FLOP limit" sets each speed ratio against the one the FLOPs allow: the teacher's ``tflops`` over the
+model's (``flop_limit``), the ratio the model would have at the teacher's FLOP rate, so "0.72 of 0.92x" means the
+model runs its FLOPs at 0.72 of the teacher's rate. FLOPs are FlopCounterMode's on an eager pass (bench/speed.py,
+``count_flops``); it does not see the SSD scan's Triton kernels, so a student's limit is a little above the true one.
+A row whose count may have missed CUDA-graph replays (``counted_eagerly``) shows none.
 """
 import argparse
 import json
@@ -22,7 +28,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.speed import DEFAULT_SHAPES, parse_shape  # noqa: E402
+from bench.speed import DEFAULT_SHAPES, SR, output_frames, parse_shape  # noqa: E402
+from models.kernels.graphs import round_up  # noqa: E402
 from hparams import HParams  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -84,6 +91,26 @@ def speedup(row: dict) -> float | None:
     return row.get("vs_teacher_same", row.get("vs_teacher"))
 
 
+def counted_eagerly(row: dict) -> bool:
+    """Whether the row's FLOPs were counted with every kernel launched eagerly: bench/speed.py's rows say so
+    (``flops_eager``); in an older row, unless its student's mixers replayed CUDA graphs: without gradients (or
+    recomputed in backward) on at most ``mixer_graph_frames`` frames (batch x length padded to the chunk)."""
+    if row.get("flops_eager") or not row.get("mixer_graph_frames"):
+        return True
+    if row["mode"] == "train" and row["model"] != "student_recompute":
+        return True
+    frames = round_up(output_frames(int(row["seconds"] * SR)), row.get("chunk_size") or DEFAULTS["chunk_size"])
+    return row["batch"] * frames > row["mixer_graph_frames"]
+
+
+def flop_limit(row: dict, teacher: dict) -> float | None:
+    """The teacher's FLOPs over the row's: the speed ratio at which the row's model would run its FLOPs at the
+    teacher's rate; None where a count is missing or may have missed graph replays."""
+    if not (row.get("tflops") and teacher.get("tflops") and counted_eagerly(row) and counted_eagerly(teacher)):
+        return None
+    return teacher["tflops"] / row["tflops"]
+
+
 def at_defaults(row: dict) -> bool:
     return all(row.get(key) is None or row[key] == value for key, value in DEFAULTS.items())
 
@@ -132,15 +159,17 @@ def versions_line(pairs: list[tuple[dict, dict]]) -> str:
 
 def markdown(pairs: list[tuple[dict, dict]], model: str) -> str:
     """The table: ms (peak GiB) of both, the speed ratio, each target with met / not met, the row's commit."""
-    lines = [f"| shape | teacher | {model} | speed vs teacher | target | code (date) |",
-             "|---|---:|---:|---:|---|---|"]
+    lines = [f"| shape | teacher | {model} | speed vs teacher | of FLOP limit | target | code (date) |",
+             "|---|---:|---:|---:|---:|---|---|"]
     for row, teacher in pairs:
         targets = TARGETS.get((row["teacher_mode"], row["mode"], row["batch"], row["seconds"]), [])
         judged = "; ".join(f"{target}: {'**met**' if target.met(row, teacher) else 'not met'}"
                            for target in targets)
         timing = lambda r: f"{r['ms']:.{1 if r['ms'] < 1000 else 0}f} ({r['peak_gib']:.1f})"  # noqa: E731
+        limit = flop_limit(row, teacher)
+        of_limit = f"{speedup(row) / limit:.2f} of {limit:.2f}x" if limit else "–"
         lines.append(f"| {row['mode']} {row['batch']}×{row['seconds']:g} s | {timing(teacher)} | {timing(row)} "
-                     f"| {speedup(row):.2f}x | {judged} | {row.get('code')} ({row.get('date')}) |")
+                     f"| {speedup(row):.2f}x | {of_limit} | {judged} | {row.get('code')} ({row.get('date')}) |")
     return "\n".join(lines)
 
 

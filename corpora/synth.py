@@ -29,6 +29,7 @@ import ctypes.util
 import functools
 import json
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -339,14 +340,14 @@ def _number_token(rng) -> str:
 SPECIAL_TOKENS = ["1,000", "$3.50", "1st", "2.5", "50%", "&", "1999", "<unk>", "doesn 't", "$1", "21st", "7"]
 
 
-def tedlium_sentence(rng, text: str, index: int) -> tuple[str, str]:
-    """(stm transcript, what is spoken) for sentence ``index`` of a corpus of style ``text``."""
+def tedlium_sentence(rng, text: str, index: int, words: int | None = None) -> tuple[str, str]:
+    """(stm transcript, what is spoken) for sentence ``index`` of a corpus of style ``text``; ``words``: how many
+    words to draw (default: the style's own range); the odd number or contraction may come on top."""
     if text == "closed":
-        items = list(rng.choice(DEMO_WORDS, size=int(rng.integers(3, 9))))
+        items = list(rng.choice(DEMO_WORDS, size=words or int(rng.integers(3, 9))))
     else:
-        words = COMMON_WORDS
-        n = int(rng.integers(4, 10)) if text == "rich" else int(rng.integers(5, 16))
-        items = list(rng.choice(words, size=n))
+        n = words or (int(rng.integers(4, 10)) if text == "rich" else int(rng.integers(5, 16)))
+        items = list(rng.choice(COMMON_WORDS, size=n))
         if text == "rich" and index < len(SPECIAL_TOKENS):
             items.insert(int(rng.integers(len(items) + 1)), SPECIAL_TOKENS[index])
         extra = 0.6 if text == "rich" else 0.15
@@ -363,6 +364,51 @@ def tedlium_sentence(rng, text: str, index: int) -> tuple[str, str]:
         else:
             spoken.append(spoken_form(item.replace(" '", "'")))
     return " ".join(written), " ".join(spoken)
+
+
+@dataclass(frozen=True)
+class SegmentDurations:
+    """Segment lengths in seconds drawn from a log-normal clipped to [low, high]: ln(seconds) ~ N(mu, sigma**2),
+    with mu chosen so that the clipped distribution's mean is ``mean``."""
+
+    mean: float
+    sigma: float
+    low: float
+    high: float
+
+    def __post_init__(self):
+        if not (0 < self.low < self.mean < self.high and self.sigma > 0):
+            raise ValueError(f"segment durations need 0 < low < mean < high and sigma > 0, got {self}")
+
+    @functools.cached_property
+    def mu(self) -> float:
+        """The log-mean whose clipped distribution has mean ``mean`` (bisection: that mean grows with mu)."""
+        low, high = np.log(self.low), np.log(self.high)
+        for _ in range(100):
+            mu = (low + high) / 2
+            low, high = (mu, high) if self.clipped_mean(mu) < self.mean else (low, mu)
+        return (low + high) / 2
+
+    def clipped_mean(self, mu: float) -> float:
+        """E[clip(X, low, high)] for ln X ~ N(mu, sigma**2)."""
+        cdf = lambda z: 0.5 * (1 + math.erf(z / math.sqrt(2)))  # noqa: E731
+        a, b = (np.log(self.low) - mu) / self.sigma, (np.log(self.high) - mu) / self.sigma
+        inside = math.exp(mu + self.sigma ** 2 / 2) * (cdf(b - self.sigma) - cdf(a - self.sigma))
+        return self.low * cdf(a) + inside + self.high * (1 - cdf(b))
+
+    def sample(self, rng: np.random.Generator, n: int | None = None):
+        """One duration (n None) or an array of n."""
+        return np.clip(rng.lognormal(self.mu, self.sigma, n), self.low, self.high)
+
+    def describe(self) -> str:
+        return (f"log-normal, ln(s) ~ N({self.mu:.3f}, {self.sigma:g}^2), clipped to [{self.low:g}, {self.high:g}] s "
+                f"(mean {self.mean:g} s)")
+
+
+# TED-LIUM 3 legacy train: 452 hours in 268,263 segments (mean 6.07 s), cut by a speech segmenter at most ~35 s long.
+# Its per-segment spread is not published with the corpus: sigma 0.6 (median ~5 s, 90th percentile ~11 s) is this
+# code's assumption, not a measurement.
+TEDLIUM3_TRAIN_DURATIONS = SegmentDurations(mean=452 * 3600 / 268263, sigma=0.6, low=1.0, high=35.0)
 
 
 FIRST_NAMES = ("Al Aaron Amy Ben Brene Chris Dan Elizabeth Hans Jane Ken Larry Maria Nancy Oliver Pam Rosa Sam "
@@ -538,13 +584,16 @@ class TalkPlan:
 
 def synth_tedlium(out_dir, talks=(3, 1, 1), segments_per_talk=(3, 5), text="rich", ignore_prob=0.15,
                   snr_db=(25, 40), voices: dict | None = None, seed: int = 0, force: bool = False,
-                  backend: str = "auto", progress: bool = True, workers: int = 1) -> dict:
+                  backend: str = "auto", progress: bool = True, workers: int = 1,
+                  durations: SegmentDurations | None = None) -> dict:
     """TED-LIUM 3 legacy layout: ``<out>/legacy/{train,dev,test}/{sph,stm}/<talk>.{sph,stm}``.
 
     talks: talks per split (train, dev, test); segments_per_talk: inclusive range of scored segments per talk;
     text: "rich" (open words plus numbers, symbols, contractions and <unk>), "closed" (DEMO_WORDS only) or
     "common" (COMMON_WORDS with the odd number, contraction and <unk>); ignore_prob: chance of a music/noise
     ``ignore_time_segment_in_scoring`` stretch before each segment; voices: kwargs of ``random_voice``.
+    durations: each segment's length is drawn from it (e.g. ``TEDLIUM3_TRAIN_DURATIONS``) and its sentence gets
+    the words that fill it at the talk's speaking rate (``_speak_for``); None: a sentence of the style's own length.
 
     workers: processes speaking the talks. The talks are planned first (one generator), then spoken in groups of
     TALKS_PER_ENGINE by a fresh engine each, every talk from its own generator: the corpus is the same for any
@@ -569,7 +618,7 @@ def synth_tedlium(out_dir, talks=(3, 1, 1), segments_per_talk=(3, 5), text="rich
             (out_dir / "legacy" / split / kind).mkdir(parents=True, exist_ok=True)
     groups = [plans[i:i + TALKS_PER_ENGINE] for i in range(0, len(plans), TALKS_PER_ENGINE)]
     speak_group = functools.partial(_speak_talks, out_dir=out_dir, text=text, ignore_prob=ignore_prob,
-                                    backend=backend)
+                                    backend=backend, durations=durations)
     n_samples = n_ignore = 0
     with tqdm(total=len(plans), desc="synth tedlium", unit="talk", disable=not progress) as bar:
         with _pool(workers, len(groups)) as pool:
@@ -578,7 +627,7 @@ def synth_tedlium(out_dir, talks=(3, 1, 1), segments_per_talk=(3, 5), text="rich
                 n_samples, n_ignore = n_samples + samples, n_ignore + ignored
                 bar.update(len(group))
     _write_info(out_dir, "tedlium", engine_backend, talks=list(talks), segments_per_talk=list(segments_per_talk),
-                text=text, seed=seed)
+                text=text, seed=seed, **({"durations": durations.describe()} if durations else {}))
     return _summary("tedlium", out_dir, 2 * len(plans), n_samples, tic,
                     f" ({len(plans)} talks, {first_sentence} segments + {n_ignore} ignored stretches)")
 
@@ -593,7 +642,25 @@ def _pool(workers: int, tasks: int):
     return concurrent.futures.ProcessPoolExecutor(min(workers, tasks), mp_context=multiprocessing.get_context(method))
 
 
-def _speak_talks(plans: list[TalkPlan], out_dir: Path, text: str, ignore_prob: float, backend: str):
+def _speak_for(seconds: float, speak: Speaker, voice: Voice, rng, text: str, index: int, high: float,
+               rate: list[float]) -> tuple[str, np.ndarray]:
+    """(stm transcript, audio) of a sentence of about ``seconds``: as many words as the talk speaks in that time
+    (``rate``: [words, seconds] spoken so far, which the call updates), at most ``high`` seconds (a longer one is
+    spoken again with proportionally fewer words)."""
+    words_per_second = rate[0] / rate[1] if rate[1] else voice.rate / 60
+    words = max(1, round(seconds * words_per_second))
+    while True:
+        written, spoken = tedlium_sentence(rng, text, index, words=words)
+        audio = speak(spoken, voice, rng)
+        if len(audio) <= high * SR or words == 1:
+            break
+        words = max(1, int(words * high * SR / len(audio)))
+    rate[0], rate[1] = rate[0] + len(spoken.split()), rate[1] + len(audio) / SR
+    return written, audio
+
+
+def _speak_talks(plans: list[TalkPlan], out_dir: Path, text: str, ignore_prob: float, backend: str,
+                 durations: SegmentDurations | None = None):
     """Speak and write a group of talks with one fresh engine; (samples written, ignored stretches)."""
     speak = Speaker(Espeak(backend))
     grid = int(0.01 * SR)  # stm times have two decimals: every boundary sits on a 10 ms grid
@@ -603,6 +670,7 @@ def _speak_talks(plans: list[TalkPlan], out_dir: Path, text: str, ignore_prob: f
         pieces, lines = [pad_to_grid(silence(rng.uniform(0.3, 1.0)), grid)], []
         cursor = len(pieces[0])
         label = f"<o,f0,{plan.voice.gender}>"
+        rate = [0.0, 0.0]  # words and seconds this talk has spoken (durations: the words a length needs)
         for sentence in range(plan.first_sentence, plan.first_sentence + plan.segments):
             if rng.random() < ignore_prob:
                 stretch = pad_to_grid(set_level(music_or_noise(rng, rng.uniform(0.5, 2.0)), plan.level - 6), grid)
@@ -611,8 +679,13 @@ def _speak_talks(plans: list[TalkPlan], out_dir: Path, text: str, ignore_prob: f
                 pieces.append(stretch)
                 cursor += len(stretch)
                 n_ignore += 1
-            written, spoken = tedlium_sentence(rng, text, sentence)
-            audio = pad_to_grid(set_level(speak(spoken, plan.voice, rng), plan.level), grid)
+            if durations is None:
+                written, spoken = tedlium_sentence(rng, text, sentence)
+                audio = speak(spoken, plan.voice, rng)
+            else:
+                written, audio = _speak_for(float(durations.sample(rng)), speak, plan.voice, rng, text, sentence,
+                                            durations.high, rate)
+            audio = pad_to_grid(set_level(audio, plan.level), grid)
             lines.append(f"{plan.name} 1 {plan.name} {cursor / SR:.2f} {(cursor + len(audio)) / SR:.2f} {label} "
                          f"{written}")
             gap = pad_to_grid(silence(rng.uniform(0.2, 0.8)), grid)

@@ -200,10 +200,10 @@ def test_speed_table_shows_each_shapes_latest_student_beside_its_own_teacher(tmp
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0] == "GPU X; torch 9.9, mamba_ssm 1.0; ms (peak GiB)"
-    assert lines[4] == ("| train 16×10 s | 80.0 (10.0) | 100.0 (10.0) | 0.80x | ≥ 1.0x: not met "
-                        "| new (2026-12-05) |")
-    assert lines[5] == ("| train 1×600 s | 1000 (40.0) | 250.0 (20.0) | 4.00x | ≥ 4.0x: **met**; ≤ 0.7x the memory: "
-                        "**met** | new (2026-12-05) |")
+    assert lines[4] == ("| train 16×10 s | 80.0 (10.0) | 100.0 (10.0) | 0.80x | – | ≥ 1.0x: not met "
+                        "| new (2026-12-05) |")  # no FLOP counts in these rows: no FLOP limit
+    assert lines[5] == ("| train 1×600 s | 1000 (40.0) | 250.0 (20.0) | 4.00x | – | ≥ 4.0x: **met**; ≤ 0.7x the "
+                        "memory: **met** | new (2026-12-05) |")
     assert len(lines) == 6  # the versions, a blank line, the table's two heading lines, one line for each shape
     table.main([str(path), "--code", "old"])
     assert "| 100.0 (10.0) | 200.0 (10.0) | 0.50x |" in capsys.readouterr().out
@@ -222,3 +222,54 @@ def test_the_speed_tables_are_the_ones_the_committed_results_make(execution, doc
     made = capsys.readouterr().out.strip()
     text = (Path(table.__file__).parents[1] / document).read_text()
     assert made in text, f"{document} is stale: paste in what `python bench/table.py --execution {execution}` prints"
+
+
+def test_flops_are_counted_with_every_mixer_kernel_launched_eagerly():
+    """A CUDA-graph replay dispatches no operator for FlopCounterMode to count: count_flops turns the mixers'
+    graphs off while it counts, and back on after."""
+    from models.mamba_utils import BiMamba2Wrapper
+
+    model = speed.build("student", "cpu", preset="tiny", headdim=16, d_state=16, chunk_size=16)
+    kernels = [(m, m.kernels) for m in model.modules() if hasattr(m, "kernels")]
+    assert len(kernels) == 6 and all(k.scan_graph_frames == 16384 for _, k in kernels)  # 2 wrappers, 4 Mamba2
+    seen = []
+
+    def run():
+        seen.extend((k.scan_graph_frames, k.mixer_graph_frames) for m in model.modules()
+                    if isinstance(m, BiMamba2Wrapper) for k in (m.kernels, m.fw_mamba.kernels))
+        with torch.no_grad():
+            speed.ctc_logits(model.eval(), torch.randn(1, 16000))
+
+    flops = speed.count_flops(run, model)
+    assert seen and set(seen) == {(0, 0)} and flops > 0
+    assert all(m.kernels is k for m, k in kernels)  # restored
+    with pytest.raises(RuntimeError, match="inside"):
+        with speed.kernels_launched_eagerly(model):
+            raise RuntimeError("inside")
+    assert all(m.kernels is k for m, k in kernels)
+
+
+def test_the_flop_limit_column_sets_each_ratio_against_the_flops(tmp_path, capsys):
+    """The column: the speed ratio over the teacher's FLOPs / the model's; none for a row whose student FLOPs may
+    have missed its mixers' CUDA-graph replays (inference on at most mixer_graph_frames, counted before
+    ``flops_eager``)."""
+    rows = [
+        result_row("teacher", 80.0, tflops=20.0, vs_teacher=1.0, vs_teacher_same=1.0),
+        result_row("student", 100.0, teacher_ms=80.0, tflops=16.0),  # 0.80x of a 1.25x limit: 0.64
+        result_row("teacher", 20.0, mode="infer", tflops=6.0, vs_teacher=1.0, vs_teacher_same=1.0),
+        result_row("student", 25.0, mode="infer", teacher_ms=20.0, tflops=4.0),  # 16 x 512 frames: graphs
+        result_row("teacher", 2000.0, mode="infer", batch=1, seconds=1800.0, tflops=860.0, vs_teacher=1.0,
+                   vs_teacher_same=1.0),
+        result_row("student", 250.0, mode="infer", batch=1, seconds=1800.0, teacher_ms=2000.0, tflops=80.0),
+    ]
+    path = tmp_path / "GPU_X.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    table.main([str(path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert "| of FLOP limit |" in lines[2]
+    assert "| 0.80x | 0.64 of 1.25x |" in lines[4]
+    assert "| 0.80x | – |" in lines[5]  # infer 16x10 s: its count may have missed the graph replays
+    assert "| 8.00x | 0.74 of 10.75x |" in lines[6]  # 90000 frames: more than the mixer graphs take
+    assert table.counted_eagerly({**rows[3], "flops_eager": True})
+    assert not table.counted_eagerly({**rows[3], "model": "student_recompute", "mode": "train"})
+    assert table.counted_eagerly({**rows[3], "mixer_graph_frames": 0})

@@ -446,3 +446,36 @@ def test_synth_falls_back_to_the_espeak_ng_binary(tmp_path, monkeypatch):
                                   np.random.default_rng(0))
     assert engine.sample_rate == 22050 and len(audio) == 1600
     assert (tmp_path / "args").read_text().split()[:6] == ["-v", "en-us+f2", "-s", "160", "-p", "40"]
+
+
+def test_segment_durations_reach_their_mean_within_their_bounds():
+    durations = synth.TEDLIUM3_TRAIN_DURATIONS
+    assert durations.mean == pytest.approx(452 * 3600 / 268263) and (durations.low, durations.high) == (1.0, 35.0)
+    assert durations.clipped_mean(durations.mu) == pytest.approx(durations.mean, rel=1e-9)
+    drawn = durations.sample(np.random.default_rng(0), 200_000)
+    assert drawn.min() >= 1.0 and drawn.max() <= 35.0 and (drawn == 35.0).any()
+    assert drawn.mean() == pytest.approx(durations.mean, rel=0.01)
+    assert np.median(drawn) == pytest.approx(np.exp(durations.mu), rel=0.02)  # the log-normal's median
+    assert "log-normal" in durations.describe() and "[1, 35] s" in durations.describe()
+    with pytest.raises(ValueError, match="0 < low < mean < high"):
+        synth.SegmentDurations(mean=40.0, sigma=0.6, low=1.0, high=35.0)
+
+
+def test_tedlium_segments_take_the_lengths_drawn_for_them(tmp_path):
+    """Segments fill the lengths drawn from ``durations`` (at the talk's speaking rate) and never pass its upper
+    bound: a sentence that would is spoken again, shorter."""
+    def segment_seconds(root):
+        return [float(end) - float(start) for _, _, speaker, start, end, *_ in stm_lines(root, "train")
+                if speaker != "inter_segment_gap"]
+
+    kwargs = dict(talks=(2, 0, 0), segments_per_talk=(4, 4), text="common", ignore_prob=0.0, progress=False)
+    short = synth.SegmentDurations(mean=1.5, sigma=0.05, low=1.0, high=3.0)
+    long = synth.SegmentDurations(mean=7.0, sigma=0.05, low=1.0, high=7.5)
+    synth.synth_tedlium(tmp_path / "short", durations=short, **kwargs)
+    synth.synth_tedlium(tmp_path / "long", durations=long, **kwargs)
+    shorts, longs = segment_seconds(tmp_path / "short"), segment_seconds(tmp_path / "long")
+    assert len(shorts) == len(longs) == 8
+    assert np.mean(shorts) == pytest.approx(1.5, rel=0.35) and np.mean(longs) == pytest.approx(7.0, rel=0.25)
+    assert max(longs) <= 7.5 + 0.01  # the 10 ms grid
+    info = json.loads((tmp_path / "long" / "synth.json").read_text())
+    assert info["durations"] == long.describe()

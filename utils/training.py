@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
+from torch.profiler import record_function
 from tqdm import tqdm
 
 from hparams import ARCHITECTURE_KEYS, create_hparams
@@ -41,6 +42,7 @@ from utils.data import (BatchFeeder, DataError, build_tokenizer, check_audio, ch
                         eval_batches, load_corpus, vocab_file)
 from utils.metrics import (METRICS_JSONL, MetricsLogger, asr_metrics, classification_metrics, ctc_greedy_decode,
                            read_rows)
+from utils.profiling import StepProfiler
 
 logger = logging.getLogger(__name__)
 
@@ -505,16 +507,17 @@ class Trainer:
         """Write model.ckpt-<step>. A full disk (or any other failed write) stops the run in one line naming the
         checkpoint a rerun resumes from; the earlier checkpoints are left as they were."""
         path = self.run_dir / f"{ckpt.CKPT_PREFIX}{self.step}"
-        state = self.state_dict()  # on every rank: it gathers the feeder states
-        if self.accelerator.is_main_process:
-            try:
-                ckpt.save_checkpoint(path, state)
-            except OSError as error:
-                detail = f"{error.strerror}: {error.filename}" if error.filename else error.strerror or str(error)
-                raise OSError(error.errno, f"{detail}; the earlier checkpoints are intact: {self.resume_hint()}") \
-                    from None
-            logger.info("saved %s", path)
-        self.accelerator.wait_for_everyone()
+        with record_function("cald/checkpoint"):
+            state = self.state_dict()  # on every rank: it gathers the feeder states
+            if self.accelerator.is_main_process:
+                try:
+                    ckpt.save_checkpoint(path, state)
+                except OSError as error:
+                    detail = f"{error.strerror}: {error.filename}" if error.filename else error.strerror or str(error)
+                    raise OSError(error.errno, f"{detail}; the earlier checkpoints are intact: "
+                                               f"{self.resume_hint()}") from None
+                logger.info("saved %s", path)
+            self.accelerator.wait_for_everyone()
         self.last_checkpoint, self.saved_step = path, self.step
         return path
 
@@ -554,53 +557,69 @@ class Trainer:
         return self.accelerator.reduce(n, "sum"), self.accelerator.reduce(frames, "sum")
 
     def train_step(self) -> dict | None:
+        """One optimiser step over --accumulation_steps micro-batches; the logged values, or None when a non-finite
+        gradient norm skipped it. Its phases are ``cald/*`` profiler ranges (utils/profiling.py)."""
         hp, acc = self.hparams, self.accelerator
         tic = time.time()
-        batches = [to_device(self.feeder.next(self.step), acc.device) for _ in range(self.args.accumulation_steps)]
-        n_all, frames = self._step_normalisers(batches)
+        with record_function("cald/data"):
+            batches = [to_device(self.feeder.next(self.step), acc.device)
+                       for _ in range(self.args.accumulation_steps)]
+        with record_function("cald/normalisers"):
+            n_all, frames = self._step_normalisers(batches)
         sums, n_finite, n_inf = {}, torch.zeros((), device=acc.device), 0
         for i, batch in enumerate(batches):
             sync = contextlib.nullcontext() if i == len(batches) - 1 else acc.no_sync(self.model)
             with sync:
                 with acc.autocast():
-                    out = self.model(batch["input_values"], batch["attention_mask"],
-                                     record_hidden_states=self.record_hidden_states)
-                    terms, n, finite = task_loss_sums(out, batch, hp, self.has_transcripts)
-                    if self.extra_losses is not None:
-                        out.frame_mask = out.frame_mask & finite[:, None]  # infinite CTC: no distillation either
-                        scale = distill_scale(hp, n, n_all, frames)
-                        terms.update({k: v * scale for k, v in self.extra_losses(batch, out).items()})
-                    loss = weighted_total(terms, self.weights) / n_all
-                acc.backward(loss * acc.num_processes)  # DDP averages over ranks; n is already a global sum
+                    with record_function("cald/forward"):
+                        out = self.model(batch["input_values"], batch["attention_mask"],
+                                         record_hidden_states=self.record_hidden_states)
+                    with record_function("cald/loss"):
+                        terms, n, finite = task_loss_sums(out, batch, hp, self.has_transcripts)
+                        if self.extra_losses is not None:
+                            out.frame_mask = out.frame_mask & finite[:, None]  # infinite CTC: no distillation either
+                            scale = distill_scale(hp, n, n_all, frames)
+                            terms.update({k: v * scale for k, v in self.extra_losses(batch, out).items()})
+                        loss = weighted_total(terms, self.weights) / n_all
+                with record_function("cald/backward"):
+                    acc.backward(loss * acc.num_processes)  # DDP averages over ranks; n is already a global sum
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float()
             n_finite += n
             n_inf = n_inf + (~finite).sum()  # a tensor: no host sync per micro-batch
-        n_finite = acc.reduce(n_finite, "sum")
-        if n_finite < n_all:  # infinite CTC losses were zeroed: renormalise by the finite utterances' n
-            for p in self.model.parameters():
-                if p.grad is not None:
-                    p.grad.mul_(n_all / n_finite.clamp(min=1))
-        grad_norm = acc.clip_grad_norm_(self.model.parameters(), hp.max_grad_norm)
-        if not torch.isfinite(grad_norm):
-            logger.warning("step %d: non-finite gradient norm %s, step skipped", self.step, grad_norm.item())
-            if acc.scaler is not None:  # fp16: the scaler skips the update itself, lowers its scale and resets
-                self.optimizer.step()  # (without this, the next step's unscale_ would raise)
+        with record_function("cald/optimizer"):
+            n_finite = acc.reduce(n_finite, "sum")
+            if n_finite < n_all:  # infinite CTC losses were zeroed: renormalise by the finite utterances' n
+                for p in self.model.parameters():
+                    if p.grad is not None:
+                        p.grad.mul_(n_all / n_finite.clamp(min=1))
+            grad_norm = acc.clip_grad_norm_(self.model.parameters(), hp.max_grad_norm)
+            if not torch.isfinite(grad_norm):
+                logger.warning("step %d: non-finite gradient norm %s, step skipped", self.step, grad_norm.item())
+                if acc.scaler is not None:  # fp16: the scaler skips the update itself, lowers its scale and resets
+                    self.optimizer.step()  # (without this, the next step's unscale_ would raise)
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
+            lr = self.scheduler.get_last_lr()[0]
+            self.optimizer.step()
+            self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-            return None
-        lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        reduced = {k: acc.reduce(v, "sum").item() / max(n_finite.item(), 1) for k, v in sums.items()}
-        samples = sum(b["num_samples"].sum() for b in batches)  # this rank's; summed over ranks below
-        audio_seconds = acc.reduce(samples.to(acc.device, torch.float64), "sum").item() / hp.sr
-        row = {**reduced, "loss": weighted_total(reduced, self.weights), "lr": lr, "grad_norm": grad_norm.item(),
-               "n": n_finite.item(), "n_inf": int(n_inf), "audio_s": audio_seconds,
-               "audio_s_per_s": audio_seconds / (time.time() - tic)}  # audio of all ranks per wall second
-        if acc.device.type == "cuda":  # this rank's high-water mark so far
-            row["peak_gib"] = torch.cuda.max_memory_allocated(acc.device) / 2**30
+        with record_function("cald/log"):
+            reduced = {k: acc.reduce(v, "sum").item() / max(n_finite.item(), 1) for k, v in sums.items()}
+            samples = sum(b["num_samples"].sum() for b in batches)  # this rank's; summed over ranks below
+            # padded samples and utterances of this rank's micro-batches (known on the host), summed over ranks
+            shapes = torch.tensor([sum(b["input_values"].numel() for b in batches),
+                                   sum(len(b["input_values"]) for b in batches)], dtype=torch.float64)
+            counts = acc.reduce(torch.cat([samples.to(acc.device, torch.float64)[None],
+                                           shapes.to(acc.device)]), "sum").tolist()
+            audio_seconds = counts[0] / hp.sr
+            row = {**reduced, "loss": weighted_total(reduced, self.weights), "lr": lr, "grad_norm": grad_norm.item(),
+                   "n": n_finite.item(), "n_inf": int(n_inf), "audio_s": audio_seconds,
+                   "padded_s": counts[1] / hp.sr, "utterances": int(counts[2]),
+                   "audio_s_per_s": audio_seconds / (time.time() - tic)}  # audio of all ranks per wall second
+            if acc.device.type == "cuda":  # this rank's high-water mark so far
+                row["peak_gib"] = torch.cuda.max_memory_allocated(acc.device) / 2**30
         return row
 
     def _record_failure(self, error: Exception) -> None:
@@ -626,13 +645,18 @@ class Trainer:
         return metrics
 
     def eval_and_save(self) -> None:
-        self.evaluate_checkpoint(self.save())  # saved first: a failing evaluation loses no training
+        tic = time.perf_counter()
+        path = self.save()  # saved first: a failing evaluation loses no training
+        self.evaluate_checkpoint(path, checkpoint_s=time.perf_counter() - tic)
 
-    def evaluate_checkpoint(self, path: Path) -> None:
-        """Evaluate the model (saved as ``path``) on dev; log it and keep the best copies. A failing evaluation
-        stops the run with a line naming its culprit and the checkpoint a rerun resumes from (and evaluates)."""
+    def evaluate_checkpoint(self, path: Path, checkpoint_s: float | None = None) -> None:
+        """Evaluate the model (saved as ``path``) on dev; log it with ``eval_s``, the evaluation's seconds (and
+        ``checkpoint_s``, the save's, when given) and keep the best copies. A failing evaluation stops the run with a
+        line naming its culprit and the checkpoint a rerun resumes from (and evaluates)."""
+        tic = time.perf_counter()
         try:
-            metrics = self.evaluate()
+            with record_function("cald/eval"):
+                metrics = self.evaluate()
         except ONE_LINE_ERRORS as error:
             raise ValueError(f"step {self.step}: the dev evaluation failed: {one_line(error)}; {path} is saved: fix "
                              f"the dev data, then {self.resume_hint()} (its evaluation comes first)") from error
@@ -643,7 +667,9 @@ class Trainer:
             improved = self.best.update({k: v for k, v in metrics.items() if k != "utterances"}, self.step, path)
             if improved:
                 logger.info("new best %s at step %d", ", ".join(improved), self.step)
-            self.metrics.log(self.step, {f"dev/{k}": v for k, v in metrics.items()})
+            seconds = {"eval_s": time.perf_counter() - tic, "checkpoint_s": checkpoint_s}
+            self.metrics.log(self.step, {**{f"dev/{k}": v for k, v in metrics.items()},
+                                         **{k: v for k, v in seconds.items() if v is not None}})
 
     def fit(self) -> None:
         """Train to --max_steps. SIGINT (Ctrl-C) or SIGTERM (a scheduler's) stops the run at the next step boundary:
@@ -703,36 +729,51 @@ class Trainer:
         raise KeyboardInterrupt
 
     def _train_to_max_steps(self, bar) -> None:
+        """The loop. Each step's row holds ``step_s``, the wall seconds from the end of the previous step (or of the
+        evaluation and save after it: their rows hold ``eval_s`` and ``checkpoint_s``) to this step's logging."""
         args = self.args
         self.model.train()
         nonfinite_in_a_row = 0
-        while self.step < args.max_steps:
-            if self._stop_requested():
-                self._stop_for_signal()
-            if self.on_step_start is not None:
-                self.on_step_start(self.step)
-            try:
-                logged = self.train_step()
-            except DataError:  # the data cannot go on: not a failed step to retry
-                raise
-            except (RuntimeError, ValueError) as error:
-                self._record_failure(error)
-                continue
-            if logged is None:  # non-finite gradient norm: skipped, the step does not advance
-                nonfinite_in_a_row += 1
-                if nonfinite_in_a_row == MAX_NONFINITE_IN_A_ROW:
-                    raise RuntimeError(
-                        f"{MAX_NONFINITE_IN_A_ROW} batches in a row gave a non-finite gradient norm at step "
-                        f"{self.step}: the loss or the weights are not finite (the weights of "
-                        f"{self.hparams.asr_model_name} or of the checkpoint this run starts from, max_lr, "
-                        f"mixed precision?)")
-                continue
-            nonfinite_in_a_row = 0
-            self.metrics.log(self.step, logged)
-            bar.update(1)
-            bar.set_postfix(loss=f"{logged['loss']:.3f}", lr=f"{logged['lr']:.2e}")
-            if self.step % args.eval_interval == 0 or self.step % args.checkpoint_interval == 0:
-                self.eval_and_save()
+        profiler = StepProfiler.from_env()  # None unless CALD_PROFILE asks for a profile (bench/seed_throughput.py)
+        tic = time.perf_counter()
+        try:
+            while self.step < args.max_steps:
+                if self._stop_requested():
+                    self._stop_for_signal()
+                if profiler is not None:
+                    profiler.at_step(self.step)
+                with record_function("cald/step"):
+                    if self.on_step_start is not None:
+                        self.on_step_start(self.step)
+                    try:
+                        logged = self.train_step()
+                    except DataError:  # the data cannot go on: not a failed step to retry
+                        raise
+                    except (RuntimeError, ValueError) as error:
+                        self._record_failure(error)
+                        continue
+                    if logged is None:  # non-finite gradient norm: skipped, the step does not advance
+                        nonfinite_in_a_row += 1
+                        if nonfinite_in_a_row == MAX_NONFINITE_IN_A_ROW:
+                            raise RuntimeError(
+                                f"{MAX_NONFINITE_IN_A_ROW} batches in a row gave a non-finite gradient norm at step "
+                                f"{self.step}: the loss or the weights are not finite (the weights of "
+                                f"{self.hparams.asr_model_name} or of the checkpoint this run starts from, max_lr, "
+                                f"mixed precision?)")
+                        continue
+                    nonfinite_in_a_row = 0
+                    with record_function("cald/log"):
+                        step_end = time.perf_counter()
+                        self.metrics.log(self.step, {**logged, "step_s": step_end - tic})
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{logged['loss']:.3f}", lr=f"{logged['lr']:.2e}")
+                    tic = step_end
+                if self.step % args.eval_interval == 0 or self.step % args.checkpoint_interval == 0:
+                    self.eval_and_save()
+                    tic = time.perf_counter()
+        finally:
+            if profiler is not None:
+                profiler.finish()
 
     def leave_process_group(self) -> None:
         """Free the DDP wrapper, then leave the process group (NCCL warns when a process exits without).
