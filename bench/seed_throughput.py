@@ -56,9 +56,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from bench.ddp_scaling import seed_argv, set_flag  # noqa: E402
 from utils.profiling import COMPILE_LINE  # noqa: E402
-from utils.seed_commands import hparams_string  # noqa: E402
+from utils.seed_commands import hparams_string, seed_argv, set_flag  # noqa: E402
 
 COMMANDS = ("std", "unguided", "target", "hybrid", "waypoint")  # in the order they run: teachers first
 SEED_STRATEGY = {"std": "std", "unguided": "unguided", "target": "target", "hybrid": "target", "waypoint": "waypoint"}
@@ -124,7 +123,7 @@ def with_dependencies(commands: list[str]) -> list[str]:
 def seed_hparams(command: str):
     from hparams import create_hparams
 
-    _, argv = seed_argv(SEED_STRATEGY[command])
+    _, argv = seed_argv("asr", SEED_STRATEGY[command])
     return create_hparams(hparams_string(" ".join(argv)))
 
 
@@ -166,7 +165,7 @@ def flag_value(argv: list[str], flag: str, default: str | None = None) -> str | 
 
 def command_argv(command: str, root: Path, max_steps: int, preset: str, plans: dict[str, Plan]) -> list[str]:
     """The seed command of ``command`` with the four changes (and Hybrid's alpha_layer_distill_loss=0)."""
-    script, argv = seed_argv(SEED_STRATEGY[command])
+    script, argv = seed_argv("asr", SEED_STRATEGY[command])
     argv = set_flag(argv, "--model-dir", str(run_dir(root, command)))
     argv = set_flag(argv, "--data-dir", str(root / "data"))
     argv = set_flag(argv, "--max_steps", str(max_steps))
