@@ -190,3 +190,21 @@ def test_the_bench_runs_std_and_target_end_to_end_and_reports_from_its_record(tm
              "--ddp_rows", str(tmp_path / "none.jsonl")])
     assert again.read_text() == out.read_text()
     assert again.with_name("again_recipe.jsonl").read_text() == out.with_name("rows_recipe.jsonl").read_text()
+
+
+def test_the_committed_rows_regenerate_from_their_record(tmp_path):
+    """bench/results/seed_throughput_<gpu>.jsonl is what --report makes of the record packed beside it (the same
+    numbers, to the rounding of sums in another order)."""
+    results = st.REPO / "bench" / "results"
+    committed = [json.loads(line) for line in (results / "seed_throughput_NVIDIA_H100_80GB_HBM3.jsonl").open()]
+    with tarfile.open(results / "seed_throughput_NVIDIA_H100_80GB_HBM3.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="data")
+    rows, _ = st.report(tmp_path / committed[0]["run"])
+    assert [r["command"] for r in rows] == [r["command"] for r in committed] == ["std", "unguided", "target"]
+    for made, saved in zip(rows, committed):
+        assert made.keys() == saved.keys()
+        for key, value in saved.items():
+            if isinstance(value, float):
+                assert made[key] == pytest.approx(value, rel=1e-9), (saved["command"], key)
+            elif not isinstance(value, dict):
+                assert made[key] == value, (saved["command"], key)
