@@ -15,6 +15,8 @@ from hparams import create_hparams
 from models.presets import save_preset
 
 TINY_MAMBA = "mamba_headdim=16,mamba_d_state=16,mamba_chunk_size=16"
+# no dropout, SpecAugment or data warm-up: a step depends on its data and weights alone
+QUIET = "hidden_dropout=0,activation_dropout=0,feat_proj_dropout=0,mask_time_prob=0,data_warmup_steps=0"
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -42,3 +44,16 @@ def tiny_hparams(tiny_model_dir):
         return create_hparams(f"asr_model_name={tiny_model_dir},{TINY_MAMBA},{extra}")
 
     return make
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """A tiny TED-LIUM data dir (corpora/synth.py's raw layout, prepared by corpora/tedlium.py): 2 training talks of
+    3 segments, a dev and a test talk. Shared by every test that reads it: none writes into it."""
+    from corpora import tedlium
+    from corpora.synth import synth_tedlium
+
+    root = tmp_path_factory.mktemp("tedlium")
+    synth_tedlium(root / "raw", talks=(2, 1, 1), segments_per_talk=(3, 3), progress=False)
+    tedlium.main(["--src", str(root / "raw"), "--out", str(root / "data")])
+    return root / "data"

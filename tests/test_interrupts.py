@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 import soundfile
 
-from corpora import tedlium
-from corpora.synth import synth_tedlium
 from tests.conftest import TINY_MAMBA
 from utils import checkpoint as ckpt
 from utils.metrics import read_rows
@@ -53,13 +51,6 @@ sys.argv = [script, *sys.argv[4:]]
 runpy.run_path(script, run_name="__main__")
 """
 
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("interrupts")
-    synth_tedlium(root / "raw", talks=(2, 1, 1), segments_per_talk=(3, 3), progress=False)
-    tedlium.main(["--src", str(root / "raw"), "--out", str(root / "data")])
-    return root / "data"
 
 
 def train_argv(run_dir, data_dir, model_dir, max_steps, checkpoint_interval=1, extra_hparams=""):

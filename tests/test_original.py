@@ -13,26 +13,16 @@ import pytest
 import torch
 
 import infer
-from corpora import tedlium
-from corpora.synth import synth_tedlium
 from hparams import HParams, create_hparams
 from models import original
 from models.build import build_asr_model
 from scripts import export_original
-from tests.conftest import TINY_MAMBA
+from tests.conftest import QUIET, TINY_MAMBA
 from utils import checkpoint as ckpt
 from utils import training
 
 REPO = Path(__file__).resolve().parents[1]
-QUIET = "hidden_dropout=0,activation_dropout=0,feat_proj_dropout=0,mask_time_prob=0,data_warmup_steps=0"
 
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("original")
-    synth_tedlium(root / "raw", talks=(2, 1, 1), segments_per_talk=(3, 3), progress=False)
-    tedlium.main(["--src", str(root / "raw"), "--out", str(root / "data")])
-    return root / "data"
 
 
 def trained_like(hparams_string: str, seed: int = 0):

@@ -13,27 +13,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from corpora import tedlium
-from corpora.synth import synth_tedlium
 from hparams import create_hparams
 from models.build import build_asr_model, forward_model
 from models.heads import (NO_TRANSCRIPT_CHARS, ctc_loss_per_utterance, layer_distill_loss, logits_distill_loss,
                           normaliser)
-from tests.conftest import TINY_MAMBA
+from tests.conftest import QUIET, TINY_MAMBA
 from utils import checkpoint as ckpt
 from utils import training
 from utils.metrics import read_rows
 
 REPO = Path(__file__).resolve().parents[1]
-QUIET = "hidden_dropout=0,activation_dropout=0,feat_proj_dropout=0,mask_time_prob=0,data_warmup_steps=0"
 
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("training")
-    synth_tedlium(root / "raw", talks=(2, 1, 1), segments_per_talk=(3, 3), progress=False)
-    tedlium.main(["--src", str(root / "raw"), "--out", str(root / "data")])
-    return root / "data"
 
 
 def make_args(run_dir, data_dir, **overrides):
