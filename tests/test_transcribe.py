@@ -14,7 +14,7 @@ from models.build import forward_model
 from scripts import export_hf_model
 from tests.conftest import TINY_MAMBA
 from tests.test_hf import mamba_run, write_vocab
-from utils.transcription import AudioError, load_transcriber, read_audio
+from utils.transcription import AudioError, audio_files, load_transcriber, read_audio
 
 SR = 16000
 
@@ -49,6 +49,17 @@ def test_audio_is_downmixed_and_resampled_to_the_models_rate(tmp_path):
         assert audio.samples.dtype == np.float32 and len(audio.samples) == len(x)
         # the channels' mean (the other signal cancels), at 16 kHz; the edges aside, where resampling rings
         np.testing.assert_allclose(audio.samples[200:-200], x[200:-200], atol=1e-3)
+
+
+def test_an_mp3_is_read_downmixed_and_resampled(tmp_path):
+    x = tones(2.0)
+    at_48k = soxr.resample(x, SR, 48000)
+    sf.write(tmp_path / "talk.mp3", np.stack([at_48k, at_48k], axis=1), 48000, format="MP3")
+    audio = read_audio(tmp_path / "talk.mp3", SR)
+    assert (audio.file_rate, audio.channels, audio.seconds) == (48000, 2, 2.0)
+    assert audio_files([tmp_path]) == [tmp_path / "talk.mp3"]
+    # lossy: the decoded signal follows the original closely, not to the sample
+    assert np.corrcoef(audio.samples, x)[0, 1] > 0.999
 
 
 def test_transcribe_a_44k_stereo_flac_and_a_22k_wav(tiny_model_dir, tmp_path, capsys):
