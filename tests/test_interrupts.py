@@ -142,7 +142,7 @@ def test_a_second_ctrl_c_during_a_checkpoint_write_stops_at_once_and_keeps_the_e
     assert code == 130, err[-3000:]
     assert [step for step, _ in ckpt.list_checkpoints(run_dir)] == [1] and not temp_files(run_dir)
     assert ckpt.load_checkpoint(run_dir / "model.ckpt-1")["step"] == 1
-    assert last_line(err).endswith(f"interrupted during step 3 (not saved): {RESUME_HINT} "
+    assert last_line(err).endswith(f"interrupted after step 2, which is not saved: {RESUME_HINT} "
                                    f"{run_dir / 'model.ckpt-1'} (step 1)"), err[-2000:]
     assert "unexpected pos" not in err and "Traceback" not in err
 

@@ -299,7 +299,7 @@ def test_ctrl_c_stops_the_run_naming_the_checkpoint_to_resume_from(corpus, tiny_
     with pytest.raises(SystemExit) as stopped, caplog.at_level("WARNING"):
         trainer.fit()
     assert stopped.value.code == 130
-    assert f"interrupted during step 4 (not saved): rerun the same command to resume from " \
+    assert f"interrupted after step 3, which is not saved: rerun the same command to resume from " \
            f"{tmp_path / 'run' / 'model.ckpt-2'} (step 2)" in caplog.text
     assert [step for step, _ in ckpt.list_checkpoints(tmp_path / "run")] == [2]  # nothing saved at the interrupt
 
@@ -405,6 +405,12 @@ def test_resume_falls_back_past_a_truncated_latest_checkpoint(corpus, tiny_model
     assert ckpt.load_checkpoint(latest, required=training.RESUME_CHECKPOINT_KEYS)["step"] == 4
     assert rows_of(run, "loss") == [1, 2, 3, 4]
 
+    for path in (run / "model.ckpt-2", latest):  # nothing left to fall back to: the start stops, naming the run dir
+        path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ckpt.CheckpointError) as raised:
+        build(run, corpus, tiny_model_dir, "batch_size=2", max_steps=4, checkpoint_interval=2, eval_interval=100)
+    assert str(raised.value).startswith(f"{run}: none of its checkpoints can be read (see above): move them away")
+
 
 def test_a_full_disk_stops_the_run_in_one_line_and_keeps_the_earlier_checkpoints(corpus, tiny_model_dir, tmp_path,
                                                                                   monkeypatch, quiet_wandb):
@@ -445,6 +451,15 @@ def test_run_script_ends_an_input_error_in_one_line_and_train_log_keeps_the_trac
     assert len(err) == 1 and err[0].endswith("ERROR utils.training: meta file meta.dev.txt not found in --data-dir "
                                              "data/x")
     assert "Traceback" in (tmp_path / "train.log").read_text()
+
+    def disk_full():  # as Trainer.save raises it: the errno, and a message that names the checkpoint
+        raise OSError(28, "run/model.ckpt-4: no space left on the device (...): the checkpoint was not written")
+
+    with pytest.raises(SystemExit) as stopped:
+        training.run_script(disk_full)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("ERROR utils.training: run/model.ckpt-4: no space left on the device "
+                                             "(...): the checkpoint was not written")
 
     def bug():
         raise TypeError("a bug keeps its traceback")

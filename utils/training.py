@@ -156,8 +156,14 @@ def setup_logging(run_dir: Path | None, is_main: bool) -> None:
 
 
 def one_line(error: BaseException) -> str:
-    """An error's message on one line (a KeyError's without the quotes ``str`` adds)."""
-    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    """An error's message on one line (a KeyError's without the quotes ``str`` adds, an OSError's without the
+    ``[Errno N]`` it adds)."""
+    if isinstance(error, KeyError) and error.args:
+        text = error.args[0]
+    elif isinstance(error, OSError) and error.strerror:
+        text = f"{error.strerror}: {error.filename}" if error.filename else error.strerror
+    else:
+        text = str(error)
     return " ".join(str(text).split()) or type(error).__name__
 
 
@@ -695,7 +701,7 @@ class Trainer:
                 logger.warning("%s: stopped after step %d: %s", signal.Signals(signum).name, self.step,
                                self.resume_hint())
             else:
-                logger.warning("interrupted during step %d (not saved): %s", self.step + 1, self.resume_hint())
+                logger.warning("interrupted after step %d, which is not saved: %s", self.step, self.resume_hint())
             raise SystemExit(128 + signum) from None
         finally:  # the feeder's loader threads and the metrics file, however the run ends
             for s, handler in previous.items():
