@@ -4,7 +4,7 @@ Usage (on a GPU machine; bench/NOTES.md, "How to measure"):
     python bench/speed.py                      # every shape; table on stdout, bench/results/<gpu>.jsonl
     python bench/speed.py --shapes train:16x10 infer:1x3600 --models teacher student
     python bench/speed.py --execution eager cuda_graph     # also both models replayed as CUDA graphs
-    python bench/speed.py --code 0ea5d7e       # a copy of the tree without .git: name the commit it holds
+    python bench/speed.py --code <commit>      # a copy of the tree without .git: name the commit it holds
     python bench/speed.py --models student --chunk_size 128   # the students' SSD chunk length (default 256)
     python bench/speed.py --models student student_eager_mixer student_eager_scan   # which parts replay CUDA graphs
     python bench/speed.py --models student --mixer_graph_frames 40000   # graphs for larger mixers too (default 16384)
@@ -31,7 +31,7 @@ batches (``graph_safe_attention``); both models get the same treatment. ``teache
 belongs with: ``eager`` (the teacher as users run it) or ``same`` (the teacher under the student's treatment).
 ``vs_teacher`` is the speed-up over the eager teacher at that shape, ``vs_teacher_same`` over the teacher with
 the row's own execution. ``ctc_ms`` (training rows): the CTC loss alone, forward + backward on random logits of the
-batch's size, timed once per shape (models/ctc_triton.py's kernels, as models.heads runs them on a GPU): CTC steps
+batch's size, timed once per shape (models/kernels/ctc_triton.py's kernels, as models.heads runs them on a GPU): CTC steps
 through time one frame after the other, so on long utterances this part of every model's step is large.
 """
 import argparse
@@ -66,8 +66,8 @@ DEFAULT_SHAPES = ["train:16x10", "train:8x20", "train:4x60", "train:1x600",
                   "infer:16x10", "infer:8x20", "infer:4x60", "infer:1x600", "infer:1x1800", "infer:1x3600"]
 # SDPA without transformers' attention-mask preparation, for unpadded batches only (the cuda_graph path's). While
 # a CUDA graph is captured, transformers (5.17 at least) takes itself to be tracing and builds the full
-# (batch, 1, frames, frames) mask of an all-valid batch: SDPA then loses its flash kernel (the captured teacher
-# ran 2x slower than eager and ran out of memory at 4x60 s). A registered implementation gets no mask at all.
+# (batch, 1, frames, frames) mask of an all-valid batch: SDPA then loses its flash kernel, and the captured teacher
+# runs slower than eager and needs memory quadratic in the length. A registered implementation gets no mask at all.
 UNMASKED_SDPA = "sdpa_unmasked"
 AttentionInterface.register(UNMASKED_SDPA, sdpa_attention_forward)
 

@@ -5,7 +5,7 @@ Usage:
     python bench/table.py                               # the eager student, bench/results/NVIDIA_H200.jsonl
     python bench/table.py --model student_recompute     # another bench model
     python bench/table.py --execution cuda_graph        # both replayed as CUDA graphs (teacher_mode same)
-    python bench/table.py --code 66c82d9 f070d3b        # only rows of these commits
+    python bench/table.py --code <commit> <commit>      # only rows of these commits
     python bench/table.py bench/results/NVIDIA_H100_80GB_HBM3.jsonl
 
 A row counts when it measured the model as the hparams' defaults build it (unpadded batch, their SSD chunk and

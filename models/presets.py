@@ -9,8 +9,8 @@ No hub is reachable in tests, CI or the demo, so ``asr_model_name`` points at a 
 
 ``from_pretrained(dir)`` then works exactly as with ``facebook/wav2vec2-large-lv60``. The front end mirrors
 large-lv60 (layer-norm CNN, stable layer norm); tiny and demo shorten it for speed. The weights are random: to
-train one of these from scratch, pass ``freeze_feature_encoder=False`` (a frozen random CNN front end plateaus:
-about 30% CER in the demo, against 6% trained).
+train one of these from scratch, pass ``freeze_feature_encoder=False`` (a frozen random CNN front end caps what the
+encoder can learn: README, Troubleshooting).
 """
 import argparse
 from pathlib import Path

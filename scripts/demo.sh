@@ -4,7 +4,7 @@
 # BiMamba2 conversion distilled Target guided and then Hybrid, an Unguided BiMamba2 for comparison, each evaluated
 # on the held-out test split; a table and plots at the end (scripts/mini_cald_report.py).
 #
-#   bash scripts/demo.sh                 # everything under output/demo (under 20 minutes on 2 idle CPU cores)
+#   bash scripts/demo.sh                 # everything under output/demo (about 25 minutes on 2 CPU cores)
 #   DEMO_ROOT=/tmp/demo bash scripts/demo.sh
 #
 # Rerunning reuses what is finished (corpus, prepared data, model dir, runs at their max_steps, evaluations); an

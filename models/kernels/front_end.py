@@ -27,7 +27,7 @@ class ChannelsLastConvLayer(Wav2Vec2LayerNormConvLayer):
     back to bf16 and contiguous for the next conv), strided copies that dominate long-form inference
     (bench/NOTES.md, "Front end"). Here the conv runs as a 2-d convolution over one row in channels-last memory
     format (cuDNN's NHWC kernels), so the norm and activation read and write contiguous memory. Same weights, same
-    arithmetic: ``Wav2Vec2LayerNormConvLayer.forward`` is the reference (tests/test_front_end.py). On a GPU, where
+    arithmetic: ``Wav2Vec2LayerNormConvLayer.forward`` is the reference (tests/test_kernels_front_end.py). On a GPU, where
     no gradient flows through the layer (a frozen front end, inference), the norm and the GELU are one Triton pass
     (``layer_norm_gelu``)."""
 
