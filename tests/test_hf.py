@@ -125,6 +125,10 @@ LOAD_WITHOUT_REPO = textwrap.dedent("""
     results = {"array_word": asr(batch["speech"], return_timestamps="word"),
                "file_char": asr(str(work / "speech_44k_stereo.flac"), return_timestamps="char"),
                "file": asr(str(work / "speech.wav"))}
+    forwards = []  # without chunk_length_s a long recording is one forward of the model
+    asr.model.register_forward_hook(lambda module, args, output: forwards.append(list(output.logits.shape)))
+    results["long"] = asr(np.tile(batch["speech"], 40))  # 60 s
+    results["long_forwards"] = forwards
     (work / "pipeline.json").write_text(json.dumps(results, default=float))
 """)
 
@@ -179,6 +183,11 @@ def test_the_export_loads_without_this_repository_and_serves_the_pipeline(tiny_m
     chars = results["file_char"]["chunks"]
     assert "".join(c["text"] for c in chars) == results["file_char"]["text"]
     assert chars[-1]["timestamp"][1] <= 1.5
+    # one minute in one pass, transcribed as the project's model transcribes it
+    with torch.no_grad():
+        long_logits = forward_model(trained.model, *normalised(np.tile(speech, 40))).logits[0]
+    assert results["long_forwards"] == [[1, *long_logits.shape]]
+    assert results["long"]["text"] == tokenizer.decode(long_logits.argmax(-1).tolist())
 
 
 def normalised(samples: np.ndarray):
