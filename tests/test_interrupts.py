@@ -205,6 +205,18 @@ def test_a_refused_resume_ends_in_one_line_and_leaves_the_run_files_as_they_were
         assert [s for s, _ in ckpt.list_checkpoints(std_run)] == [1]
 
 
+def test_a_teacher_of_another_vocabulary_is_refused_naming_both_files(corpus, tiny_model_dir, std_run, tmp_path):
+    data_dir, student = other_vocab(corpus, tmp_path / "data"), tmp_path / "student"
+    teacher = std_run / "model.ckpt-1"
+    argv = [*train_argv(student, data_dir, tiny_model_dir, max_steps=1, extra_hparams="asr_use_mamba=True"),
+            "--teacher_path", str(teacher)]
+    result = run("train_distill.py", argv)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert f"{data_dir / 'vocab.json'} differs from {std_run / 'vocab.json'}, the vocabulary of the teacher " \
+           f"{teacher}: 2 token(s) with another id" in last_line(result.stderr)
+    assert not (student / "hparams.json").exists() and not ckpt.list_checkpoints(student)
+
+
 def test_infer_refuses_another_vocabulary_and_names_nan_audio(corpus, std_run, tmp_path):
     data_dir = other_vocab(corpus, tmp_path / "data")
     argv = ["--model-path", str(std_run), "--output-path", str(tmp_path / "out"), "--data-dir", str(data_dir)]
