@@ -31,8 +31,8 @@ batches (``graph_safe_attention``); both models get the same treatment. ``teache
 belongs with: ``eager`` (the teacher as users run it) or ``same`` (the teacher under the student's treatment).
 ``vs_teacher`` is the speed-up over the eager teacher at that shape, ``vs_teacher_same`` over the teacher with
 the row's own execution. ``ctc_ms`` (training rows): the CTC loss alone, forward + backward on random logits of the
-batch's size, timed once per shape (models/kernels/ctc_triton.py's kernels, as models.heads runs them on a GPU): CTC steps
-through time one frame after the other, so on long utterances this part of every model's step is large.
+batch's size, timed once per shape (models/kernels/ctc_triton.py's kernels, as models.heads runs them on a GPU): CTC
+steps through time one frame after the other, so on long utterances this part of every model's step is large.
 """
 import argparse
 import contextlib

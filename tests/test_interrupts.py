@@ -52,7 +52,6 @@ runpy.run_path(script, run_name="__main__")
 """
 
 
-
 def train_argv(run_dir, data_dir, model_dir, max_steps, checkpoint_interval=1, extra_hparams=""):
     return ["--model-dir", str(run_dir), "--data-dir", str(data_dir), "--max_steps", str(max_steps),
             "--checkpoint_interval", str(checkpoint_interval), "--eval_interval", "1000",

@@ -24,7 +24,6 @@ from utils import training
 REPO = Path(__file__).resolve().parents[1]
 
 
-
 def trained_like(hparams_string: str, seed: int = 0):
     """(hparams, model) with weights moved off the pretrained ones: a conversion must carry these."""
     hparams = create_hparams(hparams_string)

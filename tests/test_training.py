@@ -25,7 +25,6 @@ from utils.metrics import read_rows
 REPO = Path(__file__).resolve().parents[1]
 
 
-
 def make_args(run_dir, data_dir, **overrides):
     args = training.build_arg_parser("test").parse_args(["--model-dir", str(run_dir), "--data-dir", str(data_dir)])
     for key, value in overrides.items():

@@ -519,8 +519,7 @@ class Trainer:
                 try:
                     ckpt.save_checkpoint(path, state)
                 except OSError as error:
-                    detail = f"{error.strerror}: {error.filename}" if error.filename else error.strerror or str(error)
-                    raise OSError(error.errno, f"{detail}; the earlier checkpoints are intact: "
+                    raise OSError(error.errno, f"{one_line(error)}; the earlier checkpoints are intact: "
                                                f"{self.resume_hint()}") from None
                 logger.info("saved %s", path)
             self.accelerator.wait_for_everyone()

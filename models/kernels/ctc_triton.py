@@ -2,9 +2,9 @@
 kernels (``ctc_loss_triton``, the CUDA path; ``ctc.ctc_loss_ref`` is their reference).
 
 Why: PyTorch's native CUDA CTC walks the 2L + 1 label states of a long utterance in serial blocks of 1024 threads
-for every frame, which makes the loss a large part of a training step on long utterances (bench/NOTES.md, "CTC"). Here programs
-loop over the frames themselves: one per utterance when its states fit STATES_PER_PROGRAM, else several per
-utterance, each holding a block of its states, in a wavefront over the multiprocessors.
+for every frame, which makes the loss a large part of a training step on long utterances (bench/NOTES.md, "CTC").
+Here programs loop over the frames themselves: one per utterance when its states fit STATES_PER_PROGRAM, else
+several per utterance, each holding a block of its states, in a wavefront over the multiprocessors.
 
 What, per utterance b (T frames, labels l_1..l_L, lp[t, c] = log_probs[t, b, c], already log-softmaxed): the
 extended labels l'(s), s = 0..S-1, S = 2L + 1, are blank on even s and l_{(s+1)/2} on odd s; a state may be entered
@@ -20,8 +20,8 @@ from two states back, skip(s), when s is odd, s >= 3 and l'(s) != l'(s - 2). In 
 
 which is PyTorch's convention (the gradient of the NLL through the log-probabilities, not through the logits). An
 utterance too short for its labels has nll = inf and a zero gradient (PyTorch's is NaN there unless
-zero_infinity=True, which returns 0 instead of inf; see tests/test_kernels_ctc.py); zero-length targets and zero-length
-inputs give PyTorch's values (nll 0, or inf when there are labels).
+zero_infinity=True, which returns 0 instead of inf; see tests/test_kernels_ctc.py); zero-length targets and
+zero-length inputs give PyTorch's values (nll 0, or inf when there are labels).
 
 How: the padded row of 2 * max_label + 1 states is cut into ``num_blocks`` blocks of ``states_per_block`` consecutive
 states (``state_blocks``: one block up to STATES_PER_PROGRAM states, else the fewest blocks of at most that many, of

@@ -27,9 +27,9 @@ class ChannelsLastConvLayer(Wav2Vec2LayerNormConvLayer):
     back to bf16 and contiguous for the next conv), strided copies that dominate long-form inference
     (bench/NOTES.md, "Front end"). Here the conv runs as a 2-d convolution over one row in channels-last memory
     format (cuDNN's NHWC kernels), so the norm and activation read and write contiguous memory. Same weights, same
-    arithmetic: ``Wav2Vec2LayerNormConvLayer.forward`` is the reference (tests/test_kernels_front_end.py). On a GPU, where
-    no gradient flows through the layer (a frozen front end, inference), the norm and the GELU are one Triton pass
-    (``layer_norm_gelu``)."""
+    arithmetic: ``Wav2Vec2LayerNormConvLayer.forward`` is the reference (tests/test_kernels_front_end.py). On a GPU,
+    where no gradient flows through the layer (a frozen front end, inference), the norm and the GELU are one Triton
+    pass (``layer_norm_gelu``)."""
 
     def forward(self, hidden_states):  # (batch, in, 1, frames) -> (batch, out, 1, frames'), channels-last
         if self.conv.in_channels == 1:  # the first layer, on the waveform: one GEMM over its windows
