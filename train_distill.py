@@ -57,7 +57,8 @@ class Teacher:
     def outputs(self, batch):
         with self.autocast(), record_function("cald/teacher"):
             return forward_model(self.model, batch["input_values"], batch["attention_mask"],
-                                 record_hidden_states=self.hparams.alpha_layer_distill_loss > 0)
+                                 record_hidden_states=self.hparams.alpha_layer_distill_loss > 0,
+                                 sample_lengths=batch["sample_lengths"])
 
     def losses(self, batch, student) -> dict:
         """{term: loss summed over valid frames} against the student's outputs; frame_mask is the student's

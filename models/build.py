@@ -16,6 +16,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 from models.heads import ClassifierHeads
 from models.kernels.front_end import use_channels_last_feature_encoder
 from models.mamba_utils import substitute_layer
+from models.wav2vec2_forward import wav2vec2_forward
 
 logger = logging.getLogger(__name__)
 
@@ -224,13 +225,15 @@ def layer_hidden_states(recorded: dict, num_layers: int, last_hidden_state: torc
     return states + [last_hidden_state]
 
 
-def forward_model(model: Wav2Vec2ForCTC, input_values, attention_mask, record_hidden_states: bool = False):
+def forward_model(model: Wav2Vec2ForCTC, input_values, attention_mask, record_hidden_states: bool = False,
+                  sample_lengths: list[int] | None = None):
     """Wav2Vec2ForCTC's forward without its loss, plus what the losses need: frame mask and lengths, and the
-    classifier heads' logits."""
+    classifier heads' logits. sample_lengths: each utterance's samples as host integers (the batch's
+    ``sample_lengths``), which spare the forward reading them back from the device (``wav2vec2_forward``)."""
     encoder = model.wav2vec2.encoder
     recorder = record_layer_outputs(encoder) if record_hidden_states else contextlib.nullcontext()
     with recorder as recorded:
-        last_hidden_state = model.wav2vec2(input_values, attention_mask=attention_mask).last_hidden_state
+        last_hidden_state = wav2vec2_forward(model.wav2vec2, input_values, attention_mask, sample_lengths)
     logits = model.lm_head(model.dropout(last_hidden_state))  # (batch, frames, vocab)
     output_lengths = model._get_feat_extract_output_lengths(attention_mask.sum(-1)).long()  # (batch,)
     frames = logits.shape[1]
@@ -296,5 +299,6 @@ class SpeechModel(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_values, attention_mask, record_hidden_states: bool = False) -> ModelOutput:
-        return forward_model(self.model, input_values, attention_mask, record_hidden_states)
+    def forward(self, input_values, attention_mask, record_hidden_states: bool = False,
+                sample_lengths: list[int] | None = None) -> ModelOutput:
+        return forward_model(self.model, input_values, attention_mask, record_hidden_states, sample_lengths)

@@ -302,3 +302,31 @@ def test_cuda_graph_replays_equal_eager(tiny_hparams, mamba):
     assert grads["eager"].keys() == grads["graph"].keys() and grads["eager"]
     for i in grads["eager"]:
         assert relative_error(grads["graph"][i], grads["eager"][i]) < 2e-2, i  # bf16 autocast in both
+
+
+@pytest.mark.parametrize("hparams", ["mask_time_prob=0.3", "asr_use_mamba=True,mask_time_prob=0.3"])
+def test_a_training_step_synchronises_host_and_gpu_once(corpus, tiny_model_dir, tmp_path, hparams):
+    """torch.cuda's sync debug mode reports every host-device synchronisation: a step of the training loop has one,
+    the read of its logged values (the padded batches' SpecAugment, padding and attention masks are made without
+    reading the device, models/wav2vec2_forward.py). The step repeats the first one's micro-batches, so that no
+    kernel is compiled or tuned in it."""
+    import warnings
+
+    from tests.test_training import build
+
+    trainer = build(tmp_path / "run", corpus, tiny_model_dir, f"batch_size=2,{hparams}", accumulation_steps=2)
+    assert trainer.accelerator.device.type == "cuda"
+    state = trainer.feeder.state_dict()
+    trainer.train_step()
+    trainer.feeder.load_state_dict(state)
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            row = trainer.train_step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+            trainer.feeder.close()
+    syncs = [str(w.message) for w in caught if "synchronizing" in str(w.message)]
+    assert row is not None and len(syncs) == 1, syncs

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from hparams import create_hparams
 from models.build import build_asr_model, forward_model
@@ -466,3 +467,47 @@ def test_run_script_ends_an_input_error_in_one_line_and_train_log_keeps_the_trac
     with pytest.raises(SystemExit) as stopped:
         training.run_script(bug)
     assert stopped.value.code == 1 and "Traceback" in capsys.readouterr().err
+
+
+# ops that make the host wait for the GPU on CUDA: a scalar read, and the nonzero behind boolean indexing
+SYNCING_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "is_nonzero", "item", "equal"}
+
+
+class SyncingOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.__name__.split(".")[0]
+        indices = args[1] if name.startswith("index") and len(args) > 1 else ()
+        if name in SYNCING_OPS or any(getattr(i, "dtype", None) == torch.bool for i in indices or ()):
+            self.seen.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("hparams", [f"{QUIET}", "mask_time_prob=0.3,hidden_dropout=0.1",  # Std, SpecAugment
+                                     "asr_use_mamba=True,mask_time_prob=0.3"])  # a BiMamba2 student
+def test_a_training_step_makes_no_scalar_read_or_boolean_index(corpus, tiny_model_dir, tmp_path, hparams):
+    """On CUDA each of these ops stops the host until the GPU has caught up. The step's logged values come back in
+    one ``tolist`` after the gradient is clipped (the GPU tier counts the synchronisations themselves); its CTC loss
+    runs the Triton kernels on CUDA, here F.ctc_loss, whose own scalar reads are left out."""
+    trainer = build(tmp_path / "run", corpus, tiny_model_dir, f"batch_size=2,{hparams}", accumulation_steps=2)
+    trainer.train_step()  # the first step: lazy state (the optimiser's) is made here
+    mode = SyncingOps()
+    ctc = torch.nn.functional.ctc_loss
+    try:
+        torch.nn.functional.ctc_loss = lambda *a, **k: _without(mode, ctc, *a, **k)
+        with mode:
+            row = trainer.train_step()
+    finally:
+        torch.nn.functional.ctc_loss = ctc
+        trainer.feeder.close()
+    assert row is not None and mode.seen == []
+
+
+def _without(mode, function, *args, **kwargs):
+    seen = list(mode.seen)
+    result = function(*args, **kwargs)
+    mode.seen[:] = seen
+    return result

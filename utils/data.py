@@ -628,6 +628,7 @@ def collate(utts: Sequence[Utterance], tokenizer, feature_extractor, hparams, au
     * ``label_lengths``     long    (B,)    tokens per transcript (0 without one)
     * ``classifier_labels`` long    (B, H)  one class index per head; only when the utterances have labels
     * ``num_samples``       long    (B,)    audio length in samples
+    * ``sample_lengths``    list[int]       the same on the host (to_device leaves it there)
     * ``names``, ``texts``  list[str]       utterance names and cleaned transcripts
 
     ``audio``: preloaded sample arrays (else ``load_audio``). ``tokenizer`` may be None when no text is set.
@@ -655,6 +656,7 @@ def collate(utts: Sequence[Utterance], tokenizer, feature_extractor, hparams, au
         "labels": labels,
         "label_lengths": torch.tensor([len(seq) for seq in ids], dtype=torch.long),  # (B,)
         "num_samples": torch.tensor([len(a) for a in audio], dtype=torch.long),  # (B,)
+        "sample_lengths": [len(a) for a in audio],  # num_samples on the host: the forward reads no lengths back
         "names": [u.name for u in utts],
         "texts": [u.text for u in utts],
     }

@@ -21,6 +21,7 @@ import dataclasses
 import gc
 import json
 import logging
+import math
 import signal
 import threading
 import time
@@ -36,6 +37,7 @@ from tqdm import tqdm
 from hparams import ARCHITECTURE_KEYS, create_hparams
 from models import original
 from models.build import SpeechModel, build_asr_model, load_weights
+from models.wav2vec2_forward import upload
 from models.heads import classifier_loss, ctc_loss_per_utterance, normaliser
 from utils import checkpoint as ckpt
 from utils.data import (BatchFeeder, DataError, build_tokenizer, check_audio, check_same_vocab, clean_transcript,
@@ -318,12 +320,28 @@ def is_weight_decayed(name: str) -> bool:
 
 
 def make_optimizer(model, hparams) -> torch.optim.AdamW:
+    """The original's AdamW, in its fused implementation (one kernel a step for all parameters, no host read of
+    the step counts; the same update as the default's up to rounding)."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     decayed = [p for n, p in named if is_weight_decayed(n)]
     others = [p for n, p in named if not is_weight_decayed(n)]
     return torch.optim.AdamW([{"params": decayed, "weight_decay": hparams.reg_weight},
                               {"params": others, "weight_decay": 0.0}],
-                             lr=hparams.max_lr, betas=(0.9, 0.999), eps=hparams.adam_eps)
+                             lr=hparams.max_lr, betas=(0.9, 0.999), eps=hparams.adam_eps, fused=True)
+
+
+IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """``optimizer.load_state_dict(state)`` keeping this optimiser's implementation: torch would take the saved
+    groups' flags (a checkpoint of the default AdamW, or of the original code, would turn fused off) and keep the
+    step counts where that implementation had them."""
+    groups = state["param_groups"]
+    if len(groups) == len(optimizer.param_groups):  # else load_state_dict names the mismatch
+        groups = [{**saved, **{k: group[k] for k in IMPLEMENTATION_FLAGS if k in group}}
+                  for saved, group in zip(groups, optimizer.param_groups)]
+    optimizer.load_state_dict({**state, "param_groups": groups})
 
 
 def lr_factor(step: int, hparams) -> float:
@@ -392,18 +410,20 @@ def predict(model, batches, tokenizer, hparams, accelerator, progress: str | Non
     for batch in bar:
         batch = to_device(batch, accelerator.device)
         with accelerator.autocast():
-            out = model(batch["input_values"], batch["attention_mask"])
+            out = model(batch["input_values"], batch["attention_mask"], sample_lengths=batch["sample_lengths"])
         heads = out.head_logits if hparams.use_classifier else None
         texts = [""] * len(batch["names"])
         if hparams.ctc_weight > 0:  # hypotheses cleaned as the references are ([UNK] dropped, apostrophes joined)
             texts = [clean_transcript(t, hparams.remove_unk, hparams.replace_apos)
                      for t in ctc_greedy_decode(out.logits.float(), out.output_lengths, tokenizer)]
+        if heads is not None:  # read once a batch: (batch, heads) each
+            clf_labels = batch["classifier_labels"].tolist()
+            clf_preds = torch.stack([h.argmax(-1) for h in heads], dim=1).tolist()
         for i, name in enumerate(batch["names"]):
             row = {"name": name, "label": batch["texts"][i], "pred": texts[i],
-                   "seconds": batch["num_samples"][i].item() / hparams.sr}
+                   "seconds": batch["sample_lengths"][i] / hparams.sr}
             if heads is not None:
-                row["clf_label"] = batch["classifier_labels"][i].tolist()
-                row["clf_pred"] = [h[i].argmax().item() for h in heads]
+                row["clf_label"], row["clf_pred"] = clf_labels[i], clf_preds[i]
             rows.append(row)
     model.train(was_training)
     rows = gather_object(rows) if accelerator.num_processes > 1 else rows
@@ -482,7 +502,7 @@ class Trainer:
         if from_original:
             state = self._from_original(state, path)
         if state["optimizer"] is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
+            load_optimizer_state(self.optimizer, state["optimizer"])
         if state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
@@ -578,7 +598,8 @@ class Trainer:
                 with acc.autocast():
                     with record_function("cald/forward"):
                         out = self.model(batch["input_values"], batch["attention_mask"],
-                                         record_hidden_states=self.record_hidden_states)
+                                         record_hidden_states=self.record_hidden_states,
+                                         sample_lengths=batch["sample_lengths"])
                     with record_function("cald/loss"):
                         terms, n, finite = task_loss_sums(out, batch, hp, self.has_transcripts)
                         if self.extra_losses is not None:
@@ -593,14 +614,23 @@ class Trainer:
             n_finite += n
             n_inf = n_inf + (~finite).sum()  # a tensor: no host sync per micro-batch
         with record_function("cald/optimizer"):
-            n_finite = acc.reduce(n_finite, "sum")
-            if n_finite < n_all:  # infinite CTC losses were zeroed: renormalise by the finite utterances' n
-                for p in self.model.parameters():
-                    if p.grad is not None:
-                        p.grad.mul_(n_all / n_finite.clamp(min=1))
+            # the step's sums and counts, all ranks', in one collective; read to the host once, after clipping
+            names = list(sums)
+            counts = [sum(sum(b["sample_lengths"]) for b in batches),  # audio, padded samples and utterances
+                      sum(b["input_values"].numel() for b in batches), sum(len(b["input_values"]) for b in batches)]
+            totals = acc.reduce(torch.cat([torch.stack([t.double() for t in (*(sums[k] for k in names), n_finite, n_inf)]),
+                                           upload(torch.tensor(counts, dtype=torch.float64), acc.device)]), "sum")
+            n_finite = totals[len(names)]
+            # infinite CTC losses were zeroed: renormalise by the finite utterances' n (a factor of exactly 1 when
+            # all are finite; applied on the device either way, so that no host read decides it)
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            if grads:
+                torch._foreach_mul_(grads, (n_all / n_finite.clamp(min=1)).to(grads[0].dtype))
             grad_norm = acc.clip_grad_norm_(self.model.parameters(), hp.max_grad_norm)
-            if not torch.isfinite(grad_norm):
-                logger.warning("step %d: non-finite gradient norm %s, step skipped", self.step, grad_norm.item())
+            *sum_values, n_finite, n_inf, audio, padded, utterances, grad_norm = torch.cat(
+                [totals, grad_norm.double()[None]]).tolist()  # the step's one host synchronisation
+            if not math.isfinite(grad_norm):
+                logger.warning("step %d: non-finite gradient norm %s, step skipped", self.step, grad_norm)
                 if acc.scaler is not None:  # fp16: the scaler skips the update itself, lowers its scale and resets
                     self.optimizer.step()  # (without this, the next step's unscale_ would raise)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -611,18 +641,11 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         with record_function("cald/log"):
-            reduced = {k: acc.reduce(v, "sum").item() / max(n_finite.item(), 1) for k, v in sums.items()}
-            samples = sum(b["num_samples"].sum() for b in batches)  # this rank's; summed over ranks below
-            # padded samples and utterances of this rank's micro-batches (known on the host), summed over ranks
-            shapes = torch.tensor([sum(b["input_values"].numel() for b in batches),
-                                   sum(len(b["input_values"]) for b in batches)], dtype=torch.float64)
-            counts = acc.reduce(torch.cat([samples.to(acc.device, torch.float64)[None],
-                                           shapes.to(acc.device)]), "sum").tolist()
-            audio_seconds = counts[0] / hp.sr
-            row = {**reduced, "loss": weighted_total(reduced, self.weights), "lr": lr, "grad_norm": grad_norm.item(),
-                   "n": n_finite.item(), "n_inf": int(n_inf), "audio_s": audio_seconds,
-                   "padded_s": counts[1] / hp.sr, "utterances": int(counts[2]),
-                   "audio_s_per_s": audio_seconds / (time.time() - tic)}  # audio of all ranks per wall second
+            reduced = {k: v / max(n_finite, 1) for k, v in zip(names, sum_values)}
+            row = {**reduced, "loss": weighted_total(reduced, self.weights), "lr": lr, "grad_norm": grad_norm,
+                   "n": n_finite, "n_inf": int(n_inf), "audio_s": audio / hp.sr, "padded_s": padded / hp.sr,
+                   "utterances": int(utterances),
+                   "audio_s_per_s": audio / hp.sr / (time.time() - tic)}  # audio of all ranks per wall second
             if acc.device.type == "cuda":  # this rank's high-water mark so far
                 row["peak_gib"] = torch.cuda.max_memory_allocated(acc.device) / 2**30
         return row
