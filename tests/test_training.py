@@ -1,5 +1,6 @@
 """Loss scale, optimisation schedule, learning and exact resume of the training loop (utils/training.py); what the
 loop does with bad input (a failing evaluation, a full disk, a damaged checkpoint, a refused resume)."""
+import copy
 import errno
 import json
 import logging
@@ -89,6 +90,42 @@ def test_learning_rate_schedule_and_weight_decay_groups(tiny_hparams):
     assert {f"{layer}.attention.fw_mamba.dt_bias", f"{layer}.attention.bw_mamba.A_log",
             f"{layer}.final_layer_norm.weight"} <= decayed
     assert not any("feature_extractor" in n for n in decayed | plain)  # the frozen CNN is not optimised
+
+
+@pytest.mark.parametrize("saved_fused", [False, True])
+def test_a_checkpoints_optimiser_state_loads_into_the_fused_adamw_as_the_same_update(tiny_hparams, saved_fused):
+    """make_optimizer's AdamW is fused; a checkpoint of the default implementation (an older run, the original code)
+    or of the fused one loads into it, stays fused, and the next update is the one the saving optimiser would make
+    (up to rounding)."""
+    hp = create_hparams("max_lr=1e-3")
+    torch.manual_seed(0)
+    model = build_asr_model(tiny_hparams())
+    loading = training.make_optimizer(model, hp)
+    saving = torch.optim.AdamW([{"params": g["params"], "weight_decay": g["weight_decay"]}
+                                for g in loading.param_groups], lr=1e-3, fused=saved_fused)
+    params = [p for group in loading.param_groups for p in group["params"]]
+    for _ in range(2):
+        for p in params:
+            p.grad = torch.randn_like(p)
+        saving.step()
+    grads = [torch.randn_like(p) for p in params]
+    start = [p.detach().clone() for p in params]
+    state = copy.deepcopy(saving.state_dict())  # step() updates the state's tensors in place
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    saving.step()  # the update the saved state leads to
+    expected = [p.detach().clone() for p in params]
+
+    with torch.no_grad():
+        for p, value in zip(params, start):
+            p.copy_(value)
+    training.load_optimizer_state(loading, state)
+    assert all(g["fused"] is True and g["foreach"] is None for g in loading.param_groups)
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    loading.step()
+    for p, value in zip(params, expected):
+        torch.testing.assert_close(p.detach(), value, rtol=1e-5, atol=1e-7)
 
 
 def build(run_dir, data_dir, tiny_model_dir, hparams_extra="", **arg_overrides):
