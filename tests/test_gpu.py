@@ -328,5 +328,5 @@ def test_a_training_step_synchronises_host_and_gpu_once(corpus, tiny_model_dir, 
         finally:
             torch.cuda.set_sync_debug_mode("default")
             trainer.feeder.close()
-    syncs = [str(w.message) for w in caught if "synchronizing" in str(w.message)]
+    syncs = [str(w.message) for w in caught if "called a synchronizing CUDA operation" in str(w.message)]
     assert row is not None and len(syncs) == 1, syncs
