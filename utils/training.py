@@ -37,8 +37,8 @@ from tqdm import tqdm
 from hparams import ARCHITECTURE_KEYS, create_hparams
 from models import original
 from models.build import SpeechModel, build_asr_model, load_weights
-from models.wav2vec2_forward import upload
 from models.heads import classifier_loss, ctc_loss_per_utterance, normaliser
+from models.wav2vec2_forward import upload
 from utils import checkpoint as ckpt
 from utils.data import (BatchFeeder, DataError, build_tokenizer, check_audio, check_same_vocab, clean_transcript,
                         eval_batches, load_corpus, vocab_file)
@@ -618,8 +618,9 @@ class Trainer:
             names = list(sums)
             counts = [sum(sum(b["sample_lengths"]) for b in batches),  # audio, padded samples and utterances
                       sum(b["input_values"].numel() for b in batches), sum(len(b["input_values"]) for b in batches)]
-            totals = acc.reduce(torch.cat([torch.stack([t.double() for t in (*(sums[k] for k in names), n_finite, n_inf)]),
-                                           upload(torch.tensor(counts, dtype=torch.float64), acc.device)]), "sum")
+            device_values = torch.stack([t.double() for t in (*(sums[k] for k in names), n_finite, n_inf)])
+            host_values = upload(torch.tensor(counts, dtype=torch.float64), acc.device)
+            totals = acc.reduce(torch.cat([device_values, host_values]), "sum")
             n_finite = totals[len(names)]
             # infinite CTC losses were zeroed: renormalise by the finite utterances' n (a factor of exactly 1 when
             # all are finite; applied on the device either way, so that no host read decides it)
