@@ -89,26 +89,22 @@ def wav2vec2_forward(wav2vec2: Wav2Vec2Model, input_values: torch.Tensor, attent
         raise ValueError("wav2vec2_forward: models with an adapter (config.add_adapter) are not supported")
     features = wav2vec2.feature_extractor(input_values).transpose(1, 2)  # (batch, frames, conv channels)
     batch, frames, _ = features.shape
-    if attention_mask is None:
-        lengths = [frames] * batch
-    else:
+    lengths, frame_mask = [frames] * batch, None
+    if attention_mask is not None:
         if sample_lengths is None:
             sample_lengths = attention_mask.sum(-1).tolist()
         lengths = frame_lengths(wav2vec2, sample_lengths)
-    padded = any(n != frames for n in lengths)
-    frame_mask = None
-    if attention_mask is not None:  # (batch, frames) bool, True on each utterance's frames
         frame_mask = torch.arange(frames, device=features.device)[None, :] < upload(
-            torch.tensor(lengths), features.device)[:, None]
+            torch.tensor(lengths), features.device)[:, None]  # (batch, frames) bool, True on each utterance's frames
     hidden_states, _ = wav2vec2.feature_projection(features)  # (batch, frames, hidden)
     hidden_states = spec_augment(wav2vec2, hidden_states, lengths)
 
     encoder = wav2vec2.encoder
+    layer_mask = None
     if frame_mask is not None:  # padded frames are zero
         hidden_states = hidden_states.masked_fill(~frame_mask[..., None], 0.0)
-        layer_mask = layer_attention_mask(encoder, hidden_states, frame_mask, padded)
-    else:
-        layer_mask = None
+        layer_mask = layer_attention_mask(encoder, hidden_states, frame_mask,
+                                          padded=any(n != frames for n in lengths))
     hidden_states = hidden_states + encoder.pos_conv_embed(hidden_states)
     if not wav2vec2.config.do_stable_layer_norm:  # post-norm encoder (wav2vec2-base): norm before the layers
         hidden_states = encoder.layer_norm(hidden_states)
