@@ -35,10 +35,10 @@ RANGES = {
                      "mamba_chunk_size", "sr", "bucket_size", "batch_size", "batch_frame_limit",
                      "batch_quad_frame_limit", "distill_temperature", "teacher_snapshot_cycle", "max_lr", "adam_eps",
                      "max_grad_norm"), _POSITIVE),
-    **dict.fromkeys(("mamba_scan_graph_frames", "mamba_mixer_graph_frames", "pad_token_id", "data_warmup_steps",
-                     "input_length_upper_bound", "target_length_lower_bound", "max_eval_batches", "ctc_weight",
-                     "classifier_weight", "alpha_layer_distill_loss", "alpha_logits_distill_loss", "warmup_steps",
-                     "final_lr", "decay_steps", "reg_weight", "seed"), _NON_NEGATIVE),
+    **dict.fromkeys(("mamba_scan_graph_frames", "mamba_mixer_graph_frames", "teacher_graph_frames", "pad_token_id",
+                     "data_warmup_steps", "input_length_upper_bound", "target_length_lower_bound", "max_eval_batches",
+                     "ctc_weight", "classifier_weight", "alpha_layer_distill_loss", "alpha_logits_distill_loss",
+                     "warmup_steps", "final_lr", "decay_steps", "reg_weight", "seed"), _NON_NEGATIVE),
     **dict.fromkeys(("hidden_dropout", "activation_dropout", "feat_proj_dropout", "final_dropout", "mask_time_prob"),
                     _PROBABILITY),
 }
@@ -95,6 +95,7 @@ class HParams:
     alpha_logits_distill_loss: float = 1.0  # weight of the KL to the teacher's CTC logits
     distill_temperature: float = 2.0
     teacher_eval_mode: bool = False  # run the teacher in eval mode (the original keeps it in train mode)
+    teacher_graph_frames: int = 16384  # CUDA, SDPA: the teacher's layers replay CUDA graphs up to this batch x frames
     # True: under `sample`, each distillation term is a mean per valid frame of the step, the same weight at any
     # --accumulation_steps k; False (the original's): each micro-batch's frame sums weighted by its characters over
     # the step's frames, about 1/k of that mean (utils/training.py, distill_scale)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch.profiler import record_function
 
-from models.build import SpeechModel, build_asr_model, forward_model, load_weights
+from models.build import SpeechModel, build_asr_model, encoder_layer_graphs, forward_model, load_weights
 from models.heads import layer_distill_loss, logits_distill_loss
 from utils import checkpoint as ckpt
 from utils import training
@@ -41,6 +41,7 @@ class Teacher:
                                      init_source=str(source)).to(device)
         self.model.requires_grad_(False)
         self.model.train(not hparams.teacher_eval_mode)
+        self.layer_graphs = encoder_layer_graphs(self.model, hparams.teacher_graph_frames)
         self.hparams, self.autocast, self.path = hparams, autocast, None
 
     def load(self, path: Path) -> None:
@@ -58,7 +59,7 @@ class Teacher:
         with self.autocast(), record_function("cald/teacher"):
             return forward_model(self.model, batch["input_values"], batch["attention_mask"],
                                  record_hidden_states=self.hparams.alpha_layer_distill_loss > 0,
-                                 sample_lengths=batch["sample_lengths"])
+                                 sample_lengths=batch["sample_lengths"], layer_graphs=self.layer_graphs)
 
     def losses(self, batch, student) -> dict:
         """{term: loss summed over valid frames} against the student's outputs; frame_mask is the student's

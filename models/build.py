@@ -15,6 +15,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
 from models.heads import ClassifierHeads
 from models.kernels.front_end import use_channels_last_feature_encoder
+from models.kernels.layer_graphs import LayerGraphs
 from models.mamba_utils import substitute_layer
 from models.wav2vec2_forward import wav2vec2_forward
 
@@ -226,14 +227,16 @@ def layer_hidden_states(recorded: dict, num_layers: int, last_hidden_state: torc
 
 
 def forward_model(model: Wav2Vec2ForCTC, input_values, attention_mask, record_hidden_states: bool = False,
-                  sample_lengths: list[int] | None = None):
+                  sample_lengths: list[int] | None = None, layer_graphs: LayerGraphs | None = None):
     """Wav2Vec2ForCTC's forward without its loss, plus what the losses need: frame mask and lengths, and the
     classifier heads' logits. sample_lengths: each utterance's samples as host integers (the batch's
-    ``sample_lengths``), which spare the forward reading them back from the device (``wav2vec2_forward``)."""
+    ``sample_lengths``), which spare the forward reading them back from the device; layer_graphs: CUDA graphs of
+    the encoder's layers (``wav2vec2_forward``)."""
     encoder = model.wav2vec2.encoder
     recorder = record_layer_outputs(encoder) if record_hidden_states else contextlib.nullcontext()
     with recorder as recorded:
-        last_hidden_state = wav2vec2_forward(model.wav2vec2, input_values, attention_mask, sample_lengths)
+        last_hidden_state = wav2vec2_forward(model.wav2vec2, input_values, attention_mask, sample_lengths,
+                                             layer_graphs)
     logits = model.lm_head(model.dropout(last_hidden_state))  # (batch, frames, vocab)
     output_lengths = model._get_feat_extract_output_lengths(attention_mask.sum(-1)).long()  # (batch,)
     frames = logits.shape[1]
@@ -244,6 +247,16 @@ def forward_model(model: Wav2Vec2ForCTC, input_values, attention_mask, record_hi
     heads = getattr(model, "classifier_heads", None)
     head_logits = heads(last_hidden_state, frame_mask) if heads is not None else None
     return ModelOutput(logits, last_hidden_state, frame_mask, output_lengths, hidden_states, head_logits)
+
+
+def encoder_layer_graphs(model: Wav2Vec2ForCTC, max_frames: int) -> LayerGraphs | None:
+    """CUDA graphs of ``model``'s encoder layers for its forwards without a gradient (``LayerGraphs``, up to
+    ``max_frames`` batch x padded frames), or None where they do not apply: ``max_frames`` 0, a model off CUDA, or
+    attention other than SDPA (flash-attn's padded path reads the lengths on the host, which a graph cannot; the
+    BiMamba2 mixers replay graphs of their own)."""
+    if max_frames <= 0 or not next(model.parameters()).is_cuda or model.config._attn_implementation != "sdpa":
+        return None
+    return LayerGraphs(model.wav2vec2.encoder.layers[0], max_frames=max_frames)
 
 
 def feature_encoder_geometry(config) -> tuple[int, int]:

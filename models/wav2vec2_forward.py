@@ -15,11 +15,14 @@ zeroed and masked with ``masked_fill`` / ``torch.where``, and SDPA's boolean mas
 without reading it. The layers themselves, their LayerDrop and the positional convolution are Hugging Face's,
 called as its encoder calls them (so hooks and gradient checkpointing on the layers work as before).
 """
+import contextlib
+
 import numpy as np
 import torch
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Model, _compute_mask_indices
 
+from models.kernels.layer_graphs import LayerGraphs
 from models.mamba_utils import BIMAMBA2_ATTENTION
 
 
@@ -80,11 +83,12 @@ def layer_attention_mask(encoder, hidden_states: torch.Tensor, frame_mask: torch
 
 
 def wav2vec2_forward(wav2vec2: Wav2Vec2Model, input_values: torch.Tensor, attention_mask: torch.Tensor | None,
-                     sample_lengths: list[int] | None = None) -> torch.Tensor:
+                     sample_lengths: list[int] | None = None, layer_graphs: LayerGraphs | None = None) -> torch.Tensor:
     """Last hidden state (batch, frames, hidden) of ``wav2vec2`` on input_values (batch, samples) with
     attention_mask (batch, samples), 1 on the samples of each utterance (padding at the end) or None (no padding).
     sample_lengths: each utterance's samples as host integers; when None they are read from attention_mask (one
-    synchronisation)."""
+    synchronisation). layer_graphs: the encoder layers' CUDA graphs (SDPA layers; the distillation teacher's), which
+    replace the layers' launches where ``layer_graphs.applies``."""
     if wav2vec2.adapter is not None:
         raise ValueError("wav2vec2_forward: models with an adapter (config.add_adapter) are not supported")
     features = wav2vec2.feature_extractor(input_values).transpose(1, 2)  # (batch, frames, conv channels)
@@ -109,11 +113,17 @@ def wav2vec2_forward(wav2vec2: Wav2Vec2Model, input_values: torch.Tensor, attent
     if not wav2vec2.config.do_stable_layer_norm:  # post-norm encoder (wav2vec2-base): norm before the layers
         hidden_states = encoder.layer_norm(hidden_states)
     hidden_states = encoder.dropout(hidden_states)
-    for layer in encoder.layers:
-        # LayerDrop as Hugging Face draws it: one torch.rand([]) on the host per layer while training
-        if encoder.training and encoder.config.layerdrop > 0.0 and torch.rand([]) < encoder.config.layerdrop:
-            continue
-        hidden_states = layer(hidden_states, attention_mask=layer_mask)
+    replaying = contextlib.nullcontext()
+    if layer_graphs is not None and layer_graphs.applies(hidden_states):
+        if frame_mask is None:
+            frame_mask = torch.ones(batch, frames, dtype=torch.bool, device=hidden_states.device)
+        replaying = layer_graphs.replaying(encoder.layers, frame_mask)
+    with replaying:
+        for layer in encoder.layers:
+            # LayerDrop as Hugging Face draws it: one torch.rand([]) on the host per layer while training
+            if encoder.training and encoder.config.layerdrop > 0.0 and torch.rand([]) < encoder.config.layerdrop:
+                continue
+            hidden_states = layer(hidden_states, attention_mask=layer_mask)
     if wav2vec2.config.do_stable_layer_norm:  # pre-norm encoder (wav2vec2-large-lv60): norm after the layers
         hidden_states = encoder.layer_norm(hidden_states)
     return hidden_states

@@ -8,7 +8,7 @@ import torch
 from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Attention
 
 from bench import speed
-from models.build import build_asr_model, forward_model
+from models.build import build_asr_model, encoder_layer_graphs, forward_model
 from models.kernels.backend import mixer_kernels
 from models.kernels.conv import causal_conv_silu_ref
 from models.kernels.ssd import ssd_chunked, ssd_ref
@@ -302,6 +302,36 @@ def test_cuda_graph_replays_equal_eager(tiny_hparams, mamba):
     assert grads["eager"].keys() == grads["graph"].keys() and grads["eager"]
     for i in grads["eager"]:
         assert relative_error(grads["graph"][i], grads["eager"][i]) < 2e-2, i  # bf16 autocast in both
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_teacher_layer_graphs_replay_the_eager_layers(tiny_hparams, autocast):
+    """The distillation teacher's layers replayed as CUDA graphs (models/kernels/layer_graphs.py) give the eager
+    layers' logits and hidden states in eval mode, padded or not, two lengths sharing one graph; in train mode each
+    replay draws new dropout masks."""
+    torch.manual_seed(0)
+    model = build_asr_model(tiny_hparams("mask_time_prob=0.0")).to(CUDA).eval()
+    graphs = encoder_layer_graphs(model, 16384)
+    assert graphs is not None
+    tolerance = 2e-2 if autocast else 1e-4
+    for samples in ([16000, 9000], [15000, 15000]):  # 49 and 46 frames: one graph of 64
+        x = torch.randn(len(samples), max(samples), device=CUDA)
+        mask = torch.zeros(x.shape, dtype=torch.long, device=CUDA)
+        for i, n in enumerate(samples):
+            mask[i, :n] = 1
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            replayed = forward_model(model, x * mask, mask, True, samples, layer_graphs=graphs)
+            eager = forward_model(model, x * mask, mask, True, samples)
+        valid = eager.frame_mask[..., None]
+        for a, b in zip(replayed.hidden_states + [replayed.logits], eager.hidden_states + [eager.logits]):
+            assert relative_error(a * valid, b * valid) < tolerance
+    assert graphs.captures == 1
+
+    model.train()
+    with torch.no_grad():
+        first, second = (forward_model(model, x, mask, sample_lengths=samples, layer_graphs=graphs).logits
+                         for _ in range(2))
+    assert graphs.captures == 2 and torch.isfinite(first).all() and not torch.equal(first, second)
 
 
 @pytest.mark.parametrize("hparams", ["mask_time_prob=0.3", "asr_use_mamba=True,mask_time_prob=0.3"])
