@@ -89,13 +89,15 @@ TARGETS = (
 
 @dataclasses.dataclass
 class Plan:
-    """One measured run: it resumes at ``start`` and trains ``warmup`` + ``steps`` + ``profile_steps`` steps."""
+    """One measured run: it resumes at ``start`` and trains ``warmup`` + ``steps`` + ``profile_steps`` steps;
+    ``hparams`` are added to its command's (``--hparams``: an A/B of a lever)."""
 
     command: str
     start: int
     warmup: int
     steps: int
     profile_steps: int
+    hparams: str = ""
 
     @property
     def end(self) -> int:
@@ -127,8 +129,9 @@ def seed_hparams(command: str):
     return create_hparams(hparams_string(" ".join(argv)))
 
 
-def make_plans(commands: list[str], warmup: int, steps: int, profile_steps: int) -> dict[str, Plan]:
-    """Where each run starts (see the module's docstring)."""
+def make_plans(commands: list[str], warmup: int, steps: int, profile_steps: int, hparams: str = "",
+               hparams_for: tuple[str, ...] = ()) -> dict[str, Plan]:
+    """Where each run starts (see the module's docstring); the commands of ``hparams_for`` get ``hparams``."""
     plans = {}
     for command in commands:
         hp = seed_hparams(command)
@@ -138,7 +141,8 @@ def make_plans(commands: list[str], warmup: int, steps: int, profile_steps: int)
             start = 2 * hp.teacher_snapshot_cycle - warmup - math.ceil(steps / 2)
         else:
             start = hp.data_warmup_steps + 1
-        plans[command] = Plan(command, start, warmup, steps, profile_steps)
+        plans[command] = Plan(command, start, warmup, steps, profile_steps,
+                              hparams if command in hparams_for else "")
     return plans
 
 
@@ -173,7 +177,8 @@ def command_argv(command: str, root: Path, max_steps: int, preset: str, plans: d
     if command == "hybrid":
         hp, replaced = re.subn(r"\balpha_layer_distill_loss=[^,]*", "alpha_layer_distill_loss=0", hp)
         assert replaced == 1, f"the Target-guided command's --hparams has no alpha_layer_distill_loss: {hp}"
-    extra = ",".join(filter(None, [f"asr_model_name={model_dir(root, preset)}", PRESET_HPARAMS.get(preset)]))
+    extra = ",".join(filter(None, [f"asr_model_name={model_dir(root, preset)}", PRESET_HPARAMS.get(preset),
+                                   plans[command].hparams]))
     argv = set_flag(argv, "--hparams", f"{hp},{extra}")
     if command in ("target", "hybrid"):
         argv = set_flag(argv, "--teacher_path", str(run_dir(root, "std") / f"model.ckpt-{plans['std'].end}"))
@@ -449,7 +454,7 @@ def command_row(root: Path, plan: Plan, preset: str, plans: dict, corpus: dict, 
     argv = command_argv(plan.command, root, plan.end, preset, plans)
     all_rows = read_jsonl(run_dir(root, plan.command) / "metrics.jsonl")
     row = {"command": plan.command, "run": root.name, "start_step": plan.start, "warmup": plan.warmup,
-           "profile_steps": plan.profile_steps, **throughput(rows),
+           "profile_steps": plan.profile_steps, "hparams": plan.hparams, **throughput(rows),
            "micro_batch": dict(zip(("batch", "seconds"), median_shape(
                rows, int(flag_value(argv, "--accumulation_steps", "1")))))}
     micro = (micro or {}).get(plan.command)
@@ -653,6 +658,9 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=30, help="measured steps of each run")
     parser.add_argument("--profile_steps", type=int, default=3, help="steps profiled after the measured ones")
     parser.add_argument("--preset", default="large", help="models/presets.py size of the random model")
+    parser.add_argument("--hparams", default="",
+                        help="hparams added to the --commands' own (not to the runs they learn from): one side of an "
+                             "A/B, e.g. teacher_graph_frames=0 on a root whose Std run is the other side's")
     parser.add_argument("--talks", type=int, nargs=2, default=(176, 64), metavar=("TRAIN", "DEV"),
                         help="synthetic talks in the training and dev sets (16 talks a corpus worker)")
     parser.add_argument("--segments", type=int, default=4, help="segments per talk")
@@ -681,7 +689,8 @@ def main(argv=None):
         tic, root = time.monotonic(), roots[0]
         deadline = None if args.time_limit is None else tic + args.time_limit - args.reserve
         commands = with_dependencies(args.commands)
-        plans = make_plans(commands, args.warmup, args.steps, args.profile_steps)
+        plans = make_plans(commands, args.warmup, args.steps, args.profile_steps, args.hparams,
+                           tuple(args.commands))
         root.mkdir(parents=True, exist_ok=True)
         (root / "plan.json").write_text(json.dumps({"preset": args.preset, "plans": {
             c: dataclasses.asdict(p) for c, p in plans.items()}}, indent=1) + "\n")

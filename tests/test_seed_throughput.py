@@ -1,6 +1,7 @@
 """bench/seed_throughput.py on CPU: its command lines are the seed's with only the documented changes, where each
 run starts, its arithmetic on made-up numbers, and the whole bench at the tiny preset for Std and Target guided (the
 figures themselves need a GPU)."""
+import dataclasses
 import json
 import shlex
 import tarfile
@@ -50,6 +51,16 @@ def test_commands_are_the_seeds_with_only_the_documented_changes(tmp_path):
     assert st.run_dir(tmp_path, "hybrid") == st.run_dir(tmp_path, "target")
     tiny = st.command_argv("std", tmp_path, 1, "tiny", plans)
     assert hparams_string(" ".join(tiny)).endswith(f"models/tiny,{st.PRESET_HPARAMS['tiny']}")
+
+
+def test_an_ab_lever_goes_to_the_commands_asked_for_and_not_to_the_runs_they_learn_from(tmp_path):
+    """--hparams teacher_graph_frames=0 --commands target: the Target-guided run gets it, its Std teacher does not
+    (so that the Std run of the other side of the A/B can serve); plan.json and the row keep it."""
+    plans = st.make_plans(st.with_dependencies(["target"]), 1, 2, 1, "teacher_graph_frames=0", ("target",))
+    assert hparams_string(" ".join(st.command_argv("target", tmp_path, 1, "large", plans))).endswith(
+        "models/large,teacher_graph_frames=0")
+    assert "teacher_graph_frames" not in hparams_string(" ".join(st.command_argv("std", tmp_path, 1, "large", plans)))
+    assert st.Plan(**dataclasses.asdict(plans["target"])).hparams == "teacher_graph_frames=0"
 
 
 def test_each_run_starts_where_its_measured_steps_matter():
