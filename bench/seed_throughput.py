@@ -425,16 +425,32 @@ def throughput(rows: list[dict]) -> dict:
             "peak_gib": max((r["peak_gib"] for r in rows if "peak_gib" in r), default=None)}
 
 
-def printed_after(log: Path, step: int, text: str) -> int | None:
-    """How often ``text`` was printed in the training steps whose counter is ``step`` or more (each starts with its
-    ``[cald step N]`` mark; ``[cald step end]`` ends the loop); None when the log has no such step."""
+def printed_per_step(log: Path, text: str) -> dict[int, int]:
+    """{step counter N: how often ``text`` was printed in the training step that starts with its ``[cald step N]``
+    mark} (``[cald step end]`` ends the loop: what follows is no step's); {} without the log."""
     if not log.is_file():
-        return None
+        return {}
     pieces = STEP_MARK.split(log.read_text(errors="replace"))  # [before, N, what step N printed, N', ...]
-    steps = [-1 if n == "end" else int(n) for n in pieces[1::2]]
-    if not any(n >= step for n in steps):
-        return None
-    return sum(printed.count(text) for n, printed in zip(steps, pieces[2::2]) if n >= step)
+    counts: dict[int, int] = {}
+    for n, printed in zip(pieces[1::2], pieces[2::2]):
+        if n != "end":
+            counts[int(n)] = counts.get(int(n), 0) + printed.count(text)
+    return counts
+
+
+def printed_after(log: Path, step: int, text: str) -> int | None:
+    """How often ``text`` was printed in the training steps whose counter is ``step`` or more; None when the log
+    has no such step."""
+    counts = {n: c for n, c in printed_per_step(log, text).items() if n >= step}
+    return sum(counts.values()) if counts else None
+
+
+def steady_step_ms(rows: list[dict], compiles: dict[int, int]) -> tuple[float | None, int]:
+    """(mean ms, count) of the measured steps that compiled no kernel (``compiles``: per step counter; a metrics row
+    has the counter after its step). A step that meets a new shape compiles its kernels once per process, so a run
+    of tens of thousands of steps is made of steps that do not."""
+    steady = [r["step_s"] for r in rows if not compiles.get(r["step"] - 1)]
+    return (1000 * statistics.mean(steady) if steady else None), len(steady)
 
 
 def switch_share(switch_s: float, step_s: float, cycle: int) -> float:
@@ -486,6 +502,7 @@ def command_row(root: Path, plan: Plan, preset: str, plans: dict, corpus: dict, 
     log = root / "logs" / f"{plan.command}.log"
     row["autotunes_after_warmup"] = printed_after(log, plan.first_measured, AUTOTUNE_LINE)
     row["compiles_after_warmup"] = printed_after(log, plan.first_measured, COMPILE_LINE)
+    row["steady_step_ms_mean"], row["steady_steps"] = steady_step_ms(rows, printed_per_step(log, COMPILE_LINE))
     row["corpus"] = corpus
     return row
 
@@ -527,7 +544,8 @@ def ddp_efficiencies(path: Path | None) -> dict[str, float]:
 
 
 def recipe_estimate(rows: list[dict], efficiency: dict[str, float], gpu_counts: list[int]) -> dict:
-    """Hours of the seed's TED-LIUM recipe at the measured mean step times, plus its dev evaluations and checkpoints
+    """Hours of the seed's TED-LIUM recipe at the measured mean step times (of the steps that compiled no kernel,
+    where the row has them: ``steady_step_ms_mean``), plus its dev evaluations and checkpoints
     (the evaluation scaled to TED-LIUM 3's dev); with N GPUs the same audio (each rank the seed's batch, 1/N of
     the steps) at N x the 2-GPU efficiency: hours / (N x efficiency). Hybrid takes Target guided's efficiency."""
     by_command = {r["command"]: r for r in rows}
@@ -538,8 +556,9 @@ def recipe_estimate(rows: list[dict], efficiency: dict[str, float], gpu_counts: 
             continue
         evals = evaluations(steps, row["eval_interval"], row["checkpoint_interval"])
         per_eval = (row["eval_s_tedlium_dev"] or 0.0) + (row["checkpoint_s"] or 0.0)
-        train_h = steps * row["step_ms_mean"] / 1000 / 3600
-        parts[command] = {"steps": steps, "step_ms_mean": row["step_ms_mean"], "train_h": train_h,
+        step_ms = row.get("steady_step_ms_mean") or row["step_ms_mean"]
+        train_h = steps * step_ms / 1000 / 3600
+        parts[command] = {"steps": steps, "step_ms_mean": step_ms, "train_h": train_h,
                           "evaluations": evals, "eval_and_checkpoint_h": evals * per_eval / 3600,
                           "hours": train_h + evals * per_eval / 3600}
     estimate = {"parts": parts,
@@ -626,8 +645,8 @@ def print_tables(rows: list[dict], estimate: dict, corpus: dict) -> None:
         counts = [r[key] for r in rows if r[key] is not None]
         print(f"  {what} after warm-up: {sum(counts) if counts else '-'} (0)")
     parts = estimate["parts"]
-    print("\nthe seed's TED-LIUM recipe on this GPU (measured mean step times; evaluations and checkpoints every "
-          "eval/checkpoint interval):")
+    print("\nthe seed's TED-LIUM recipe on this GPU (mean time of the measured steps that compiled no kernel; "
+          "evaluations and checkpoints every eval/checkpoint interval):")
     for command, p in parts.items():
         print(f"  {command:<7} {p['steps']:>6} steps x {p['step_ms_mean']:.0f} ms = {p['train_h']:.2f} h "
               f"+ {p['evaluations']} evaluations and checkpoints {p['eval_and_checkpoint_h']:.2f} h "

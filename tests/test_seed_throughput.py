@@ -159,6 +159,19 @@ def test_autotuning_is_counted_from_the_first_measured_step(tmp_path):
     assert st.printed_after(log, 10, st.AUTOTUNE_LINE) == 3 and st.printed_after(log, 14, st.AUTOTUNE_LINE) is None
     assert st.printed_after(log, 12, st.COMPILE_LINE) == 0
     assert st.printed_after(tmp_path / "missing.log", 0, st.AUTOTUNE_LINE) is None
+    assert st.printed_per_step(log, st.AUTOTUNE_LINE) == {10: 1, 11: 0, 12: 2, 13: 0}
+
+
+def test_the_recipe_takes_the_steps_that_compiled_nothing():
+    """A measured step that compiled kernels for a new shape (its counter's log piece has the compile line) is left
+    out of the recipe's step time: a long run meets each shape's compile once."""
+    rows = [{"step": n, "step_s": s} for n, s in ((11, 0.5), (12, 2.5), (13, 0.7))]
+    assert st.steady_step_ms(rows, {10: 0, 11: 2, 12: 0}) == (pytest.approx(600), 2)
+    assert st.steady_step_ms(rows, {}) == (pytest.approx(1233.33, rel=1e-5), 3)
+    assert st.steady_step_ms(rows[1:2], {11: 1}) == (None, 0)
+    row = {"command": "std", "step_ms_mean": 1233.3, "steady_step_ms_mean": 600.0, "eval_interval": 2000,
+           "checkpoint_interval": 2000, "eval_s_tedlium_dev": None, "checkpoint_s": None}
+    assert st.recipe_estimate([row], {}, [])["parts"]["std"]["train_h"] == pytest.approx(90000 * 0.6 / 3600)
 
 
 def test_the_bench_runs_std_and_target_end_to_end_and_reports_from_its_record(tmp_path, monkeypatch, capsys):
