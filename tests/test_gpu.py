@@ -119,6 +119,43 @@ def test_mamba2_triton_backend_matches_torch_backend(autocast):
         assert relative_error(a, b) < tolerance
 
 
+def test_our_kernels_compile_once_whatever_the_lengths(monkeypatch):
+    """The conv, gated norm, front-end norm and CTC kernels at lengths of 1 to 117 frames (1, multiples of 16 and
+    others) and 9 to 15 labels (the same block sizes) compile one specialisation each: their length arguments are
+    not specialised, so a run meeting a new length mid-way compiles nothing. Triton's jit_cache_hook runs before
+    every compile or disk-cache load; the kernels' in-memory caches are emptied first so that it sees them all."""
+    import collections
+
+    from triton import knobs
+
+    from models.kernels import conv_triton, ctc_triton, gated_norm_triton, norm_gelu_triton
+
+    kernels = [conv_triton._conv_silu_fwd, conv_triton._conv_silu_bwd_g, conv_triton._conv_bwd_dx,
+               gated_norm_triton._gated_norm_fwd, gated_norm_triton._gated_norm_bwd, norm_gelu_triton._layer_norm_gelu,
+               ctc_triton._ctc_alpha, ctc_triton._ctc_beta_occupancy, ctc_triton._ctc_grad]
+    for kernel in kernels:
+        kernel.device_caches.clear()
+    compiled = collections.Counter()
+    monkeypatch.setattr(knobs.runtime, "jit_cache_hook", lambda *, fn, **_: compiled.update([fn.name]))
+    torch.manual_seed(0)
+    channels, d = 256, 64
+    conv_weight, conv_bias = torch.randn(channels, 1, 4, device=CUDA), torch.randn(channels, device=CUDA)
+    norm_weight = torch.randn(2 * d, device=CUDA, requires_grad=True)
+    for frames, labels in ((37, 9), (48, 15), (64, 12), (101, 13), (1, 9)):
+        x = torch.randn(2, frames, channels, device=CUDA, requires_grad=True)
+        conv_triton.causal_conv_silu_triton(x, conv_weight, conv_bias).sum().backward()
+        y, z = (torch.randn(2, frames, 2 * d, device=CUDA, requires_grad=True) for _ in range(2))
+        gated_norm_triton.bidirectional_gated_rms_norm(y, z, norm_weight, 1e-5, None).sum().backward()
+        norm_gelu_triton.layer_norm_gelu(torch.randn(2 * frames, 512, device=CUDA), torch.ones(512, device=CUDA),
+                                         torch.zeros(512, device=CUDA), 1e-5)
+        log_probs = torch.randn(frames + 16, 2, 32, device=CUDA).log_softmax(-1).requires_grad_()
+        targets = torch.randint(1, 32, (2, labels), device=CUDA)
+        lengths = torch.full((2,), frames + 16, device=CUDA)
+        label_lengths = torch.full((2,), labels, device=CUDA)
+        ctc_triton.ctc_loss_triton(log_probs, targets, lengths, label_lengths, 0).sum().backward()
+    assert compiled == {kernel.fn.__name__: 1 for kernel in kernels}, compiled
+
+
 def test_triton_layer_norm_gelu_matches_its_reference_on_gpu():
     """models/kernels/norm_gelu_triton.py on the front end's first activation: 2 x 2 s at 3200 frames a second,
     512 channels, bf16 in."""

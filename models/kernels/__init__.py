@@ -14,6 +14,9 @@
     layer_graphs.py       a stack of encoder layers replayed as CUDA graphs (the distillation teacher's)
 
 A ``*_triton.py`` file imports Triton at the top and is imported only where a Triton path runs (CUDA, or Triton's
-interpreter in the CPU tests): the CPU path needs no Triton. Each is tested against its reference
+interpreter in the CPU tests): the CPU path needs no Triton. Its kernels' length arguments (frames, rows,
+labels) are ``do_not_specialize``: Triton specialises an integer argument that is 1 or a multiple of 16 by
+default, so each new combination would compile the kernel again at some step of a run whose batches bring new
+lengths. Each is tested against its reference
 (tests/test_kernels_*.py; GPU cases under ``pytest -m gpu``). Measurements of every kernel: bench/NOTES.md.
 """

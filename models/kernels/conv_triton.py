@@ -115,7 +115,7 @@ def _tile(rev_ptr, channels, REVERSE: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK
     return t, c, c_ok, batch, reversed_c, tile_kind
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("seqlen",))  # a new length every batch: no recompile at a multiple of 16
 def _conv_silu_fwd(x_ptr, w_ptr, b_ptr, rev_ptr, index_ptr, out_ptr, seqlen, channels, stride_xb, stride_xt, stride_xc,
                    WIDTH: tl.constexpr, REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, MIXED_TILES: tl.constexpr,
                    BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
@@ -128,7 +128,7 @@ def _conv_silu_fwd(x_ptr, w_ptr, b_ptr, rev_ptr, index_ptr, out_ptr, seqlen, cha
              mask=(t < seqlen)[:, None] & c_ok[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("seqlen",))  # a new length every batch: no recompile at a multiple of 16
 def _conv_silu_bwd_g(x_ptr, w_ptr, b_ptr, rev_ptr, index_ptr, dout_ptr, g_ptr, dw_rows_ptr, db_rows_ptr, seqlen,
                      channels, stride_xb, stride_xt, stride_xc, WIDTH: tl.constexpr, REVERSE: tl.constexpr,
                      HAS_INDEX: tl.constexpr, MIXED_TILES: tl.constexpr, BLOCK_T: tl.constexpr,
@@ -151,7 +151,7 @@ def _conv_silu_bwd_g(x_ptr, w_ptr, b_ptr, rev_ptr, index_ptr, dout_ptr, g_ptr, d
         tl.store(dw_rows_ptr + (row * WIDTH + k) * channels + c, tl.sum(g * x_k.to(tl.float32), axis=0), mask=c_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("seqlen",))  # a new length every batch: no recompile at a multiple of 16
 def _conv_bwd_dx(g_ptr, w_ptr, rev_ptr, index_ptr, dx_ptr, seqlen, channels, WIDTH: tl.constexpr,
                  REVERSE: tl.constexpr, HAS_INDEX: tl.constexpr, MIXED_TILES: tl.constexpr, BLOCK_T: tl.constexpr,
                  BLOCK_C: tl.constexpr):

@@ -81,6 +81,9 @@ PUBLISH_EVERY = 16  # frames between a block's releases of its progress to the b
 GRAD_BLOCK_T, GRAD_BLOCK_K = 64, 64  # _ctc_grad's frames per program and states per step of its dot
 LOG2E: tl.constexpr = tl.constexpr(math.log2(math.e))  # alpha and beta are kept in base 2
 LN2: tl.constexpr = tl.constexpr(math.log(2.0))
+# Integer arguments that change from batch to batch are not specialised: Triton would compile a kernel again the first
+# time one of them is 1 or a multiple of 16, in the middle of a run (models/kernels/__init__.py)
+LENGTH_ARGS = ("frames", "max_label", "states_per_block", "num_blocks", "stride_targets_b")
 
 
 @triton.jit
@@ -206,7 +209,7 @@ def _renormalised(values, is_state, offset, t, EVERY: tl.constexpr):
     return values, offset
 
 
-@triton.jit
+@triton.jit(do_not_specialize=LENGTH_ARGS)
 def _ctc_alpha(log_probs_ptr, targets_ptr, input_lengths_ptr, target_lengths_ptr, alpha_ptr, alpha_offsets_ptr,
                nll_ptr, ticket_ptr, progress_ptr, frames, max_label, states_per_block, num_blocks, stride_lp_t,
                stride_lp_b, stride_lp_c, stride_targets_b, blank, BLOCK_S: tl.constexpr,
@@ -311,7 +314,7 @@ def _store_beta_and_occupancy(beta, beta_offset, lp, nll, finite, alpha, alpha_o
              mask=is_state & walks)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=LENGTH_ARGS)
 def _ctc_beta_occupancy(log_probs_ptr, targets_ptr, input_lengths_ptr, target_lengths_ptr, alpha_ptr,
                         alpha_offsets_ptr, nll_ptr, beta_edges_ptr, beta_offsets_ptr, ticket_ptr, progress_ptr, frames,
                         max_label, states_per_block, num_blocks, stride_lp_t, stride_lp_b, stride_lp_c,
@@ -387,7 +390,7 @@ def _ctc_beta_occupancy(log_probs_ptr, targets_ptr, input_lengths_ptr, target_le
         near, far, producer_offset = _beta_producer_edge(producer_edges, producer_offsets, t - 1, edge_known)  # now
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("frames", "max_label", "stride_targets_b"))
 def _ctc_grad(log_probs_ptr, targets_ptr, input_lengths_ptr, target_lengths_ptr, gamma_ptr, nll_ptr, grad_out_ptr,
               grad_ptr, frames, max_label, vocab, stride_lp_t, stride_lp_b, stride_lp_c, stride_targets_b, blank,
               BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_V: tl.constexpr):

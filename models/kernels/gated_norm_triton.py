@@ -73,7 +73,7 @@ def _block(frame_block, channel, c_ok, index_ptr, seqlen, d, stride_zb, stride_z
     return mask, offsets, y_offsets, z_offsets
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("seqlen",))  # a new length every batch: no recompile at a multiple of 16
 def _gated_norm_fwd(y_ptr, z_ptr, w_ptr, index_ptr, out_ptr, eps, seqlen, d, stride_zb, stride_zt, stride_zc,
                     HAS_INDEX: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
     channel, c_ok = _channels(d, BLOCK_D)
@@ -87,7 +87,7 @@ def _gated_norm_fwd(y_ptr, z_ptr, w_ptr, index_ptr, out_ptr, eps, seqlen, d, str
     tl.store(out_ptr + offsets, (h * rstd[:, None] * w[None, :]).to(out_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("seqlen",))  # a new length every batch: no recompile at a multiple of 16
 def _gated_norm_bwd(y_ptr, z_ptr, w_ptr, index_ptr, dout_ptr, dy_ptr, dz_ptr, dw_rows_ptr, eps, seqlen, d,
                     stride_zb, stride_zt, stride_zc, HAS_INDEX: tl.constexpr, STEPS: tl.constexpr,
                     BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):

@@ -21,7 +21,7 @@ ROWS_PER_PROGRAM = 8
 SQRT_HALF: tl.constexpr = tl.constexpr(0.7071067811865476)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=("rows",))  # batch x frames, new every batch: no recompile at a multiple of 16
 def _layer_norm_gelu(x_ptr, w_ptr, b_ptr, out_ptr, rows, channels, eps, BLOCK_R: tl.constexpr,
                      BLOCK_C: tl.constexpr):
     """out (rows, channels) fp32 = gelu(layer_norm(x)) for this program's BLOCK_R rows; x rows contiguous."""
