@@ -13,8 +13,9 @@ checkpoints into a new dir) with alpha_layer_distill_loss=0.
 Loss = task + alpha_layer * layer MSE + alpha_logits * logits KL (models/heads.py), each distillation term weighted
 as the original weights it under gradient accumulation (utils/training.py, distill_scale); the teacher runs
 without gradients, in train mode as the original (its dropout, SpecAugment, LayerDrop drawn independently) unless
-teacher_eval_mode=True, and not at all when both alphas are 0. --teacher_path also takes the original code's
-checkpoints and run dirs (models/original.py).
+teacher_eval_mode=True, and not at all when both alphas are 0; on CUDA its layers replay CUDA graphs
+(teacher_graph_frames, models/kernels/layer_graphs.py). --teacher_path also takes the original code's checkpoints
+and run dirs (models/original.py).
 """
 import logging
 import time

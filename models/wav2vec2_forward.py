@@ -13,7 +13,9 @@ utterances' lengths from the host (``sample_lengths``, known when the batch is c
 drawn on the host by Hugging Face's own ``_compute_mask_indices`` and copied without blocking, padded frames are
 zeroed and masked with ``masked_fill`` / ``torch.where``, and SDPA's boolean mask is built from the frame mask
 without reading it. The layers themselves, their LayerDrop and the positional convolution are Hugging Face's,
-called as its encoder calls them (so hooks and gradient checkpointing on the layers work as before).
+called as its encoder calls them (so hooks and gradient checkpointing on the layers work as before); given
+``layer_graphs`` (the distillation teacher's), a call of a layer replays its CUDA graph instead
+(models/kernels/layer_graphs.py).
 """
 import contextlib
 
