@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import Wav2Vec2ForCTC
 
-from models.build import encoder_layer_graphs, forward_model, record_layer_outputs
+from models.build import encoder_layer_graphs, forward_model
 from models.kernels.graphs import rerun_eagerly
 from models.kernels.layer_graphs import LayerGraphs
 from models.wav2vec2_forward import wav2vec2_forward

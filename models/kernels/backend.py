@@ -28,7 +28,7 @@ import torch
 
 from hparams import CHOICES
 from models.kernels import conv, gated_norm, ssd
-from models.kernels.mixer_graphs import graphs_apply
+from models.kernels.graphs import graphs_apply
 
 BACKENDS = CHOICES["mamba_backend"]
 
@@ -79,7 +79,7 @@ class MixerKernels:
 
     def replays_mixer(self, hidden: torch.Tensor, multiple: int) -> bool:
         """Whether a fused mixer call on ``hidden`` (batch, frames, d_model) replays CUDA graphs: the triton backend,
-        at most mixer_graph_frames frames with time padded to ``multiple`` (``mixer_graphs.graphs_apply``)."""
+        at most mixer_graph_frames frames with time padded to ``multiple`` (``graphs.graphs_apply``)."""
         return self.backend == "triton" and graphs_apply(hidden, multiple, self.mixer_graph_frames)
 
     def without_graphs(self) -> "MixerKernels":

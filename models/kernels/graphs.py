@@ -64,6 +64,16 @@ def round_up(frames: int, multiple: int) -> int:
     return -(-frames // multiple) * multiple
 
 
+def graphs_apply(hidden: torch.Tensor, multiple: int, max_frames: int, any_device: bool = False) -> bool:
+    """Whether a call on ``hidden`` (batch, frames, ...) replays graphs: at most ``max_frames`` frames (batch x
+    length padded to ``multiple``), on CUDA, and no other graph being captured (bench/speed.py captures whole
+    models). ``any_device``: graphs rerun eagerly (``rerun_eagerly``, the CPU tests), where only the frames count."""
+    frames = hidden.shape[0] * round_up(hidden.shape[1], multiple)
+    if not 0 < frames <= max_frames:
+        return False
+    return any_device or (hidden.is_cuda and not torch.cuda.is_current_stream_capturing())
+
+
 @dataclasses.dataclass
 class _Graph:
     inputs: list[torch.Tensor]  # static inputs; along the time axis zero past ``frames``

@@ -27,7 +27,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from models.kernels.graphs import MAX_GRAPHS, PaddedGraphs, capture_cuda_graph, round_up
+from models.kernels.graphs import MAX_GRAPHS, PaddedGraphs, capture_cuda_graph, graphs_apply
 
 # The teacher's layers replay graphs at up to this many frames (batch x length padded to TIME_MULTIPLE; the hparam
 # teacher_graph_frames): the seed's distillation micro-batches hold at most ~6000 frames (batch_frame_limit 1.9e6
@@ -57,11 +57,8 @@ class LayerGraphs:
         """Whether a call on ``hidden`` (batch, frames, d) replays: at most ``max_frames`` frames once padded, no
         gradient, and no other graph being captured (bench/speed.py captures whole models). A ``rerun_eagerly``
         capture applies on any device (the CPU tests)."""
-        frames = hidden.shape[0] * round_up(hidden.shape[1], self.multiple)
-        if torch.is_grad_enabled() or not 0 < frames <= self.max_frames:
-            return False
-        return self.capture is not capture_cuda_graph or (
-            hidden.is_cuda and not torch.cuda.is_current_stream_capturing())
+        return not torch.is_grad_enabled() and graphs_apply(hidden, self.multiple, self.max_frames,
+                                                            any_device=self.capture is not capture_cuda_graph)
 
     def _run_template(self, hidden: torch.Tensor, frame_mask: torch.Tensor) -> tuple[torch.Tensor]:
         batch, frames = frame_mask.shape

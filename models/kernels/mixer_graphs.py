@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from models.kernels.graphs import MAX_GRAPHS, PaddedGraphs, capture_cuda_graph, round_up
+from models.kernels.graphs import MAX_GRAPHS, PaddedGraphs, capture_cuda_graph
 
 # Fused mixers of up to this many frames (batch x length padded to the chunk) replay CUDA graphs by default where
 # no gradient is taken or the forward is recomputed anyway (the hparam mamba_mixer_graph_frames): 16 x 10 s to
@@ -62,14 +62,6 @@ class GraphedMixer(torch.autograd.Function):
         grad_hidden, grad_params = ctx.backward_graphs(grad_out, hidden, lengths, *params)
         pieces = grad_params.split([p.numel() for p in params])
         return grad_hidden, None, None, *(g.view(p.shape).to(p.dtype) for g, p in zip(pieces, params))
-
-
-def graphs_apply(hidden: torch.Tensor, multiple: int, max_frames: int) -> bool:
-    """Whether a mixer call on ``hidden`` (batch, frames, d_model) replays graphs: on CUDA, at most ``max_frames``
-    frames (batch x length padded to ``multiple``), and no other graph being captured (bench/speed.py captures
-    whole models)."""
-    frames = hidden.shape[0] * round_up(hidden.shape[1], multiple)
-    return hidden.is_cuda and 0 < frames <= max_frames and not torch.cuda.is_current_stream_capturing()
 
 
 @functools.lru_cache(maxsize=1)  # made once per forward of an unpadded batch, not once per layer
