@@ -438,11 +438,11 @@ def printed_per_step(log: Path, text: str) -> dict[int, int]:
     return counts
 
 
-def printed_after(log: Path, step: int, text: str) -> int | None:
-    """How often ``text`` was printed in the training steps whose counter is ``step`` or more; None when the log
-    has no such step."""
-    counts = {n: c for n, c in printed_per_step(log, text).items() if n >= step}
-    return sum(counts.values()) if counts else None
+def printed_after(per_step: dict[int, int], step: int) -> int | None:
+    """How often a line was printed in the training steps whose counter is ``step`` or more (``per_step``:
+    ``printed_per_step``'s counts); None when the log has no such step."""
+    counts = [c for n, c in per_step.items() if n >= step]
+    return sum(counts) if counts else None
 
 
 def steady_step_ms(rows: list[dict], compiles: dict[int, int]) -> tuple[float | None, int]:
@@ -500,9 +500,10 @@ def command_row(root: Path, plan: Plan, preset: str, plans: dict, corpus: dict, 
         row.update(teacher_switch_s=switches[-1] if switches else None, teacher_snapshot_cycle=cycle,
                    switch_share=switch_share(switches[-1], row["step_ms_mean"] / 1000, cycle) if switches else None)
     log = root / "logs" / f"{plan.command}.log"
-    row["autotunes_after_warmup"] = printed_after(log, plan.first_measured, AUTOTUNE_LINE)
-    row["compiles_after_warmup"] = printed_after(log, plan.first_measured, COMPILE_LINE)
-    row["steady_step_ms_mean"], row["steady_steps"] = steady_step_ms(rows, printed_per_step(log, COMPILE_LINE))
+    compiles = printed_per_step(log, COMPILE_LINE)
+    row["autotunes_after_warmup"] = printed_after(printed_per_step(log, AUTOTUNE_LINE), plan.first_measured)
+    row["compiles_after_warmup"] = printed_after(compiles, plan.first_measured)
+    row["steady_step_ms_mean"], row["steady_steps"] = steady_step_ms(rows, compiles)
     row["corpus"] = corpus
     return row
 

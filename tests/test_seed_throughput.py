@@ -155,11 +155,12 @@ def test_autotuning_is_counted_from_the_first_measured_step(tmp_path):
     log = tmp_path / "std.log"
     log.write_text("start\n" + tune + "std:  1%|[cald step 10]\n" + tune + "bar 11/44\r[cald step 11]\n"
                    "[cald step 12]\n" + tune + tune + "[cald step 13]\n[cald step end]\n" + tune)
-    assert st.printed_after(log, 12, st.AUTOTUNE_LINE) == 2  # the final evaluation's, after the loop, is not a step's
-    assert st.printed_after(log, 10, st.AUTOTUNE_LINE) == 3 and st.printed_after(log, 14, st.AUTOTUNE_LINE) is None
-    assert st.printed_after(log, 12, st.COMPILE_LINE) == 0
-    assert st.printed_after(tmp_path / "missing.log", 0, st.AUTOTUNE_LINE) is None
-    assert st.printed_per_step(log, st.AUTOTUNE_LINE) == {10: 1, 11: 0, 12: 2, 13: 0}
+    tunes = st.printed_per_step(log, st.AUTOTUNE_LINE)
+    assert st.printed_after(tunes, 12) == 2  # the final evaluation's, after the loop, is not a step's
+    assert st.printed_after(tunes, 10) == 3 and st.printed_after(tunes, 14) is None
+    assert st.printed_after(st.printed_per_step(log, st.COMPILE_LINE), 12) == 0
+    assert st.printed_after(st.printed_per_step(tmp_path / "missing.log", st.AUTOTUNE_LINE), 0) is None
+    assert tunes == {10: 1, 11: 0, 12: 2, 13: 0}
 
 
 def test_the_recipe_takes_the_steps_that_compiled_nothing():
