@@ -485,7 +485,7 @@ def command_row(root: Path, plan: Plan, preset: str, plans: dict, corpus: dict, 
                breakdown=profile.get("ranges"), syncs_per_step=profile.get("syncs"),
                sync_wait_ms=profile.get("sync_wait_ms"), scalar_reads_per_step=profile.get("scalar_reads"),
                graph_captures_per_step=profile.get("graph_captures"), kernels_per_step=profile.get("kernels"),
-               cudnn_benchmark=profile.get("cudnn_benchmark"))
+               cudnn_benchmark=profile.get("cudnn_benchmark"), host_ops=profile.get("host_ops"))
 
     eval_s = at_last_step(all_rows, plan.end, "eval_s")
     row.update(eval_s=eval_s, checkpoint_s=at_last_step(all_rows, plan.end, "checkpoint_s"),
@@ -628,6 +628,7 @@ def print_tables(rows: list[dict], estimate: dict, corpus: dict) -> None:
                            ("host sync wait", "sync_wait_ms"), ("scalar reads", "scalar_reads_per_step"),
                            ("graph captures", "graph_captures_per_step")):
             print(f"{label:<22}" + "".join(f"{fmt(r[key], '17.1f')}" for r in rows))
+    print_host_ops(rows)
     for r in rows:
         if r["command"] == "waypoint":
             print(f"\nWaypoint: a teacher switch (load + dev evaluation) took {fmt(r['teacher_switch_s'], '.1f')} s; "
@@ -657,6 +658,24 @@ def print_tables(rows: list[dict], estimate: dict, corpus: dict) -> None:
     for n, hours in estimate["gpus"].items():
         print(f"  on {n} GPUs at the 2-GPU efficiency {estimate['ddp_efficiency_2gpu']}: conversion "
               f"{fmt(hours['conversion_h'], '.2f')} h")
+
+
+def print_host_ops(rows: list[dict], ranges: tuple[str, ...] = ("teacher", "forward", "backward"),
+                   top: int = 5) -> None:
+    """Per command and range, the host time spent inside PyTorch's operators and the operators taking most of it
+    (utils/profiling.py ``host_ops``); the rest of the range's own time is Python's and its Triton launches."""
+    lines = []
+    for r in rows:
+        for name in ranges:
+            ops, cell = (r.get("host_ops") or {}).get(name), (r["breakdown"] or {}).get(name)
+            if ops and cell:
+                named = ", ".join(f"{op.removeprefix('autograd::engine::evaluate_function: ')} {ms:.1f}"
+                                  f" ({calls:g})" for op, calls, ms in ops["top"][:top])
+                lines.append(f"  {r['command']:<9}{name:<9}{ops['ops_ms']:>7.1f} of {cell['cpu_ms']:>6.1f}: {named}")
+    if lines:
+        print("\nhost ms per profiled step inside PyTorch operators, of the range's own; the operators taking most "
+              "(ms, calls):")
+        print("\n".join(lines))
 
 
 def pack(root: Path, out_dir: Path) -> Path:

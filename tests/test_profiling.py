@@ -56,6 +56,28 @@ def test_summary_attributes_each_kernel_to_the_range_that_launched_it():
     assert summary["scalar_reads"] == 1 and summary["graph_captures"] == 0.5
 
 
+def test_host_ops_count_each_outermost_operator_once_in_the_range_it_starts_in():
+    """One step: the forward calls aten::linear (inside it aten::mm) and aten::gelu from Python; the backward's
+    nodes run on autograd's thread (tid 2) while the main thread waits in cald/backward."""
+    events = [
+        x("user_annotation", "cald/step", 0, 1000),
+        x("user_annotation", "cald/forward", 100, 300),
+        x("user_annotation", "cald/backward", 500, 400),
+        {**x("cpu_op", "aten::linear", 110, 50), "tid": 1},
+        {**x("cpu_op", "aten::mm", 120, 30), "tid": 1},  # inside aten::linear: not counted again
+        {**x("cpu_op", "aten::gelu", 200, 20), "tid": 1},
+        {**x("cpu_op", "aten::linear", 250, 40), "tid": 1},
+        {**x("cpu_op", "autograd::engine::evaluate_function: MmBackward0", 510, 100), "tid": 2},
+        {**x("cpu_op", "aten::mm", 520, 60), "tid": 2},
+        {**x("cpu_op", "aten::zeros", 950, 10), "tid": 1},  # in the step's own time
+    ]
+    host = profiling.summarise_trace(events)["host_ops"]
+    assert host["forward"]["ops_ms"] == pytest.approx(0.11)
+    assert host["forward"]["top"] == [["aten::linear", 2, pytest.approx(0.09)], ["aten::gelu", 1, pytest.approx(0.02)]]
+    assert host["backward"]["top"] == [["autograd::engine::evaluate_function: MmBackward0", 1, pytest.approx(0.1)]]
+    assert host["step"] == {"ops_ms": pytest.approx(0.01), "top": [["aten::zeros", 1, pytest.approx(0.01)]]}
+
+
 def test_summary_of_a_cpu_trace_has_no_gpu_figures():
     events = [x("user_annotation", "cald/step", 0, 100), x("user_annotation", "cald/log", 10, 20),
               x("cpu_op", "aten::_local_scalar_dense", 12, 2)]
@@ -90,6 +112,8 @@ def test_the_profiler_covers_the_steps_it_names_and_marks_every_step(tmp_path, m
     summary = json.loads((tmp_path / "prof" / "profile.json").read_text())
     assert summary["first_step"] == 3 and summary["steps"] == 2 and summary["scalar_reads"] == 1
     assert summary["ranges"]["forward"]["cpu_ms"] > 0 and summary["gpu_busy"] is None
+    forward_ops = sorted(op for op, _, _ in summary["host_ops"]["forward"]["top"])
+    assert forward_ops == ["aten::item", "aten::matmul", "aten::sum"]
     marks = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[cald step")]
     assert marks == [f"[cald step {s}]" for s in range(2, 7)] + ["[cald step end]"]
 

@@ -30,8 +30,11 @@ The summary, per profiled step: each range's own CPU time (less the ranges insid
 launched inside it (the innermost range holding the launch), the wall time, the GPU busy fraction (the union of every
 kernel, copy and memset interval over the steps' wall time), the host-device synchronisations (the CUDA
 synchronise calls and the time the host waited in them; ``.item()`` and a tensor's truth value show up as
-``aten::_local_scalar_dense``) and the CUDA graphs captured.
+``aten::_local_scalar_dense``), the CUDA graphs captured, and per range the host time inside PyTorch's operators
+with the operators that take most of it (``host_ops``): what is left of a range's host time is Python's own and
+its launches of Triton kernels and CUDA graphs.
 """
+import itertools
 import json
 import logging
 import os
@@ -49,6 +52,8 @@ SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchr
 SCALAR_READ = "aten::_local_scalar_dense"
 GPU_CATEGORIES = ("kernel", "gpu_memcpy", "gpu_memset")
 LAUNCH_CATEGORIES = ("cuda_runtime", "cuda_driver")
+OUTSIDE = "(outside the ranges)"
+TOP_HOST_OPS = 12
 
 
 class StepProfiler:
@@ -163,22 +168,11 @@ def summarise_trace(events: list[dict]) -> dict:
                 if e.get("cat") in LAUNCH_CATEGORIES and "correlation" in e.get("args", {})}
     gpu = [e for e in complete if e.get("cat") in GPU_CATEGORIES]
     gpu_time = {name: 0.0 for name in own_cpu}
-    gpu_time["(outside the ranges)"] = 0.0
-    marks = sorted([(start, 0, i) for i, (start, _, _) in enumerate(ranges)]
-                   + [(end, 2, i) for i, (_, end, _) in enumerate(ranges)]
-                   + [(launches[e.get("args", {}).get("correlation")], 1, j) for j, e in enumerate(gpu)
-                      if e.get("args", {}).get("correlation") in launches])
-    open_ranges, attributed = [], set()
-    for _, kind, index in marks:
-        if kind == 0:
-            open_ranges.append(index)
-        elif kind == 2:
-            open_ranges.remove(index)
-        else:
-            name = ranges[open_ranges[-1]][2] if open_ranges else "(outside the ranges)"
-            gpu_time[name] += gpu[index]["dur"]
-            attributed.add(index)
-    gpu_time["(outside the ranges)"] += sum(e["dur"] for j, e in enumerate(gpu) if j not in attributed)
+    gpu_time[OUTSIDE] = 0.0
+    launched = [e for e in gpu if e.get("args", {}).get("correlation") in launches]
+    for e, name in zip(launched, innermost_ranges(ranges, [launches[e["args"]["correlation"]] for e in launched])):
+        gpu_time[name] += e["dur"]
+    gpu_time[OUTSIDE] += sum(e["dur"] for e in gpu if e.get("args", {}).get("correlation") not in launches)
 
     busy_us = sum(union_length((max(e["ts"], start), min(e["ts"] + e["dur"], end)) for e in gpu
                                if e["ts"] < end and e["ts"] + e["dur"] > start) for start, end in steps)
@@ -197,4 +191,48 @@ def summarise_trace(events: list[dict]) -> dict:
         "graph_captures": sum(e["name"].startswith("cudaGraphInstantiate") for e in complete
                               if e.get("cat") in LAUNCH_CATEGORIES) / n,
         "kernels": len(gpu) / n,
+        "host_ops": host_ops(complete, ranges, n),
     }
+
+
+def innermost_ranges(ranges: list[tuple[float, float, str]], times: list[float]) -> list[str]:
+    """For each time, the name of the innermost of ``ranges`` ((start, end, name), nested) open then, else
+    ``OUTSIDE``."""
+    marks = sorted([(start, 0, i) for i, (start, _, _) in enumerate(ranges)]
+                   + [(end, 2, i) for i, (_, end, _) in enumerate(ranges)]
+                   + [(t, 1, j) for j, t in enumerate(times)])
+    names, open_ranges = [OUTSIDE] * len(times), []
+    for _, kind, index in marks:
+        if kind == 0:
+            open_ranges.append(index)
+        elif kind == 2:
+            open_ranges.remove(index)
+        elif open_ranges:
+            names[index] = ranges[open_ranges[-1]][2]
+    return names
+
+
+def host_ops(complete: list[dict], ranges: list[tuple[float, float, str]], steps: int) -> dict:
+    """Per range, where its host time goes: ``ops_ms``, the time inside PyTorch operators called from Python (an
+    operator not inside another on its thread; autograd's backward nodes on autograd's thread count where they
+    start), and ``top``, the TOP_HOST_OPS operators of most time, [name, calls, ms]; per step. A range's
+    ``cpu_ms`` less ``ops_ms`` is Python's own time and what it launches without an operator (Triton kernels,
+    CUDA graphs)."""
+    outermost = []
+    for _, ops in itertools.groupby(sorted((e for e in complete if e.get("cat") == "cpu_op"),
+                                           key=lambda e: (e.get("tid", 0), e["ts"], -e["dur"])),
+                                    key=lambda e: e.get("tid", 0)):
+        reach = None
+        for e in ops:
+            if reach is None or e["ts"] >= reach:
+                outermost.append(e)
+                reach = e["ts"] + e["dur"]
+    per_range: dict[str, dict[str, list[float]]] = {}
+    for e, name in zip(outermost, innermost_ranges(ranges, [e["ts"] for e in outermost])):
+        calls_us = per_range.setdefault(name, {}).setdefault(e["name"], [0, 0.0])
+        calls_us[0] += 1
+        calls_us[1] += e["dur"]
+    return {name: {"ops_ms": sum(us for _, us in ops.values()) / steps / 1000,
+                   "top": [[op, calls / steps, us / steps / 1000] for op, (calls, us)
+                           in sorted(ops.items(), key=lambda item: -item[1][1])[:TOP_HOST_OPS]]}
+            for name, ops in per_range.items() if name != OUTSIDE}
