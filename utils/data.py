@@ -954,18 +954,18 @@ class BatchFeeder:
 
     def _left_out(self, utt: Utterance, error: Exception) -> None:
         """Count an unreadable training file, warn once per file, stop past ``bad_audio_limit`` files."""
-        with self._unreadable_lock:
+        with self._unreadable_lock:  # held while warning too: the workers' warnings count up in the log's order
             if utt.audio_path in self._unreadable:
                 return
             self._unreadable[utt.audio_path] = str(error)
             count = len(self._unreadable)
-        limit = bad_audio_limit(len(self.utts))
-        if count > limit:
-            first = next(iter(self._unreadable.values()))
-            raise DataError(f"{count} training audio files cannot be loaded, more than {limit} (1% of the corpus, "
-                            f"at least 10): the first: {first}; the last: {error}")
-        logger.warning("%s; utterance %s is left out of its batch whenever it comes (%d unreadable training file(s) so "
-                       "far)", error, utt.name, count)
+            limit = bad_audio_limit(len(self.utts))
+            if count > limit:
+                first = next(iter(self._unreadable.values()))
+                raise DataError(f"{count} training audio files cannot be loaded, more than {limit} (1% of the "
+                                f"corpus, at least 10): the first: {first}; the last: {error}")
+            logger.warning("%s; utterance %s is left out of its batch whenever it comes (%d unreadable training "
+                           "file(s) so far)", error, utt.name, count)
 
     def _prepare_plan(self, plan: tuple) -> tuple:
         """(epoch, index, warm, utterances) -> the same with the batch dict (or None) appended."""
