@@ -408,6 +408,14 @@ def measured_rows(root: Path, plan: Plan) -> list[dict]:
             if "loss" in r and plan.first_measured < r["step"] <= plan.profile_first]
 
 
+def gpu_bound(rows: list[dict], plan: Plan, gpu_ms: float | None) -> float | None:
+    """Audio-s/s of a loop that took only its kernels' GPU time: the profiled steps' mean audio over ``gpu_ms``,
+    their mean GPU time a step (utils/profiling.py's ``gpu_ms``); None without GPU time."""
+    audio = [r["audio_s"] for r in rows
+             if "loss" in r and plan.profile_first < r["step"] <= plan.profile_first + plan.profile_steps]
+    return statistics.mean(audio) / (gpu_ms / 1000) if audio and gpu_ms else None
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
@@ -486,6 +494,7 @@ def command_row(root: Path, plan: Plan, preset: str, plans: dict, corpus: dict, 
                sync_wait_ms=profile.get("sync_wait_ms"), scalar_reads_per_step=profile.get("scalar_reads"),
                graph_captures_per_step=profile.get("graph_captures"), kernels_per_step=profile.get("kernels"),
                cudnn_benchmark=profile.get("cudnn_benchmark"), host_ops=profile.get("host_ops"))
+    row["gpu_bound_audio_s_per_s"] = gpu_bound(all_rows, plan, profile.get("gpu_ms"))
 
     eval_s = at_last_step(all_rows, plan.end, "eval_s")
     row.update(eval_s=eval_s, checkpoint_s=at_last_step(all_rows, plan.end, "checkpoint_s"),
@@ -520,9 +529,10 @@ def report(root: Path) -> tuple[list[dict], dict]:
     micro = json.loads((root / "microbench.json").read_text()) if (root / "microbench.json").is_file() else None
     rows = [row for plan in plans.values()
             if (row := command_row(root, plan, saved["preset"], plans, corpus, micro)) is not None]
-    std = next((r["audio_s_per_s"] for r in rows if r["command"] == "std"), None)
+    std = next((r for r in rows if r["command"] == "std"), {})
     for row in rows:
-        row["vs_std"] = row["audio_s_per_s"] / std if std else None
+        for key, of in (("vs_std", "audio_s_per_s"), ("gpu_bound_vs_std", "gpu_bound_audio_s_per_s")):
+            row[key] = row[of] / std[of] if std.get(of) and row[of] else None
         row.update(env)
     return rows, env
 
@@ -646,6 +656,11 @@ def print_tables(rows: list[dict], estimate: dict, corpus: dict) -> None:
     for what, key in (("autotuning", "autotunes_after_warmup"), ("kernel compiles", "compiles_after_warmup")):
         counts = [r[key] for r in rows if r[key] is not None]
         print(f"  {what} after warm-up: {sum(counts) if counts else '-'} (0)")
+    bound = [f"{r['command']} {r['gpu_bound_audio_s_per_s']:.0f} ({fmt(r['gpu_bound_vs_std'], '.2f')}x Std)"
+             for r in rows if r["gpu_bound_audio_s_per_s"]]
+    if bound:
+        print("  the ceiling if every step took only its kernels' GPU time (profiled steps, audio-s/s): "
+              + ", ".join(bound))
     parts = estimate["parts"]
     print("\nthe seed's TED-LIUM recipe on this GPU (mean time of the measured steps that compiled no kernel; "
           "evaluations and checkpoints every eval/checkpoint interval):")

@@ -126,6 +126,9 @@ def test_throughput_is_audio_over_the_measured_steps_wall_time_less_teacher_swit
     assert result["step_ms_p90"] == pytest.approx(1000 * np.percentile([1, 2, 2, 4], 90)) == pytest.approx(3400)
     assert result["padding"] == pytest.approx(0.2) and result["peak_gib"] == 7.5
     assert st.median_shape(measured, micro_batches=3) == (4, pytest.approx(125 / 12))
+    # the ceiling: the profiled step's audio (step 107's 100 s) over its GPU time, 0.4 s
+    assert st.gpu_bound(rows, plan, gpu_ms=400.0) == pytest.approx(250.0)
+    assert st.gpu_bound(rows, plan, gpu_ms=0.0) is None and st.gpu_bound(rows[:3], plan, 400.0) is None
 
 
 def test_switch_share_and_the_recipe_estimate():
