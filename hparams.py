@@ -35,7 +35,8 @@ RANGES = {
                      "mamba_chunk_size", "sr", "bucket_size", "batch_size", "batch_frame_limit",
                      "batch_quad_frame_limit", "distill_temperature", "teacher_snapshot_cycle", "max_lr", "adam_eps",
                      "max_grad_norm"), _POSITIVE),
-    **dict.fromkeys(("mamba_scan_graph_frames", "mamba_mixer_graph_frames", "teacher_graph_frames", "pad_token_id",
+    **dict.fromkeys(("mamba_scan_graph_frames", "mamba_mixer_graph_frames", "teacher_graph_frames",
+                     "student_graph_frames", "pad_token_id",
                      "data_warmup_steps", "input_length_upper_bound", "target_length_lower_bound", "max_eval_batches",
                      "ctc_weight", "classifier_weight", "alpha_layer_distill_loss", "alpha_logits_distill_loss",
                      "warmup_steps", "final_lr", "decay_steps", "reg_weight", "seed"), _NON_NEGATIVE),
@@ -64,6 +65,8 @@ class HParams:
     # triton: fused mixers of <= this batch x length replay CUDA graphs without gradients, or with mamba_recompute
     mamba_mixer_graph_frames: int = 16384  # (their backward recomputes the forward); 0: never
     encoder_recompute: bool = False  # activation checkpointing of whole encoder layers: least memory, ~1 more forward
+    # CUDA, training: the BiMamba2 encoder's layers of <= this batch x frames replay CUDA graphs, a forward and a
+    student_graph_frames: int = 0  # backward recomputing the layer (models/kernels/layer_graphs.py); 0: never
     hidden_dropout: float = 0.2
     activation_dropout: float = 0.2
     feat_proj_dropout: float = 0.2

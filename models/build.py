@@ -15,8 +15,8 @@ from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
 from models.heads import ClassifierHeads
 from models.kernels.front_end import use_channels_last_feature_encoder
-from models.kernels.layer_graphs import LayerGraphs
-from models.mamba_utils import substitute_layer
+from models.kernels.layer_graphs import LayerGraphs, TrainingLayerGraphs
+from models.mamba_utils import BIMAMBA2_ATTENTION, substitute_layer
 from models.wav2vec2_forward import wav2vec2_forward
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,9 @@ def build_asr_model(hparams, pretrained: bool = True, init_state_dict: dict | No
     if hparams.encoder_recompute and hparams.mamba_recompute:
         raise ValueError("encoder_recompute=True recomputes whole encoder layers, their mixers included: "
                          "drop mamba_recompute=True")
+    if hparams.encoder_recompute and hparams.student_graph_frames > 0:
+        raise ValueError("student_graph_frames > 0 replays encoder layers whose backward recomputes them, as "
+                         "encoder_recompute=True does: set one of the two")
     use_channels_last_feature_encoder(model)
     if hparams.freeze_feature_encoder:
         model.freeze_feature_encoder()
@@ -227,7 +230,8 @@ def layer_hidden_states(recorded: dict, num_layers: int, last_hidden_state: torc
 
 
 def forward_model(model: Wav2Vec2ForCTC, input_values, attention_mask, record_hidden_states: bool = False,
-                  sample_lengths: list[int] | None = None, layer_graphs: LayerGraphs | None = None):
+                  sample_lengths: list[int] | None = None,
+                  layer_graphs: LayerGraphs | TrainingLayerGraphs | None = None):
     """Wav2Vec2ForCTC's forward without its loss, plus what the losses need: frame mask and lengths, and the
     classifier heads' logits. sample_lengths: each utterance's samples as host integers (the batch's
     ``sample_lengths``), which spare the forward reading them back from the device; layer_graphs: CUDA graphs of
@@ -257,6 +261,17 @@ def encoder_layer_graphs(model: Wav2Vec2ForCTC, max_frames: int) -> LayerGraphs 
     if max_frames <= 0 or not next(model.parameters()).is_cuda or model.config._attn_implementation != "sdpa":
         return None
     return LayerGraphs(model.wav2vec2.encoder.layers[0], max_frames=max_frames)
+
+
+def student_layer_graphs(model: Wav2Vec2ForCTC, max_frames: int) -> TrainingLayerGraphs | None:
+    """CUDA graphs of a BiMamba2 ``model``'s encoder layers for its training forwards and backwards
+    (``TrainingLayerGraphs``, up to ``max_frames`` batch x padded frames), or None where they do not apply:
+    ``max_frames`` 0, a model off CUDA, or an encoder with attention (the teacher's graphs are
+    ``encoder_layer_graphs``)."""
+    if (max_frames <= 0 or not next(model.parameters()).is_cuda
+            or model.config._attn_implementation != BIMAMBA2_ATTENTION):
+        return None
+    return TrainingLayerGraphs(model.wav2vec2.encoder.layers[0], max_frames=max_frames)
 
 
 def feature_encoder_geometry(config) -> tuple[int, int]:
@@ -306,12 +321,20 @@ def chunked_feature_encoder(model: Wav2Vec2ForCTC, max_frames: int):
 
 
 class SpeechModel(nn.Module):
-    """``forward_model`` as a module, so that one call (through DDP when distributed) runs the whole forward."""
+    """``forward_model`` as a module, so that one call (through DDP when distributed) runs the whole forward.
+    ``student_graph_frames`` (hparam): the encoder's layers replay CUDA graphs in training (``student_layer_graphs``,
+    made at the first forward, once the model is on its device)."""
 
-    def __init__(self, model: Wav2Vec2ForCTC):
+    def __init__(self, model: Wav2Vec2ForCTC, student_graph_frames: int = 0):
         super().__init__()
         self.model = model
+        self.student_graph_frames = student_graph_frames
+        self.layer_graphs, self.layer_graphs_made = None, False
 
     def forward(self, input_values, attention_mask, record_hidden_states: bool = False,
                 sample_lengths: list[int] | None = None) -> ModelOutput:
-        return forward_model(self.model, input_values, attention_mask, record_hidden_states, sample_lengths)
+        if not self.layer_graphs_made:
+            self.layer_graphs = student_layer_graphs(self.model, self.student_graph_frames)
+            self.layer_graphs_made = True
+        return forward_model(self.model, input_values, attention_mask, record_hidden_states, sample_lengths,
+                             self.layer_graphs)

@@ -28,7 +28,7 @@ from transformers.masking_utils import AttentionMaskInterface
 from hparams import CHOICES
 from models.kernels.backend import MixerKernels, default_device_type, mixer_kernels
 from models.kernels.graphs import capture_cuda_graph
-from models.kernels.mixer_graphs import MIXER_GRAPH_FRAMES, GraphedMixer, full_lengths, mixer_graph_pair
+from models.kernels.mixer_graphs import MIXER_GRAPH_FRAMES, GraphedRecompute, full_lengths, recompute_graph_pair
 from models.kernels.scan_graphs import SCAN_GRAPH_FRAMES
 from models.mamba2 import Mamba2
 
@@ -240,7 +240,7 @@ def mixer_graphs(dims: MixerDims, kernels: MixerKernels, autocast_dtype, capture
     it is captured. Time is padded to the chunk."""
     fused = functools.partial(_fused_of_graph_inputs, dims=dims, kernels=kernels.without_graphs(),
                               autocast_dtype=autocast_dtype)
-    return mixer_graph_pair(fused, 2 * len(Direction._fields), dims.chunk_size, capture)
+    return recompute_graph_pair(fused, 2 * len(Direction._fields), dims.chunk_size, capture)
 
 
 _cuda_mixer_graphs = functools.cache(mixer_graphs)  # one pair per (dims, kernels, autocast dtype) in a process
@@ -258,7 +258,7 @@ def graphed_bimamba2_fused(dims: MixerDims, fw: Direction, bw: Direction, hidden
     sequence."""
     device = hidden.device.type
     autocast_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-    return GraphedMixer.apply(hidden, lengths, _cuda_mixer_graphs(dims, kernels, autocast_dtype), *fw, *bw)
+    return GraphedRecompute.apply(hidden, _cuda_mixer_graphs(dims, kernels, autocast_dtype), 1, lengths, *fw, *bw)
 
 
 class BiMamba2Wrapper(nn.Module):

@@ -14,8 +14,8 @@ drawn on the host by Hugging Face's own ``_compute_mask_indices`` and copied wit
 zeroed and masked with ``masked_fill`` / ``torch.where``, and SDPA's boolean mask is built from the frame mask
 without reading it. The layers themselves, their LayerDrop and the positional convolution are Hugging Face's,
 called as its encoder calls them (so hooks and gradient checkpointing on the layers work as before); given
-``layer_graphs`` (the distillation teacher's), a call of a layer replays its CUDA graph instead
-(models/kernels/layer_graphs.py).
+``layer_graphs`` (the distillation teacher's, or the student's in training), a call of a layer replays its CUDA
+graphs instead (models/kernels/layer_graphs.py).
 """
 import contextlib
 
@@ -24,7 +24,7 @@ import torch
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Model, _compute_mask_indices
 
-from models.kernels.layer_graphs import LayerGraphs
+from models.kernels.layer_graphs import LayerGraphs, TrainingLayerGraphs
 from models.mamba_utils import BIMAMBA2_ATTENTION
 
 
@@ -85,12 +85,14 @@ def layer_attention_mask(encoder, hidden_states: torch.Tensor, frame_mask: torch
 
 
 def wav2vec2_forward(wav2vec2: Wav2Vec2Model, input_values: torch.Tensor, attention_mask: torch.Tensor | None,
-                     sample_lengths: list[int] | None = None, layer_graphs: LayerGraphs | None = None) -> torch.Tensor:
+                     sample_lengths: list[int] | None = None,
+                     layer_graphs: LayerGraphs | TrainingLayerGraphs | None = None) -> torch.Tensor:
     """Last hidden state (batch, frames, hidden) of ``wav2vec2`` on input_values (batch, samples) with
     attention_mask (batch, samples), 1 on the samples of each utterance (padding at the end) or None (no padding).
     sample_lengths: each utterance's samples as host integers; when None they are read from attention_mask (one
-    synchronisation). layer_graphs: the encoder layers' CUDA graphs (SDPA layers; the distillation teacher's), which
-    replace the layers' launches where ``layer_graphs.applies``."""
+    synchronisation). layer_graphs: the encoder layers' CUDA graphs (the distillation teacher's SDPA layers without
+    gradients; the BiMamba2 student's in training), which replace the layers' launches where
+    ``layer_graphs.applies``."""
     if wav2vec2.adapter is not None:
         raise ValueError("wav2vec2_forward: models with an adapter (config.add_adapter) are not supported")
     features = wav2vec2.feature_extractor(input_values).transpose(1, 2)  # (batch, frames, conv channels)

@@ -8,7 +8,7 @@ import torch
 from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Attention
 
 from bench import speed
-from models.build import build_asr_model, encoder_layer_graphs, forward_model
+from models.build import build_asr_model, encoder_layer_graphs, forward_model, student_layer_graphs
 from models.kernels.backend import mixer_kernels
 from models.kernels.conv import causal_conv_silu_ref
 from models.kernels.ssd import ssd_chunked, ssd_ref
@@ -369,6 +369,45 @@ def test_teacher_layer_graphs_replay_the_eager_layers(tiny_hparams, autocast):
         first, second = (forward_model(model, x, mask, sample_lengths=samples, layer_graphs=graphs).logits
                          for _ in range(2))
     assert graphs.captures == 2 and torch.isfinite(first).all() and not torch.equal(first, second)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_student_layer_graphs_replay_the_eager_layers_in_training(tiny_hparams, autocast):
+    """The BiMamba2 student's layers in training replayed as CUDA graphs (TrainingLayerGraphs, a forward and a
+    recomputing backward) against the same graphs rerun eagerly with the same dropout masks: outputs and gradients
+    of a padded batch, two lengths sharing one graph each way."""
+    from models.kernels.graphs import rerun_eagerly
+    from models.kernels.layer_graphs import TrainingLayerGraphs
+
+    torch.manual_seed(0)
+    model = build_asr_model(tiny_hparams("asr_use_mamba=True,mamba_backend=triton,mask_time_prob=0.0")).to(CUDA)
+    model.train()
+    replayed = student_layer_graphs(model, 16384)
+    assert replayed is not None
+    eager = TrainingLayerGraphs(model.wav2vec2.encoder.layers[0], capture=rerun_eagerly)
+    tolerance = 2e-2 if autocast else 1e-4
+    for samples in ([16000, 9000], [15000, 15000]):  # 49 and 46 frames: one graph of 64
+        x = torch.randn(len(samples), max(samples), device=CUDA)
+        mask = torch.zeros(x.shape, dtype=torch.long, device=CUDA)
+        for i, n in enumerate(samples):
+            mask[i, :n] = 1
+        results = []
+        for graphs in (replayed, eager):
+            generator = torch.Generator(CUDA).manual_seed(1)
+            graphs.draw_masks = lambda b, t, device: [
+                torch.rand(b, t, w, device=device, generator=generator) > 0.2 for w in replayed.widths]
+            torch.manual_seed(2)  # the front end's dropout
+            model.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                out = forward_model(model, x * mask, mask, sample_lengths=samples, layer_graphs=graphs)
+            logits = out.logits.float() * out.frame_mask[..., None]
+            (logits * torch.linspace(-1, 1, logits.numel(), device=CUDA).view_as(logits)).sum().backward()
+            results.append((logits.detach(), [p.grad.clone() for p in model.wav2vec2.encoder.layers.parameters()]))
+        (a, grads_a), (b, grads_b) = results
+        assert relative_error(a, b) < tolerance
+        for i, (ga, gb) in enumerate(zip(grads_a, grads_b)):
+            assert relative_error(ga, gb) < tolerance, i
+    assert replayed.captures == 2
 
 
 @pytest.mark.parametrize("hparams", ["mask_time_prob=0.3", "asr_use_mamba=True,mask_time_prob=0.3"])

@@ -9,8 +9,9 @@ from transformers import Wav2Vec2ForCTC
 
 from models.build import encoder_layer_graphs, forward_model
 from models.kernels.graphs import rerun_eagerly
-from models.kernels.layer_graphs import LayerGraphs
+from models.kernels.layer_graphs import GivenMaskDropout, LayerGraphs, TrainingLayerGraphs
 from models.wav2vec2_forward import wav2vec2_forward
+from tests.conftest import relative_error
 from tests.test_wav2vec2_forward import LENGTHS, padded_batch, tiny_wav2vec2
 
 
@@ -108,3 +109,115 @@ def test_encoder_layer_graphs_only_for_sdpa_on_cuda():
     model = Wav2Vec2ForCTC(tiny_wav2vec2(True, mamba=False).config)
     assert encoder_layer_graphs(model, 16384) is None  # on CPU
     assert encoder_layer_graphs(model, 0) is None
+
+
+def test_given_mask_dropout_is_nn_dropout_with_its_mask():
+    x = torch.randn(4, 7, 16)
+    torch.manual_seed(3)
+    dropped = torch.nn.functional.dropout(x, p=0.3, training=True)
+    given = GivenMaskDropout(0.3)
+    given.mask = dropped != 0
+    torch.testing.assert_close(given(x), dropped)
+
+
+def replaying_masks(model, recorded):
+    """model's layers with each nn.Dropout applying, in the order the layers run, the masks of ``recorded``."""
+    calls = iter(recorded)
+    for layer in model.encoder.layers:
+        dropouts = []
+        for name, module in list(layer.named_modules()):
+            if isinstance(module, torch.nn.Dropout) and module.p > 0:
+                dropouts.append(GivenMaskDropout(module.p))
+                layer.set_submodule(name, dropouts[-1])
+
+        def take(module, args, dropouts=dropouts):
+            for dropout, mask in zip(dropouts, next(calls)):
+                dropout.mask = mask[:, :args[0].shape[1]]
+
+        layer.register_forward_pre_hook(take)
+
+
+@pytest.mark.parametrize("stable", [True, False])
+@pytest.mark.parametrize("lengths", [LENGTHS, [9600, 9600, 9600]])
+def test_training_layer_graphs_give_the_eager_layers_outputs_and_gradients(stable, lengths):
+    """BiMamba2 layers in training (dropout 0.1, LayerDrop and SpecAugment on) through one forward and one
+    recomputing backward "graph" per padded shape: the output and every parameter's gradient are those of Hugging
+    Face's layers applying the same dropout masks, padded batches and unpadded ones."""
+    x, mask = padded_batch(lengths)
+    results = []
+    for graphed in (True, False):
+        model = tiny_wav2vec2(stable, mamba=True).train()
+        model.config.layerdrop = 0.2  # seed 0: two of the three layers run
+        graphs = TrainingLayerGraphs(model.encoder.layers[0], capture=rerun_eagerly) if graphed else None
+        if graphed:
+            recorded, generator = [], torch.Generator().manual_seed(7)
+
+            def draw_masks(batch, frames, device):  # as draw_masks, from a generator of their own
+                masks = [torch.rand(batch, frames, width, generator=generator) > 0.1 for width in graphs.widths]
+                recorded.append(masks)
+                return masks
+
+            graphs.draw_masks = draw_masks
+        else:
+            replaying_masks(model, recorded)
+        np.random.seed(0)
+        torch.manual_seed(0)
+        out = wav2vec2_forward(model, x, mask, lengths, layer_graphs=graphs)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+        if graphed:
+            assert graphs.captures == 2 and len(recorded) == 2  # one shape each way; LayerDrop skipped a layer
+            assert all(len(masks) == 3 for masks in recorded)  # the layer's dropout, the feed-forward's two
+    (ours, our_grads), (reference, reference_grads) = results
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    assert our_grads.keys() == reference_grads.keys()
+    for name, grad in reference_grads.items():
+        # fp32 sums in another order
+        assert our_grads[name].shape == grad.shape and relative_error(our_grads[name], grad) < 1e-4, name
+
+
+def test_training_layer_graphs_apply_only_to_a_training_stack_with_a_gradient():
+    model = tiny_wav2vec2(True, mamba=True).train()
+    graphs = TrainingLayerGraphs(model.encoder.layers[0], capture=rerun_eagerly)
+    torch.manual_seed(0)
+    masks = graphs.draw_masks(4, 50, torch.device("cpu"))
+    assert graphs.widths == [32, 64, 32] and [m.shape for m in masks] == [(4, 50, w) for w in graphs.widths]
+    assert all(m.dtype == torch.bool and 0.85 < m.float().mean() < 0.95 for m in masks)  # kept: 1 - p = 0.9
+    hidden = torch.randn(2, 40, 32)
+    assert graphs.applies(hidden)
+    with torch.no_grad():
+        assert not graphs.applies(hidden)
+    model.eval()
+    assert not graphs.applies(hidden)
+    assert TrainingLayerGraphs(model.encoder.layers[0], capture=rerun_eagerly, max_frames=64).applies(hidden) is False
+
+
+def test_the_training_model_replays_the_students_layers_where_student_graph_frames_allows(tiny_hparams,
+                                                                                            monkeypatch):
+    """SpeechModel makes the student's graphs at its first forward (student_layer_graphs: only a BiMamba2 encoder
+    on CUDA, here rerun eagerly on CPU) and a training step runs through them; encoder_recompute with them is an
+    error naming both."""
+    from models import build
+
+    hparams = tiny_hparams("asr_use_mamba=True,student_graph_frames=16384")
+    model = build.build_asr_model(hparams).train()
+    assert build.student_layer_graphs(model, 16384) is None  # off CUDA
+    made = []
+
+    def cpu_graphs(model, max_frames):
+        made.append(TrainingLayerGraphs(model.wav2vec2.encoder.layers[0], max_frames=max_frames,
+                                        capture=rerun_eagerly))
+        return made[-1]
+
+    monkeypatch.setattr(build, "student_layer_graphs", cpu_graphs)
+    speech_model = build.SpeechModel(model, hparams.student_graph_frames)
+    x, mask = padded_batch(LENGTHS)
+    torch.manual_seed(0)  # LayerDrop's draws
+    out = speech_model(x, mask, sample_lengths=LENGTHS)
+    out.logits.float().pow(2).mean().backward()
+    assert len(made) == 1 and made[0].captures > 0
+    assert all(p.grad is not None for p in model.wav2vec2.encoder.layers[-1].parameters())
+    speech_model(x, mask, sample_lengths=LENGTHS)
+    assert len(made) == 1  # made once
+    with pytest.raises(ValueError, match="student_graph_frames.*encoder_recompute"):
+        build.build_asr_model(tiny_hparams("asr_use_mamba=True,student_graph_frames=16384,encoder_recompute=True"))

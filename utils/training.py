@@ -838,7 +838,7 @@ def build_trainer(args, start: RunStart, accelerator, model, **trainer_kwargs) -
         model.lm_head.requires_grad_(False)  # no loss reaches the CTC head: keep it out of the optimiser
     optimizer = make_optimizer(model, hparams)
     scheduler = make_scheduler(optimizer, hparams)
-    speech_model, optimizer = accelerator.prepare(SpeechModel(model), optimizer)
+    speech_model, optimizer = accelerator.prepare(SpeechModel(model, hparams.student_graph_frames), optimizer)
     trainer = Trainer(args, hparams, accelerator, model, speech_model, optimizer, scheduler, feeder, dev_utts,
                       tokenizer, **trainer_kwargs)
     if start.resume is not None:
