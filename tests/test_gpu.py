@@ -341,6 +341,15 @@ def test_cuda_graph_replays_equal_eager(tiny_hparams, mamba):
         assert relative_error(grads["graph"][i], grads["eager"][i]) < 2e-2, i  # bf16 autocast in both
 
 
+def padded_cuda_batch(samples: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random audio (batch, max samples) on CUDA and its attention mask, 1 on each utterance's samples."""
+    x = torch.randn(len(samples), max(samples), device=CUDA)
+    mask = torch.zeros(x.shape, dtype=torch.long, device=CUDA)
+    for i, n in enumerate(samples):
+        mask[i, :n] = 1
+    return x, mask
+
+
 @pytest.mark.parametrize("autocast", [False, True])
 def test_teacher_layer_graphs_replay_the_eager_layers(tiny_hparams, autocast):
     """The distillation teacher's layers replayed as CUDA graphs (models/kernels/layer_graphs.py) give the eager
@@ -352,10 +361,7 @@ def test_teacher_layer_graphs_replay_the_eager_layers(tiny_hparams, autocast):
     assert graphs is not None
     tolerance = 2e-2 if autocast else 1e-4
     for samples in ([16000, 9000], [15000, 15000]):  # 49 and 46 frames: one graph of 64
-        x = torch.randn(len(samples), max(samples), device=CUDA)
-        mask = torch.zeros(x.shape, dtype=torch.long, device=CUDA)
-        for i, n in enumerate(samples):
-            mask[i, :n] = 1
+        x, mask = padded_cuda_batch(samples)
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
             replayed = forward_model(model, x * mask, mask, True, samples, layer_graphs=graphs)
             eager = forward_model(model, x * mask, mask, True, samples)
@@ -387,10 +393,7 @@ def test_student_layer_graphs_replay_the_eager_layers_in_training(tiny_hparams, 
     eager = TrainingLayerGraphs(model.wav2vec2.encoder.layers[0], capture=rerun_eagerly)
     tolerance = 2e-2 if autocast else 1e-4
     for samples in ([16000, 9000], [15000, 15000]):  # 49 and 46 frames: one graph of 64
-        x = torch.randn(len(samples), max(samples), device=CUDA)
-        mask = torch.zeros(x.shape, dtype=torch.long, device=CUDA)
-        for i, n in enumerate(samples):
-            mask[i, :n] = 1
+        x, mask = padded_cuda_batch(samples)
         results = []
         for graphs in (replayed, eager):
             generator = torch.Generator(CUDA).manual_seed(1)
