@@ -10,8 +10,9 @@
     ctc.py                the CTC loss through F.ctc_loss (reference, CPU path)       ctc_triton.py
     front_end.py          the layer-norm CNN front end on channels-last activations   norm_gelu_triton.py
     graphs.py             CUDA graphs per padded input shape (``PaddedGraphs``)
-    mixer_graphs.py       a whole mixer replayed as CUDA graphs
-    layer_graphs.py       a stack of encoder layers replayed as CUDA graphs (the distillation teacher's)
+    mixer_graphs.py       a whole mixer replayed as CUDA graphs, its backward recomputing it
+    layer_graphs.py       a stack of encoder layers replayed as CUDA graphs (the distillation teacher's without
+                          gradients, the student's in training)
 
 A ``*_triton.py`` file imports Triton at the top and is imported only where a Triton path runs (CUDA, or Triton's
 interpreter in the CPU tests): the CPU path needs no Triton. Its kernels' length arguments (frames, rows,
