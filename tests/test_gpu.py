@@ -390,6 +390,8 @@ def test_student_layer_graphs_replay_the_eager_layers_in_training(tiny_hparams, 
     model.train()
     replayed = student_layer_graphs(model, 16384)
     assert replayed is not None
+    masks = replayed.draw_masks(2, 49, CUDA)  # the masks a run draws, on the GPU
+    assert [(m.dtype, m.shape) for m in masks] == [(torch.bool, (2, 49, w)) for w in replayed.widths]
     eager = TrainingLayerGraphs(model.wav2vec2.encoder.layers[0], capture=rerun_eagerly)
     tolerance = 2e-2 if autocast else 1e-4
     for samples in ([16000, 9000], [15000, 15000]):  # 49 and 46 frames: one graph of 64
