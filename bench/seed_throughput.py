@@ -6,6 +6,8 @@ Usage (a GPU machine; bench/NOTES.md, "Seed throughput"):
     python bench/seed_throughput.py --commands std target hybrid --root output/seed_throughput_a --code 1a2b3c4
     python bench/seed_throughput.py --time_limit 560 --pack $OUT      # stop starting runs in time; pack the record
     python bench/seed_throughput.py --report --root bench/results/seed_throughput_a   # rows again from a record
+    python bench/seed_throughput.py --root output/st_b --share output/st_a --commands target \
+        --hparams student_graph_frames=16384      # an A/B's other side: st_a's corpus, model and Std run
     python bench/seed_throughput.py --preset tiny --warmup 1 --steps 2 --profile_steps 1 --talks 2 1 --segments 3
 
 The commands are the seed README's (utils/seed_commands.py): Std, Unguided, Target guided, Waypoint guided, and
@@ -222,6 +224,24 @@ def prepare(root: Path, preset: str, talks: tuple[int, int], segments: int, work
               "dev": segment_stats(meta_seconds(root / "data" / "meta.dev.txt"))}
     (root / "corpus.json").write_text(json.dumps(corpus, indent=1) + "\n")
     return corpus
+
+
+def share(root: Path, other: Path, commands: list[str], asked: list[str]) -> None:
+    """``root`` takes ``other``'s corpus and model, and its Std run where a command asked for learns from Std
+    (symbolic links; nothing under ``other`` is written): one side of an A/B whose other side ran in ``other``.
+    Hybrid resumes Target guided's run dir, which therefore cannot be shared."""
+    if "hybrid" in asked and "target" not in asked:
+        raise SystemExit("error: --share: Hybrid resumes Target guided's run dir and would write into the shared "
+                         "root's: ask for --commands target hybrid")
+    wanted = ["raw", "data", "models"] + [f"runs/{c}" for c in commands if c == "std" and c not in asked]
+    for name in wanted:
+        source, link = other.resolve() / name, root / name
+        if not source.exists():
+            raise SystemExit(f"error: --share: {source} is missing: run the bench on {other} first")
+        if link.is_symlink() or not link.exists():
+            link.unlink(missing_ok=True)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(source, target_is_directory=True)
 
 
 def corpus_line(corpus: dict) -> str:
@@ -721,6 +741,8 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes making the corpus")
     parser.add_argument("--root", nargs="+", default=["output/seed_throughput"],
                         help="run root (several with --report: their rows together)")
+    parser.add_argument("--share", default=None, metavar="ROOT",
+                        help="take ROOT's corpus, model and Std run (the other side of an A/B, with --hparams)")
     parser.add_argument("--report", action="store_true", help="run nothing: the rows from the record under --root")
     parser.add_argument("--time_limit", type=float, default=None,
                         help="seconds: no run starts after time_limit - reserve, and a run still going then is "
@@ -746,6 +768,8 @@ def main(argv=None):
         plans = make_plans(commands, args.warmup, args.steps, args.profile_steps, args.hparams,
                            tuple(args.commands))
         root.mkdir(parents=True, exist_ok=True)
+        if args.share:
+            share(root, Path(args.share), commands, args.commands)
         (root / "plan.json").write_text(json.dumps({"preset": args.preset, "plans": {
             c: dataclasses.asdict(p) for c, p in plans.items()}}, indent=1) + "\n")
         # 1. corpus and model

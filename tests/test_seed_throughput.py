@@ -226,6 +226,20 @@ def test_the_bench_runs_std_and_target_end_to_end_and_reports_from_its_record(tm
     assert again.read_text() == out.read_text()
     assert again.with_name("again_recipe.jsonl").read_text() == out.with_name("rows_recipe.jsonl").read_text()
 
+    # an A/B's other side: Target guided with a lever, on the first root's corpus, model and Std run
+    other, std_files = tmp_path / "other_root", sorted(p.name for p in (root / "runs" / "std").iterdir())
+    st.main(["--preset", "tiny", "--commands", "target", "--hparams", "teacher_graph_frames=0", "--warmup", "1",
+             "--steps", "2", "--profile_steps", "1", "--root", str(other), "--share", str(root), "--out",
+             str(tmp_path / "other.jsonl"), "--ddp_rows", str(tmp_path / "none.jsonl")])
+    assert all((other / name).is_symlink() for name in ("raw", "data", "models", "runs/std"))
+    assert not (other / "runs" / "target").is_symlink() and (other / "runs" / "target" / "metrics.jsonl").is_file()
+    assert sorted(p.name for p in (root / "runs" / "std").iterdir()) == std_files  # nothing written there
+    shared = {r["command"]: r for r in map(json.loads, (tmp_path / "other.jsonl").read_text().splitlines())}
+    assert shared["target"]["hparams"] == "teacher_graph_frames=0" and shared["std"]["audio_s_per_s"] == std[
+        "audio_s_per_s"]
+    with pytest.raises(SystemExit, match="Hybrid resumes"):
+        st.main(["--commands", "hybrid", "--root", str(tmp_path / "third"), "--share", str(root)])
+
 
 def test_the_committed_rows_regenerate_from_their_record(tmp_path):
     """bench/results/seed_throughput_<gpu>.jsonl is what --report makes of the record packed beside it (the same
