@@ -177,7 +177,18 @@ def test_training_layer_graphs_give_the_eager_layers_outputs_and_gradients(stabl
 
 
 def test_training_layer_graphs_apply_only_to_a_training_stack_with_a_gradient():
+    """Also: the dropouts' widths come from a CPU probe on the torch kernels, whatever kernels the layer's mixers
+    hold (here ones that cannot run on a CPU, as mamba_ssm's Triton kernels cannot)."""
+    import dataclasses
+
+    def unrunnable(*args, **kwargs):
+        raise RuntimeError("not on this device")
+
     model = tiny_wav2vec2(True, mamba=True).train()
+    for module in model.encoder.layers[0].modules():
+        if hasattr(module, "kernels"):
+            module.kernels = dataclasses.replace(module.kernels, scan=unrunnable, conv=unrunnable,
+                                                 bidirectional_conv=unrunnable)
     graphs = TrainingLayerGraphs(model.encoder.layers[0], capture=rerun_eagerly)
     torch.manual_seed(0)
     masks = graphs.draw_masks(4, 50, torch.device("cpu"))

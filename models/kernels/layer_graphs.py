@@ -29,6 +29,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from models.kernels.backend import MixerKernels, mixer_kernels
 from models.kernels.graphs import MAX_GRAPHS, PaddedGraphs, capture_cuda_graph, graphs_apply
 from models.kernels.mixer_graphs import GraphedRecompute, recompute_graph_pair
 
@@ -150,8 +151,11 @@ class TrainingLayerGraphs:
 
     def _dropout_widths(self) -> list[int]:
         """The last dim of each dropout's input (the layer's model or feed-forward dim), from one call of a CPU copy
-        of the template on one frame."""
+        of the template on one frame, its mixers on the torch backend (whatever backend the layer runs)."""
         probe = copy.deepcopy(self.template).cpu().float()
+        for module in probe.modules():
+            if isinstance(getattr(module, "kernels", None), MixerKernels):
+                module.kernels = mixer_kernels("torch", "cpu")
         dropouts = [m for m in probe.modules() if isinstance(m, GivenMaskDropout)]
         widths = [0] * len(dropouts)
 
