@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch.profiler import record_function
 
-from models.build import SpeechModel, build_asr_model, encoder_layer_graphs, forward_model, load_weights
+from models.build import SpeechModel, build_asr_model, forward_model, load_weights, teacher_layer_graphs
 from models.heads import layer_distill_loss, logits_distill_loss
 from utils import checkpoint as ckpt
 from utils import training
@@ -42,7 +42,7 @@ class Teacher:
                                      init_source=str(source)).to(device)
         self.model.requires_grad_(False)
         self.model.train(not hparams.teacher_eval_mode)
-        self.layer_graphs = encoder_layer_graphs(self.model, hparams.teacher_graph_frames)
+        self.layer_graphs = teacher_layer_graphs(self.model, hparams.teacher_graph_frames)
         self.hparams, self.autocast, self.path = hparams, autocast, None
 
     def load(self, path: Path) -> None:

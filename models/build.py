@@ -253,7 +253,7 @@ def forward_model(model: Wav2Vec2ForCTC, input_values, attention_mask, record_hi
     return ModelOutput(logits, last_hidden_state, frame_mask, output_lengths, hidden_states, head_logits)
 
 
-def encoder_layer_graphs(model: Wav2Vec2ForCTC, max_frames: int) -> LayerGraphs | None:
+def teacher_layer_graphs(model: Wav2Vec2ForCTC, max_frames: int) -> LayerGraphs | None:
     """CUDA graphs of ``model``'s encoder layers for its forwards without a gradient (``LayerGraphs``, up to
     ``max_frames`` batch x padded frames), or None where they do not apply: ``max_frames`` 0, a model off CUDA, or
     attention other than SDPA (flash-attn's padded path reads the lengths on the host, which a graph cannot; the
@@ -267,7 +267,7 @@ def student_layer_graphs(model: Wav2Vec2ForCTC, max_frames: int) -> TrainingLaye
     """CUDA graphs of a BiMamba2 ``model``'s encoder layers for its training forwards and backwards
     (``TrainingLayerGraphs``, up to ``max_frames`` batch x padded frames), or None where they do not apply:
     ``max_frames`` 0, a model off CUDA, or an encoder with attention (the teacher's graphs are
-    ``encoder_layer_graphs``)."""
+    ``teacher_layer_graphs``)."""
     if (max_frames <= 0 or not next(model.parameters()).is_cuda
             or model.config._attn_implementation != BIMAMBA2_ATTENTION):
         return None

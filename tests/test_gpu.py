@@ -8,7 +8,7 @@ import torch
 from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Attention
 
 from bench import speed
-from models.build import build_asr_model, encoder_layer_graphs, forward_model, student_layer_graphs
+from models.build import build_asr_model, forward_model, student_layer_graphs, teacher_layer_graphs
 from models.kernels.backend import mixer_kernels
 from models.kernels.conv import causal_conv_silu_ref
 from models.kernels.ssd import ssd_chunked, ssd_ref
@@ -357,7 +357,7 @@ def test_teacher_layer_graphs_replay_the_eager_layers(tiny_hparams, autocast):
     replay draws new dropout masks."""
     torch.manual_seed(0)
     model = build_asr_model(tiny_hparams("mask_time_prob=0.0")).to(CUDA).eval()
-    graphs = encoder_layer_graphs(model, 16384)
+    graphs = teacher_layer_graphs(model, 16384)
     assert graphs is not None
     tolerance = 2e-2 if autocast else 1e-4
     for samples in ([16000, 9000], [15000, 15000]):  # 49 and 46 frames: one graph of 64

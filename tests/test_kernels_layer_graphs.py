@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import Wav2Vec2ForCTC
 
-from models.build import encoder_layer_graphs, forward_model
+from models.build import forward_model, teacher_layer_graphs
 from models.kernels.graphs import rerun_eagerly
 from models.kernels.layer_graphs import GivenMaskDropout, LayerGraphs, TrainingLayerGraphs
 from models.wav2vec2_forward import wav2vec2_forward
@@ -105,10 +105,10 @@ def test_a_layer_error_inside_the_replays_leaves_the_layers_forward_restored():
     assert all("forward" not in vars(layer) for layer in model.encoder.layers)
 
 
-def test_encoder_layer_graphs_only_for_sdpa_on_cuda():
+def test_teacher_layer_graphs_only_for_sdpa_on_cuda():
     model = Wav2Vec2ForCTC(tiny_wav2vec2(True, mamba=False).config)
-    assert encoder_layer_graphs(model, 16384) is None  # on CPU
-    assert encoder_layer_graphs(model, 0) is None
+    assert teacher_layer_graphs(model, 16384) is None  # on CPU
+    assert teacher_layer_graphs(model, 0) is None
 
 
 def test_given_mask_dropout_is_nn_dropout_with_its_mask():
