@@ -127,15 +127,15 @@ class TrainingLayerGraphs:
       template: the backward graph recomputes the whole layer.
     - Each layer's parameters are the graphs' static inputs, copied in before each replay (one launch), and its
       gradients come out flattened in one tensor; nothing is kept between a layer's forward and backward but its
-      inputs and masks, as with activation checkpointing: one more forward of each layer on the GPU, for one launch
-      each way on the host.
+      inputs and masks, as with activation checkpointing: one more forward of each layer on the GPU, for one graph
+      launch each way (and the copies in and out) on the host.
     """
 
     def __init__(self, layer: nn.Module, multiple: int = TIME_MULTIPLE, max_frames: int = LAYER_GRAPH_FRAMES,
                  max_graphs: int = MAX_GRAPHS, capture: Callable = capture_cuda_graph):
         with torch.inference_mode(False), torch.no_grad():
             self.template = copy.deepcopy(layer).requires_grad_(False).train()
-        self.dropouts = []  # (the template's GivenMaskDropout, width of its input), in the order the layer runs them
+        self.dropouts = []  # the template's GivenMaskDropout modules; self.widths: their inputs' last dims
         for name, module in list(self.template.named_modules()):
             if isinstance(module, nn.Dropout) and module.p > 0:
                 given = GivenMaskDropout(module.p)
@@ -180,8 +180,9 @@ class TrainingLayerGraphs:
         """Whether a call on ``hidden`` (batch, frames, d) replays: the stack training with a gradient, at most
         ``max_frames`` frames once padded, and no other graph being captured. A ``rerun_eagerly`` capture applies on
         any device (the CPU tests)."""
-        return self.source.training and torch.is_grad_enabled() and graphs_apply(hidden, self.multiple, self.max_frames,
-                                                        any_device=self.capture is not capture_cuda_graph)
+        return (self.source.training and torch.is_grad_enabled()
+                and graphs_apply(hidden, self.multiple, self.max_frames,
+                                 any_device=self.capture is not capture_cuda_graph))
 
     def draw_masks(self, batch: int, frames: int, device: torch.device) -> list[torch.Tensor]:
         """One call's dropout masks, (batch, frames, width) bool each, True where kept."""
@@ -190,11 +191,11 @@ class TrainingLayerGraphs:
 
     def _run_template(self, hidden, frame_mask, *masks_and_params, autocast_dtype) -> tuple[torch.Tensor]:
         masks, params = masks_and_params[:len(self.dropouts)], masks_and_params[len(self.dropouts):]
-        for dropout, mask in zip(self.dropouts, masks):
+        for dropout, mask in zip(self.dropouts, masks):  # mask (batch, frames, width) bool
             dropout.mask = mask
-        # a new view of the mask each call: BiMamba2's PaddingLayout caches its layout per mask tensor, which a
-        # capture must compute from the static buffer, not take from the eager call before it
-        # no cache of cast weights: a graph must cast the parameters each replay copies in
+        # no cache of cast weights: a graph must cast the parameters each replay copies in. A new view of the frame
+        # mask each call: BiMamba2's PaddingLayout caches its layout per mask tensor, which a capture must compute
+        # from the static buffer, not take from the eager call before it.
         with torch.autocast(hidden.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None,
                             cache_enabled=False):
             out = torch.func.functional_call(self.template, dict(zip(self.names, params)), (hidden,),
