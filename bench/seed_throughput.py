@@ -233,7 +233,7 @@ def share(root: Path, other: Path, commands: list[str], asked: list[str]) -> Non
     if "hybrid" in asked and "target" not in asked:
         raise SystemExit("error: --share: Hybrid resumes Target guided's run dir and would write into the shared "
                          "root's: ask for --commands target hybrid")
-    wanted = ["raw", "data", "models"] + [f"runs/{c}" for c in commands if c == "std" and c not in asked]
+    wanted = ["raw", "data", "models"] + (["runs/std"] if "std" in commands and "std" not in asked else [])
     for name in wanted:
         source, link = other.resolve() / name, root / name
         if not source.exists():
@@ -734,7 +734,7 @@ def main(argv=None):
     parser.add_argument("--preset", default="large", help="models/presets.py size of the random model")
     parser.add_argument("--hparams", default="",
                         help="hparams added to the --commands' own (not to the runs they learn from): one side of an "
-                             "A/B, e.g. teacher_graph_frames=0 on a root whose Std run is the other side's")
+                             "A/B, e.g. teacher_graph_frames=0 with --share <the other side's root>")
     parser.add_argument("--talks", type=int, nargs=2, default=(176, 64), metavar=("TRAIN", "DEV"),
                         help="synthetic talks in the training and dev sets (16 talks a corpus worker)")
     parser.add_argument("--segments", type=int, default=4, help="segments per talk")

@@ -6,6 +6,7 @@
 """
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import logging
 
@@ -329,12 +330,12 @@ class SpeechModel(nn.Module):
         super().__init__()
         self.model = model
         self.student_graph_frames = student_graph_frames
-        self.layer_graphs, self.layer_graphs_made = None, False
+
+    @functools.cached_property
+    def layer_graphs(self) -> TrainingLayerGraphs | None:
+        return student_layer_graphs(self.model, self.student_graph_frames)
 
     def forward(self, input_values, attention_mask, record_hidden_states: bool = False,
                 sample_lengths: list[int] | None = None) -> ModelOutput:
-        if not self.layer_graphs_made:
-            self.layer_graphs = student_layer_graphs(self.model, self.student_graph_frames)
-            self.layer_graphs_made = True
         return forward_model(self.model, input_values, attention_mask, record_hidden_states, sample_lengths,
                              self.layer_graphs)

@@ -27,7 +27,7 @@ from transformers.masking_utils import AttentionMaskInterface
 
 from hparams import CHOICES
 from models.kernels.backend import MixerKernels, default_device_type, mixer_kernels
-from models.kernels.graphs import capture_cuda_graph
+from models.kernels.graphs import capture_cuda_graph, current_autocast_dtype
 from models.kernels.mixer_graphs import MIXER_GRAPH_FRAMES, GraphedRecompute, full_lengths, recompute_graph_pair
 from models.kernels.scan_graphs import SCAN_GRAPH_FRAMES
 from models.mamba2 import Mamba2
@@ -256,9 +256,8 @@ def graphed_bimamba2_fused(dims: MixerDims, fw: Direction, bw: Direction, hidden
     """``bimamba2_fused`` replayed from CUDA graphs: one graph launch forward and one backward (which recomputes the
     forward) instead of each of the mixer's kernels and their Python. lengths (batch,) valid frames of each
     sequence."""
-    device = hidden.device.type
-    autocast_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
-    return GraphedRecompute.apply(hidden, _cuda_mixer_graphs(dims, kernels, autocast_dtype), 1, lengths, *fw, *bw)
+    graphs = _cuda_mixer_graphs(dims, kernels, current_autocast_dtype(hidden.device.type))
+    return GraphedRecompute.apply(hidden, graphs, 1, lengths, *fw, *bw)
 
 
 class BiMamba2Wrapper(nn.Module):

@@ -64,6 +64,12 @@ def round_up(frames: int, multiple: int) -> int:
     return -(-frames // multiple) * multiple
 
 
+def current_autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The autocast dtype in force on ``device_type``, None without autocast: a graph captures the casts of its
+    call, so each dtype needs graphs of its own."""
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+
+
 def graphs_apply(hidden: torch.Tensor, multiple: int, max_frames: int, any_device: bool = False) -> bool:
     """Whether a call on ``hidden`` (batch, frames, ...) replays graphs: at most ``max_frames`` frames (batch x
     length padded to ``multiple``), on CUDA, and no other graph being captured (bench/speed.py captures whole

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from models.kernels.backend import MixerKernels, mixer_kernels
-from models.kernels.graphs import MAX_GRAPHS, PaddedGraphs, capture_cuda_graph, graphs_apply
+from models.kernels.graphs import MAX_GRAPHS, PaddedGraphs, capture_cuda_graph, current_autocast_dtype, graphs_apply
 from models.kernels.mixer_graphs import GraphedRecompute, recompute_graph_pair
 
 # The teacher's layers replay graphs at up to this many frames (batch x length padded to TIME_MULTIPLE; the hparam
@@ -72,9 +72,7 @@ class LayerGraphs:
     def __call__(self, layer: nn.Module, hidden: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         """``layer`` on hidden (batch, frames, d) with frame_mask (batch, frames) bool, True on each utterance's
         frames: (batch, frames, d), from the graph of this padded shape."""
-        device_type = hidden.device.type
-        autocast = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
-        key = (layer.training, autocast)
+        key = (layer.training, current_autocast_dtype(hidden.device.type))
         if key not in self.graphs:
             self.graphs[key] = PaddedGraphs(self._run_template, (True, True), (True,), self.multiple,
                                             self.max_graphs, self.capture, self.pool)
@@ -162,14 +160,12 @@ class TrainingLayerGraphs:
         def record(index, module, args):
             widths[index] = args[0].shape[-1]
 
-        hooks = [d.register_forward_pre_hook(functools.partial(record, i)) for i, d in enumerate(dropouts)]
-        for d in dropouts:
+        for i, d in enumerate(dropouts):  # the probe is thrown away with its hooks
+            d.register_forward_pre_hook(functools.partial(record, i))
             d.mask = torch.ones((), dtype=torch.bool)
         d_model = next(m for m in probe.modules() if isinstance(m, nn.LayerNorm)).normalized_shape[0]
         with torch.no_grad():
             probe(torch.zeros(1, 1, d_model), attention_mask=torch.ones(1, 1, dtype=torch.bool))
-        for hook in hooks:
-            hook.remove()
         return widths
 
     @property
@@ -205,8 +201,7 @@ class TrainingLayerGraphs:
     def __call__(self, layer: nn.Module, hidden: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         """``layer`` on hidden (batch, frames, d) with frame_mask (batch, frames) bool, True on each utterance's
         frames: (batch, frames, d), from the graphs of this padded shape; its backward replays the other graph."""
-        device_type = hidden.device.type
-        autocast = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+        autocast = current_autocast_dtype(hidden.device.type)
         if autocast not in self.graphs:
             run = functools.partial(self._run_template, autocast_dtype=autocast)
             self.graphs[autocast] = recompute_graph_pair(
