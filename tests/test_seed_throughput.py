@@ -129,6 +129,9 @@ def test_throughput_is_audio_over_the_measured_steps_wall_time_less_teacher_swit
     # the ceiling: the profiled step's audio (step 107's 100 s) over its GPU time, 0.4 s
     assert st.gpu_bound(rows, plan, gpu_ms=400.0) == pytest.approx(250.0)
     assert st.gpu_bound(rows, plan, gpu_ms=0.0) is None and st.gpu_bound(rows[:3], plan, 400.0) is None
+    # the GPU's busy share without the profiler: the measured steps' rate over that ceiling
+    assert st.busy_unprofiled(result["audio_s_per_s"], 250.0) == pytest.approx(600 / 9 / 250)
+    assert st.busy_unprofiled(result["audio_s_per_s"], None) is None
 
 
 def test_switch_share_and_the_recipe_estimate():
@@ -204,7 +207,7 @@ def test_the_bench_runs_std_and_target_end_to_end_and_reports_from_its_record(tm
         assert row["microbench_audio_s_per_s"] > 0 and row["loop_vs_microbench"] > 0
         assert row["eval_s"] > 0 and row["checkpoint_s"] > 0 and row["eval_s_tedlium_dev"] > row["eval_s"]
         assert row["breakdown"]["forward"]["cpu_ms"] > 0 and row["breakdown"]["backward"]["cpu_ms"] > 0
-        assert row["gpu_busy"] is None  # a CPU: neither GPU nor Triton
+        assert row["gpu_busy"] is row["gpu_busy_unprofiled"] is None  # a CPU: neither GPU nor Triton
         assert row["autotunes_after_warmup"] == row["compiles_after_warmup"] == 0
         assert row["gpu"].startswith("cpu ") and (row["code"], row["start_step"]) == ("abc1234", 10001)
         assert row["corpus"]["distribution"] == short.describe()
