@@ -83,6 +83,7 @@ TARGETS = (
     ("Unguided / Std", ("unguided", "vs_std"), 0.8, True),
     ("Waypoint switches at the seed's cycle", ("waypoint", "switch_share"), 0.05, False),
 )
+GPU_BUSY_TARGET = 0.9  # in every command, judged on gpu_busy_unprofiled
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -641,6 +642,13 @@ def fmt(value, spec: str) -> str:
     return "-".rjust(int(width) if width else 1)
 
 
+def verdict(value: float | None, bound: float, at_least: bool = True) -> str:
+    """'met' or 'not met' for ``value`` against a target of at least (else at most) ``bound``; '-' without one."""
+    if value is None:
+        return "-"
+    return "met" if (value >= bound if at_least else value <= bound) else "not met"
+
+
 def print_tables(rows: list[dict], estimate: dict, corpus: dict) -> None:
     print(f"\n{rows[0]['gpu']} ({rows[0]['code']}); {corpus_line(corpus)}")
     print("\nbusy: the GPU's share of the measured steps' wall time, estimated without the profiler's cost; "
@@ -679,13 +687,13 @@ def print_tables(rows: list[dict], estimate: dict, corpus: dict) -> None:
     print("\ntargets (one process):")
     for what, (command, key), bound, at_least in TARGETS:
         value = by_command.get(command, {}).get(key)
-        met = None if value is None else (value >= bound if at_least else value <= bound)
         print(f"  {what}: {fmt(value, '.2f')} ({'≥' if at_least else '≤'} {bound:g}): "
-              f"{'-' if met is None else 'met' if met else 'not met'}")
+              f"{verdict(value, bound, at_least)}")
     busy = [r["gpu_busy_unprofiled"] for r in rows if r["gpu_busy_unprofiled"] is not None]
     profiled = [r["gpu_busy"] for r in rows if r["gpu_busy"] is not None]
-    print(f"  GPU busy in every command, estimated without the profiler: min {fmt(min(busy) if busy else None, '.0%')}"
-          f" (≥ 90%): {'-' if not busy else 'met' if min(busy) >= 0.9 else 'not met'}; under the profiler: min "
+    least = min(busy) if busy else None
+    print(f"  GPU busy in every command, estimated without the profiler: min {fmt(least, '.0%')} "
+          f"(≥ {GPU_BUSY_TARGET:.0%}): {verdict(least, GPU_BUSY_TARGET)}; under the profiler: min "
           f"{fmt(min(profiled) if profiled else None, '.0%')}")
     for what, key in (("autotuning", "autotunes_after_warmup"), ("kernel compiles", "compiles_after_warmup")):
         counts = [r[key] for r in rows if r[key] is not None]
